@@ -43,6 +43,7 @@ pub const OP_CLASSES: &[&str] = &[
     "scalar_min",
     "minmax",
     "select",
+    "scalar_select",
     "div",
     "rem",
     "shift",
@@ -129,7 +130,8 @@ pub fn step_ms(cal: &Calibration, op: &PlanOp, ty: ScalarType, value_types: &[Sc
             ConstOp::Shl | ConstOp::Shr => cal.ms("shift", w),
         },
         PlanOp::Select { .. } if ty == ScalarType::Bool => 2.0 * bool_op(),
-        PlanOp::Select { .. } => cal.ms("select", w),
+        PlanOp::Select { a, b, .. } if both(a, b) => cal.ms("select", w),
+        PlanOp::Select { .. } => cal.ms("scalar_select", w),
         PlanOp::Cast { a, from } => {
             let from = value_types.get(*a as usize).copied().unwrap_or(*from);
             if ty == ScalarType::Bool {

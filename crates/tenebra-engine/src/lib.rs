@@ -1,1 +1,53 @@
+//! Tenebra engine: runs circuits on ciphertexts with tfhe-rs.
+//!
+//! Owns key sets ([`keys`]), the encrypted input and result files ([`bundle`]) with their
+//! size-limited, conformance-checked deserialization, and the parallel dataflow executor
+//! ([`exec`]). Knows nothing about HTTP or SQL.
 
+pub mod bundle;
+pub mod exec;
+pub mod keys;
+#[doc(hidden)]
+pub mod test_support;
+
+pub use exec::{Ct, Progress, RunOptions};
+pub use keys::{ClientKeys, KeySetId, ServerKeys};
+
+/// Everything that can go wrong in the engine.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// The caller's input is wrong (bad file, wrong key set, wrong function): a client error.
+    #[error("{0}")]
+    BadInput(String),
+    /// The run was cancelled before its end.
+    #[error("cancelled after {done} of {total} steps")]
+    Cancelled { done: usize, total: usize },
+    #[error("I/O error: {0}")]
+    Io(String),
+    /// A bug or an environment failure, not the caller's fault.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Runs a validated circuit end to end on the server side: expands the encrypted inputs,
+/// executes the optimized plan, and seals the outputs into a result payload.
+pub fn evaluate(
+    keys: &ServerKeys,
+    circuit: &tenebra_circuit::ValidCircuit,
+    input_payload: &[u8],
+    opts: RunOptions<'_>,
+) -> Result<Vec<u8>, EngineError> {
+    let plan = tenebra_circuit::plan::plan(circuit);
+    let inputs = bundle::expand_values(keys, input_payload, &circuit.input_types())?;
+    let outputs = exec::run(keys.integer(), &plan, inputs, opts)?;
+    bundle::seal_results(outputs.into_iter().flatten().collect(), &output_types(circuit))
+}
+
+/// Type of every output value, outputs flattened in order.
+pub fn output_types(circuit: &tenebra_circuit::Circuit) -> Vec<tenebra_circuit::ScalarType> {
+    circuit
+        .outputs
+        .iter()
+        .flat_map(|o| std::iter::repeat_n(o.ty.ty, o.ty.count()))
+        .collect()
+}

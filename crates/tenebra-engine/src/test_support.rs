@@ -1,0 +1,44 @@
+//! Test keys generated once and cached on disk (key generation takes seconds, decompressing
+//! the evaluation key about one more): tests of every crate share them.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use crate::keys::{ClientKeys, ServerKeys, MANIFEST_FILE};
+
+/// The cached test key set directory: `$TENEBRA_TEST_KEYS`, or `target/test-keys` of the
+/// workspace. Generated on first use (into a temporary directory renamed into place, so
+/// concurrent test processes never see a half-written key set).
+pub fn test_key_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::var_os("TENEBRA_TEST_KEYS").map_or_else(
+            || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/test-keys"),
+            PathBuf::from,
+        );
+        if !dir.join(MANIFEST_FILE).exists() {
+            let parent = dir.parent().map(PathBuf::from).unwrap_or_default();
+            std::fs::create_dir_all(&parent).expect("create the test key parent directory");
+            let tmp = parent.join(format!(".test-keys-{}", std::process::id()));
+            ClientKeys::generate(&tmp).expect("generate test keys");
+            if std::fs::rename(&tmp, &dir).is_err() {
+                // Another process won the race; its keys are as good as ours.
+                let _ = std::fs::remove_dir_all(&tmp);
+            }
+        }
+        dir
+    })
+    .clone()
+}
+
+/// The client side of the cached test key set.
+pub fn client_keys() -> &'static ClientKeys {
+    static KEYS: OnceLock<ClientKeys> = OnceLock::new();
+    KEYS.get_or_init(|| ClientKeys::load(&test_key_dir()).expect("load test client keys"))
+}
+
+/// The server side of the cached test key set, decompressed once per process.
+pub fn server_keys() -> &'static ServerKeys {
+    static KEYS: OnceLock<ServerKeys> = OnceLock::new();
+    KEYS.get_or_init(|| ServerKeys::load(&test_key_dir()).expect("load test server keys"))
+}
