@@ -217,7 +217,7 @@ pub fn random_circuit(rng: &mut Rng, n_nodes: usize) -> ValidCircuit {
                     }
                 }
             }
-            9 if ta.is_integer() && ta.bits() <= 4 => {
+            9 if ta.is_integer() && ta.bits() <= 6 => {
                 let to = rng.pick(&[ScalarType::Uint(4), ScalarType::Int(4), ScalarType::Bool]);
                 let table = (0..1u64 << ta.bits()).map(|_| rng.value(to)).collect();
                 (Node::Lut { a, table, to }, to)

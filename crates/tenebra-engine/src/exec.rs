@@ -18,7 +18,9 @@ use tenebra_circuit::plan::{Arg, Plan, PlanOp, Step};
 use tenebra_circuit::ScalarType;
 use tfhe::integer::prelude::*;
 use tfhe::integer::server_key::MatchValues;
-use tfhe::integer::{BooleanBlock, RadixCiphertext, ServerKey, SignedRadixCiphertext};
+use tfhe::integer::{
+    BooleanBlock, IntegerCiphertext, RadixCiphertext, ServerKey, SignedRadixCiphertext,
+};
 
 use crate::EngineError;
 
@@ -441,6 +443,46 @@ fn execute_step(
         }
         PlanOp::Lut { table, .. } => {
             let index = args[0].as_ref().clone().into_radix();
+            one(Ct::from_radix(lookup(sks, &index, table, ty)?, ty))
+        }
+        PlanOp::Constant { c } => one(trivial(sks, *c, ty)),
+    }
+}
+
+/// `table[index]` as radix blocks of `ty`. Inputs of one or two blocks take one PBS per
+/// output block (a bivariate PBS reads both input blocks at once); wider inputs use
+/// tfhe-rs's `match_value`.
+fn lookup(
+    sks: &ServerKey,
+    index: &RadixCiphertext,
+    table: &[u64],
+    ty: ScalarType,
+) -> Result<RadixCiphertext, EngineError> {
+    let short: &tfhe::shortint::ServerKey = sks.as_ref();
+    let entry = |i: u64, k: usize| (table.get(i as usize).copied().unwrap_or(0) >> (2 * k)) & 3;
+    let blocks = index.blocks();
+    match blocks {
+        [only] => {
+            let out: Vec<_> = (0..ty.blocks())
+                .into_par_iter()
+                .map(|k| {
+                    let lut = short.generate_lookup_table(|x| entry(x, k));
+                    short.apply_lookup_table(only, &lut)
+                })
+                .collect();
+            Ok(RadixCiphertext::from(out))
+        }
+        [lo, hi] => {
+            let out: Vec<_> = (0..ty.blocks())
+                .into_par_iter()
+                .map(|k| {
+                    let lut = short.generate_lookup_table_bivariate(|h, l| entry(h * 4 + l, k));
+                    short.apply_lookup_table_bivariate(hi, lo, &lut)
+                })
+                .collect();
+            Ok(RadixCiphertext::from(out))
+        }
+        _ => {
             let pairs: Vec<(u64, u64)> = table
                 .iter()
                 .enumerate()
@@ -448,11 +490,9 @@ fn execute_step(
                 .collect();
             let matches = MatchValues::new(pairs)
                 .map_err(|e| EngineError::Internal(format!("lookup table: {e}")))?;
-            let (r, _) = sks.match_value_parallelized(&index, &matches);
-            let r = sks.cast_to_unsigned(r, ty.blocks());
-            one(Ct::from_radix(r, ty))
+            let (r, _) = sks.match_value_parallelized(index, &matches);
+            Ok(sks.cast_to_unsigned(r, ty.blocks()))
         }
-        PlanOp::Constant { c } => one(trivial(sks, *c, ty)),
     }
 }
 

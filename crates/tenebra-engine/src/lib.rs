@@ -51,3 +51,36 @@ pub fn output_types(circuit: &tenebra_circuit::Circuit) -> Vec<tenebra_circuit::
         .flat_map(|o| std::iter::repeat_n(o.ty.ty, o.ty.count()))
         .collect()
 }
+
+/// Evaluates an encrypted input bundle: checks it was made for this key set and for the
+/// circuit `resolve` returns for its header, runs the circuit, and returns the result bundle.
+pub fn evaluate_bundle(
+    keys: &ServerKeys,
+    input: &[u8],
+    resolve: impl FnOnce(&bundle::Header) -> Result<tenebra_circuit::ValidCircuit, EngineError>,
+    opts: RunOptions<'_>,
+) -> Result<Vec<u8>, EngineError> {
+    let (header, payload) = bundle::read(input, bundle::Kind::Input)?;
+    if header.key_set_id != keys.id().to_string() {
+        return Err(EngineError::BadInput(format!(
+            "the input is encrypted under key set {}, but the evaluation key is key set {}",
+            header.key_set_id,
+            keys.id()
+        )));
+    }
+    let circuit = resolve(&header)?;
+    if header.circuit_id != circuit.id().to_string() || header.types != circuit.input_types() {
+        return Err(EngineError::BadInput(format!(
+            "the input was encrypted for another version of `{}` (circuit {}, expected {})",
+            header.function,
+            header.circuit_id,
+            circuit.id()
+        )));
+    }
+    let result = evaluate(keys, &circuit, payload, opts)?;
+    let out_header = bundle::Header {
+        types: output_types(&circuit),
+        ..header
+    };
+    bundle::write(bundle::Kind::Result, &out_header, &result)
+}

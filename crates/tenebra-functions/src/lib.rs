@@ -1,1 +1,183 @@
+//! Tenebra's built-in functions.
+//!
+//! A function is a family of circuits (one per input size, built with the tracing builder),
+//! the conversion of its JSON input to circuit inputs, the client-side post-processing of the
+//! decrypted outputs, and an independent plaintext reference written directly in Rust. Tests
+//! check the encrypted result and the circuit's plaintext simulation against the reference.
 
+use std::ops::RangeInclusive;
+
+use serde_json::Value;
+use tenebra_circuit::cost::{cost, Cost};
+use tenebra_circuit::eval::evaluate;
+use tenebra_circuit::ValidCircuit;
+
+pub mod sleep_quality;
+pub mod weight_stats;
+
+/// A JSON input a function cannot take.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FunctionError {
+    #[error("unknown function `{0}` (see `tenebra functions list`)")]
+    Unknown(String),
+    #[error("invalid input for {function}: {message}")]
+    Input {
+        function: &'static str,
+        message: String,
+    },
+    #[error("{function} takes sizes {min}..={max}, got {size}")]
+    Size {
+        function: &'static str,
+        size: u32,
+        min: u32,
+        max: u32,
+    },
+}
+
+/// A built-in function.
+pub struct Builtin {
+    pub name: &'static str,
+    /// One line: what it computes.
+    pub summary: &'static str,
+    /// Input and output JSON shape, human-readable.
+    pub signature: &'static str,
+    /// Input sizes (number of values or records) the function accepts.
+    pub sizes: RangeInclusive<u32>,
+    build: fn(u32) -> ValidCircuit,
+    encode: fn(&Value) -> Result<(u32, Vec<u64>), String>,
+    finish: fn(u32, &[Vec<u64>]) -> Value,
+    reference: fn(&Value) -> Result<Value, String>,
+}
+
+impl std::fmt::Debug for Builtin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builtin").field("name", &self.name).finish()
+    }
+}
+
+static BUILTINS: [Builtin; 2] = [weight_stats::BUILTIN, sleep_quality::BUILTIN];
+
+/// Every built-in function.
+pub fn builtins() -> &'static [Builtin] {
+    &BUILTINS
+}
+
+/// Looks a built-in up by name.
+pub fn find(name: &str) -> Result<&'static Builtin, FunctionError> {
+    BUILTINS
+        .iter()
+        .find(|b| b.name == name)
+        .ok_or_else(|| FunctionError::Unknown(name.to_owned()))
+}
+
+impl Builtin {
+    fn input_error(&self, message: String) -> FunctionError {
+        FunctionError::Input {
+            function: self.name,
+            message,
+        }
+    }
+
+    /// The circuit for inputs of `size` values (or records).
+    pub fn circuit(&self, size: u32) -> Result<ValidCircuit, FunctionError> {
+        if !self.sizes.contains(&size) {
+            return Err(FunctionError::Size {
+                function: self.name,
+                size,
+                min: *self.sizes.start(),
+                max: *self.sizes.end(),
+            });
+        }
+        Ok((self.build)(size))
+    }
+
+    /// Reads a JSON input: its size and the circuit's plain input values.
+    pub fn encode(&self, input: &Value) -> Result<(u32, Vec<u64>), FunctionError> {
+        (self.encode)(input).map_err(|m| self.input_error(m))
+    }
+
+    /// Client-side post-processing: the function's JSON output from decrypted circuit outputs.
+    pub fn finish(&self, size: u32, outputs: &[Vec<u64>]) -> Value {
+        (self.finish)(size, outputs)
+    }
+
+    /// The plaintext reference, computed directly (not through the circuit).
+    pub fn reference(&self, input: &Value) -> Result<Value, FunctionError> {
+        (self.reference)(input).map_err(|m| self.input_error(m))
+    }
+
+    /// Runs the circuit on plain values: what the encrypted run must decrypt to.
+    pub fn simulate(&self, input: &Value) -> Result<Value, FunctionError> {
+        let (size, values) = self.encode(input)?;
+        let circuit = self.circuit(size)?;
+        Ok(self.finish(size, &evaluate(&circuit, &values)))
+    }
+
+    /// Cost of the circuit for `size`.
+    pub fn cost(&self, size: u32) -> Result<Cost, FunctionError> {
+        Ok(cost(&self.circuit(size)?))
+    }
+}
+
+/// Smallest even width (2..=64) that holds `max` without wrapping.
+pub fn width_for(max: u64) -> u8 {
+    let bits = (64 - max.leading_zeros()).max(2) as u8;
+    bits + bits % 2
+}
+
+/// Reads a JSON array of integers in `range`, naming the first bad element.
+pub(crate) fn int_array<'a>(
+    v: Option<&'a Value>,
+    field: &str,
+    len: RangeInclusive<u32>,
+) -> Result<Vec<&'a Value>, String> {
+    let Some(Value::Array(items)) = v else {
+        return Err(format!("`{field}` must be an array"));
+    };
+    if !len.contains(&(items.len() as u32)) {
+        return Err(format!(
+            "`{field}` must hold {} to {} elements, it holds {}",
+            len.start(),
+            len.end(),
+            items.len()
+        ));
+    }
+    Ok(items.iter().collect())
+}
+
+/// Reads one JSON integer in `lo..=hi`.
+pub(crate) fn int_in(v: &Value, what: &str, lo: u64, hi: u64) -> Result<u64, String> {
+    match v.as_u64() {
+        Some(x) if (lo..=hi).contains(&x) => Ok(x),
+        _ => Err(format!("{what} must be an integer in {lo}..={hi}, got {v}")),
+    }
+}
+
+/// Checks that an object has exactly the given keys.
+pub(crate) fn only_keys(v: &Value, keys: &[&str]) -> Result<(), String> {
+    let Value::Object(map) = v else {
+        return Err("the input must be a JSON object".into());
+    };
+    if let Some(k) = map.keys().find(|k| !keys.contains(&k.as_str())) {
+        return Err(format!(
+            "unknown field `{k}` (expected {})",
+            keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn widths() {
+        assert_eq!(width_for(0), 2);
+        assert_eq!(width_for(3), 2);
+        assert_eq!(width_for(4), 4);
+        assert_eq!(width_for(65535), 16);
+        assert_eq!(width_for(65536), 18);
+        assert_eq!(width_for(100 * 65535), 24);
+    }
+}

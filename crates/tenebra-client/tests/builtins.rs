@@ -1,0 +1,64 @@
+//! Every built-in end to end on real ciphertexts: client encrypt, server evaluate (no client
+//! key), client decrypt, compared with the plaintext reference.
+
+use serde_json::{json, Value};
+use tenebra_circuit::testing::Rng;
+use tenebra_client::{decrypt, encrypt};
+use tenebra_engine::test_support::{client_keys, server_keys};
+use tenebra_engine::{evaluate_bundle, EngineError, RunOptions};
+use tenebra_functions::find;
+
+fn round_trip(name: &str, input: Value) {
+    let f = find(name).unwrap();
+    let enc = encrypt(client_keys(), f, &input).unwrap();
+    let resolve = |h: &tenebra_engine::bundle::Header| {
+        find(&h.function)
+            .and_then(|g| g.circuit(h.size))
+            .map_err(|e| EngineError::BadInput(e.to_string()))
+    };
+    let res = evaluate_bundle(server_keys(), &enc, resolve, RunOptions::default()).unwrap();
+    let got = decrypt(client_keys(), f, &res).unwrap();
+    assert_eq!(got, f.reference(&input).unwrap(), "{name} on {input}");
+}
+
+const NIGHT_5: &str = "[[0,0,120],[3,120,150],[0,150,210],[4,210,240],[0,240,300]]";
+
+#[test]
+fn weight_stats_encrypted() {
+    round_trip("weight_stats", json!({"weights": [680, 650, 690, 700, 705]}));
+    round_trip("weight_stats", json!({"weights": [0]}));
+    round_trip("weight_stats", json!({"weights": [65535, 65535, 65534]}));
+    // Sum past 16 bits.
+    round_trip("weight_stats", json!({"weights": [700; 12]}));
+    let mut rng = Rng::new(5);
+    let w: Vec<u64> = (0..6).map(|_| rng.value(tenebra_circuit::ScalarType::Uint(16))).collect();
+    round_trip("weight_stats", json!({"weights": w}));
+}
+
+#[test]
+fn sleep_quality_encrypted() {
+    let night: Value = serde_json::from_str(NIGHT_5).unwrap();
+    round_trip("sleep_quality", json!({"records": night}));
+    // Reversed interval, no stage-0 record.
+    round_trip("sleep_quality", json!({"records": [[3, 100, 50], [4, 10, 500]]}));
+    // Sleep before bed, undefined stage.
+    round_trip("sleep_quality", json!({"records": [[5, 0, 400], [0, 100, 500], [9, 1, 2]]}));
+}
+
+#[test]
+fn mismatches_are_clear_errors() {
+    let ws = find("weight_stats").unwrap();
+    let sq = find("sleep_quality").unwrap();
+    let enc = encrypt(client_keys(), ws, &json!({"weights": [1, 2]})).unwrap();
+    // Evaluating as the wrong function.
+    let resolve = |h: &tenebra_engine::bundle::Header| {
+        sq.circuit(h.size).map_err(|e| EngineError::BadInput(e.to_string()))
+    };
+    let e = evaluate_bundle(server_keys(), &enc, resolve, RunOptions::default()).unwrap_err();
+    assert!(e.to_string().contains("another version"), "{e}");
+    // Decrypting an input file, or a result as the wrong function.
+    assert!(decrypt(client_keys(), ws, &enc).unwrap_err().to_string().contains("encrypted input"));
+    assert!(tenebra_client::input_header(&enc, sq).unwrap_err().to_string().contains("`weight_stats`"));
+    // Truncated bundle.
+    assert!(decrypt(client_keys(), ws, &enc[..5]).is_err());
+}
