@@ -29,7 +29,7 @@ fn weight_stats_encrypted() {
     round_trip("weight_stats", json!({"weights": [0]}));
     round_trip("weight_stats", json!({"weights": [65535, 65535, 65534]}));
     // Sum past 16 bits.
-    round_trip("weight_stats", json!({"weights": [700; 12]}));
+    round_trip("weight_stats", json!({"weights": vec![700; 12]}));
     let mut rng = Rng::new(5);
     let w: Vec<u64> = (0..6).map(|_| rng.value(tenebra_circuit::ScalarType::Uint(16))).collect();
     round_trip("weight_stats", json!({"weights": w}));
