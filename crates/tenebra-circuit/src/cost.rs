@@ -149,8 +149,7 @@ pub fn step_ms(cal: &Calibration, op: &PlanOp, ty: ScalarType, value_types: &[Sc
             muls * cal.ms("scalar_mul", w) + (args.len() as f64) * cal.ms("sum_operand", w)
         }
         PlanOp::Lut { from, .. } => {
-            cal.ms("lut16", 4) * f64::from(1u32 << from.bits()) / 16.0
-                * (f64::from(w.max(2)) / 4.0)
+            cal.ms("lut16", 4) * f64::from(1u32 << from.bits()) / 16.0 * (f64::from(w.max(2)) / 4.0)
         }
         PlanOp::Constant { .. } => 0.0,
     }

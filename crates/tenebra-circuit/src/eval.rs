@@ -141,13 +141,11 @@ pub fn evaluate(c: &ValidCircuit, inputs: &[u64]) -> Vec<Vec<u64>> {
                 }
                 best as u64 & t.mask()
             }
-            Node::Dot { args, weights } => args
-                .iter()
-                .zip(weights)
-                .fold(0u64, |acc, (&n, &w)| {
+            Node::Dot { args, weights } => {
+                args.iter().zip(weights).fold(0u64, |acc, (&n, &w)| {
                     acc.wrapping_add(vals[n as usize].wrapping_mul(w))
-                })
-                & t.mask(),
+                }) & t.mask()
+            }
             Node::Lut { a, table, .. } => {
                 let idx = vals[*a as usize] & node_ty(*a).mask();
                 table[idx as usize]

@@ -27,7 +27,9 @@ pub fn encode_scalar(ty: ScalarType, v: &Value, what: &str) -> Result<u64, IoErr
     };
     ty.from_i128(n).ok_or_else(|| {
         let (lo, hi) = ty.range();
-        IoError(format!("{what}: {n} is out of range for {ty} ({lo}..={hi})"))
+        IoError(format!(
+            "{what}: {n} is out of range for {ty} ({lo}..={hi})"
+        ))
     })
 }
 

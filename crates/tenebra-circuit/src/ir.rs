@@ -120,22 +120,60 @@ pub enum ReduceOp {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Node {
     /// Element `index` of input `input` (0 for a scalar input).
-    Input { input: u32, index: u32 },
-    Unary { op: UnOp, a: NodeId },
-    Binary { op: BinOp, a: Operand, b: Operand },
-    Compare { op: CmpOp, a: Operand, b: Operand },
-    ByConst { op: ConstOp, a: NodeId, c: u64 },
+    Input {
+        input: u32,
+        index: u32,
+    },
+    Unary {
+        op: UnOp,
+        a: NodeId,
+    },
+    Binary {
+        op: BinOp,
+        a: Operand,
+        b: Operand,
+    },
+    Compare {
+        op: CmpOp,
+        a: Operand,
+        b: Operand,
+    },
+    ByConst {
+        op: ConstOp,
+        a: NodeId,
+        c: u64,
+    },
     /// `cond ? a : b`; `cond` is a `bool`.
-    Select { cond: NodeId, a: Operand, b: Operand },
+    Select {
+        cond: NodeId,
+        a: Operand,
+        b: Operand,
+    },
     /// Conversion with Rust `as` semantics (truncate, zero- or sign-extend); to `bool`: `!= 0`.
-    Cast { a: NodeId, to: ScalarType },
-    Reduce { op: ReduceOp, args: Vec<NodeId> },
+    Cast {
+        a: NodeId,
+        to: ScalarType,
+    },
+    Reduce {
+        op: ReduceOp,
+        args: Vec<NodeId>,
+    },
     /// Index of the first largest value, as type `to`.
-    ArgMax { args: Vec<NodeId>, to: ScalarType },
+    ArgMax {
+        args: Vec<NodeId>,
+        to: ScalarType,
+    },
     /// Wrapping dot product with plain weights (bit patterns in the arguments' type).
-    Dot { args: Vec<NodeId>, weights: Vec<u64> },
+    Dot {
+        args: Vec<NodeId>,
+        weights: Vec<u64>,
+    },
     /// `table[a]`, with `a` read as an unsigned index; the table has `2^bits(a)` entries.
-    Lut { a: NodeId, table: Vec<u64>, to: ScalarType },
+    Lut {
+        a: NodeId,
+        table: Vec<u64>,
+        to: ScalarType,
+    },
 }
 
 /// A named circuit input.
@@ -279,10 +317,7 @@ const REDUCE_OPS: [(&str, ReduceOp); 3] = [
 ];
 
 fn name_of<T: PartialEq + Copy>(table: &[(&'static str, T)], op: T) -> &'static str {
-    table
-        .iter()
-        .find(|(_, o)| *o == op)
-        .map_or("?", |(n, _)| n)
+    table.iter().find(|(_, o)| *o == op).map_or("?", |(n, _)| n)
 }
 
 fn lookup<T: Copy>(table: &[(&'static str, T)], name: &str) -> Option<T> {

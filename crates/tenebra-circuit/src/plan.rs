@@ -38,23 +38,61 @@ impl Arg {
 /// One operation of a plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlanOp {
-    Unary { op: UnOp, a: ValueId },
+    Unary {
+        op: UnOp,
+        a: ValueId,
+    },
     /// At least one side is a value.
-    Binary { op: BinOp, a: Arg, b: Arg },
+    Binary {
+        op: BinOp,
+        a: Arg,
+        b: Arg,
+    },
     /// `ty` is the operands' type; at least one side is a value.
-    Compare { op: CmpOp, a: Arg, b: Arg, ty: ScalarType },
-    ByConst { op: ConstOp, a: ValueId, c: u64 },
+    Compare {
+        op: CmpOp,
+        a: Arg,
+        b: Arg,
+        ty: ScalarType,
+    },
+    ByConst {
+        op: ConstOp,
+        a: ValueId,
+        c: u64,
+    },
     /// Either side may be a constant (argmax selects between constant indices).
-    Select { cond: ValueId, a: Arg, b: Arg },
-    Cast { a: ValueId, from: ScalarType },
+    Select {
+        cond: ValueId,
+        a: Arg,
+        b: Arg,
+    },
+    Cast {
+        a: ValueId,
+        from: ScalarType,
+    },
     /// Multi-operand wrapping sum plus a constant; at least two values.
-    Sum { args: Vec<ValueId>, constant: u64 },
+    Sum {
+        args: Vec<ValueId>,
+        constant: u64,
+    },
     /// One comparison, two results: `outs[0] = min(a, b)`, `outs[1] = max(a, b)`.
-    MinMax { a: ValueId, b: ValueId },
-    Dot { args: Vec<ValueId>, weights: Vec<u64> },
-    Lut { a: ValueId, from: ScalarType, table: Vec<u64> },
+    MinMax {
+        a: ValueId,
+        b: ValueId,
+    },
+    Dot {
+        args: Vec<ValueId>,
+        weights: Vec<u64>,
+    },
+    Lut {
+        a: ValueId,
+        from: ScalarType,
+        table: Vec<u64>,
+    },
     /// A public constant, trivially encrypted (argmax of a single value is index 0).
-    Constant { c: u64 },
+    Constant {
+        c: u64,
+    },
 }
 
 /// A plan step: an operation and the values it produces (all of type `ty`).
@@ -199,7 +237,10 @@ impl Lowering {
                 _ => unreachable!("chunks(2)"),
             }
         }
-        (self.tree(mins, BinOp::Min, ty), self.tree(maxs, BinOp::Max, ty))
+        (
+            self.tree(mins, BinOp::Min, ty),
+            self.tree(maxs, BinOp::Max, ty),
+        )
     }
 
     fn argmax(&mut self, vals: &[ValueId], ty: ScalarType, to: ScalarType) -> ValueId {
@@ -290,7 +331,13 @@ impl Lowering {
             ),
             _ => {
                 vals.sort_unstable();
-                self.emit1(PlanOp::Sum { args: vals, constant: k }, ty)
+                self.emit1(
+                    PlanOp::Sum {
+                        args: vals,
+                        constant: k,
+                    },
+                    ty,
+                )
             }
         }
     }
@@ -320,7 +367,11 @@ pub fn plan(c: &ValidCircuit) -> Plan {
     let is_sum = |node: &Node| {
         matches!(
             node,
-            Node::Binary { op: BinOp::Add, .. } | Node::Reduce { op: ReduceOp::Sum, .. }
+            Node::Binary { op: BinOp::Add, .. }
+                | Node::Reduce {
+                    op: ReduceOp::Sum,
+                    ..
+                }
         )
     };
     // An addition read once, by another sum of the same type, and by no output is absorbed.
@@ -330,9 +381,8 @@ pub fn plan(c: &ValidCircuit) -> Plan {
                 && matches!(c.nodes[i], Node::Binary { op: BinOp::Add, .. })
                 && uses[i] == 1
                 && out_refs[i] == 0
-                && consumer[i].is_some_and(|k| {
-                    is_sum(&c.nodes[k as usize]) && c.ty(k) == c.ty(i as NodeId)
-                })
+                && consumer[i]
+                    .is_some_and(|k| is_sum(&c.nodes[k as usize]) && c.ty(k) == c.ty(i as NodeId))
         })
         .collect();
     // Min and max of the same pair, and min and max reductions over the same list.
@@ -403,8 +453,18 @@ pub fn plan(c: &ValidCircuit) -> Plan {
                     }
                 }
             }
-            Node::Unary { op, a } => l.emit1(PlanOp::Unary { op: *op, a: l.val(*a) }, ty),
-            Node::Binary { op: BinOp::Add, a, b } => {
+            Node::Unary { op, a } => l.emit1(
+                PlanOp::Unary {
+                    op: *op,
+                    a: l.val(*a),
+                },
+                ty,
+            ),
+            Node::Binary {
+                op: BinOp::Add,
+                a,
+                b,
+            } => {
                 let (mut vals, mut k) = (Vec::new(), 0u64);
                 l.sum_terms(*a, ty, &mut vals, &mut k);
                 l.sum_terms(*b, ty, &mut vals, &mut k);
@@ -614,21 +674,20 @@ pub fn evaluate_plan(p: &Plan, inputs: &[u64]) -> Vec<Vec<u64>> {
                 get(*b, &vals)
             }],
             PlanOp::Cast { a, from } => vec![cast(*from, t, vals[*a as usize])],
-            PlanOp::Sum { args, constant } => vec![args
-                .iter()
-                .fold(*constant, |acc, &v| acc.wrapping_add(vals[v as usize]))
-                & t.mask()],
+            PlanOp::Sum { args, constant } => vec![
+                args.iter()
+                    .fold(*constant, |acc, &v| acc.wrapping_add(vals[v as usize]))
+                    & t.mask(),
+            ],
             PlanOp::MinMax { a, b } => {
                 let (x, y) = (vals[*a as usize], vals[*b as usize]);
                 vec![binary(BinOp::Min, t, x, y), binary(BinOp::Max, t, x, y)]
             }
-            PlanOp::Dot { args, weights } => vec![args
-                .iter()
-                .zip(weights)
-                .fold(0u64, |acc, (&v, &w)| {
+            PlanOp::Dot { args, weights } => vec![
+                args.iter().zip(weights).fold(0u64, |acc, (&v, &w)| {
                     acc.wrapping_add(vals[v as usize].wrapping_mul(w))
-                })
-                & t.mask()],
+                }) & t.mask(),
+            ],
             PlanOp::Lut { a, from, table } => {
                 vec![table[(vals[*a as usize] & from.mask()) as usize]]
             }

@@ -151,7 +151,14 @@ pub fn random_circuit(rng: &mut Rng, n_nodes: usize) -> ValidCircuit {
                 };
                 (
                     Node::Compare {
-                        op: rng.pick(&[CmpOp::Eq, CmpOp::Ne, CmpOp::Lt, CmpOp::Le, CmpOp::Gt, CmpOp::Ge]),
+                        op: rng.pick(&[
+                            CmpOp::Eq,
+                            CmpOp::Ne,
+                            CmpOp::Lt,
+                            CmpOp::Le,
+                            CmpOp::Gt,
+                            CmpOp::Ge,
+                        ]),
                         a: x,
                         b: y,
                     },

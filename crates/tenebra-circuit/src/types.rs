@@ -77,7 +77,9 @@ impl ScalarType {
     /// Converts a number to this type's bit pattern, if it is in range.
     pub fn from_i128(self, value: i128) -> Option<u64> {
         let (lo, hi) = self.range();
-        (lo..=hi).contains(&value).then(|| (value as u64) & self.mask())
+        (lo..=hi)
+            .contains(&value)
+            .then(|| (value as u64) & self.mask())
     }
 
     /// Smallest and largest value of the type.
@@ -239,7 +241,10 @@ mod tests {
 
     #[test]
     fn io_types() {
-        assert_eq!("u16[100]".parse::<IoType>().unwrap(), IoType::vector(ScalarType::Uint(16), 100));
+        assert_eq!(
+            "u16[100]".parse::<IoType>().unwrap(),
+            IoType::vector(ScalarType::Uint(16), 100)
+        );
         assert_eq!("bool".parse::<IoType>().unwrap().to_string(), "bool");
         for s in ["u16[]", "u16[x]", "u16[3", "[3]", "u16[1][2]"] {
             assert!(s.parse::<IoType>().is_err(), "{s}");

@@ -2,7 +2,9 @@
 
 use std::collections::HashSet;
 
-use crate::ir::{BinOp, Circuit, ConstOp, Node, NodeId, Operand, UnOp, FORMAT_VERSION, SCHEME_TFHE};
+use crate::ir::{
+    BinOp, Circuit, ConstOp, Node, NodeId, Operand, UnOp, FORMAT_VERSION, SCHEME_TFHE,
+};
 use crate::types::ScalarType;
 
 /// Size limits a circuit must respect before anything else looks at it.
@@ -306,7 +308,11 @@ fn pair_type(a: Operand, b: Operand, types: &[ScalarType]) -> Result<ScalarType,
     Ok(t)
 }
 
-fn same_type_args(args: &[NodeId], types: &[ScalarType], limits: &Limits) -> Result<ScalarType, String> {
+fn same_type_args(
+    args: &[NodeId],
+    types: &[ScalarType],
+    limits: &Limits,
+) -> Result<ScalarType, String> {
     if args.is_empty() || args.len() > limits.max_args {
         return Err(format!(
             "needs 1 to {} arguments, has {}",
@@ -376,10 +382,7 @@ fn node_type(
                         return Err(format!("divisor {c} does not fit in {t}"));
                     }
                     if t.to_i128(*c) <= 0 {
-                        return Err(format!(
-                            "divisor must be positive, got {}",
-                            t.to_i128(*c)
-                        ));
+                        return Err(format!("divisor must be positive, got {}", t.to_i128(*c)));
                     }
                 }
                 ConstOp::Shl | ConstOp::Shr => {

@@ -30,7 +30,13 @@ fn canonical_json_round_trips_and_ids_are_stable() {
     assert_ne!(stats(6).id(), c.id());
     // The id is the SHA-256 of the canonical bytes, in hex.
     assert_eq!(c.id().to_string().len(), 64);
-    assert_eq!(c.id().to_string().parse::<tenebra_circuit::CircuitId>().unwrap(), c.id());
+    assert_eq!(
+        c.id()
+            .to_string()
+            .parse::<tenebra_circuit::CircuitId>()
+            .unwrap(),
+        c.id()
+    );
 }
 
 #[test]
@@ -86,24 +92,61 @@ fn hostile_circuits_are_rejected_with_the_node_named() {
             "nodes": nodes,
             "outputs":[{"name":"o","type":"u8","nodes":[2]}]})
     };
-    let inputs = serde_json::json!([{"op":"input","input":0,"index":0},{"op":"input","input":0,"index":1}]);
+    let inputs =
+        serde_json::json!([{"op":"input","input":0,"index":0},{"op":"input","input":0,"index":1}]);
     let with = |n: serde_json::Value| {
         let mut v = inputs.as_array().unwrap().clone();
         v.push(n);
         base(serde_json::Value::Array(v))
     };
-    rejects(with(serde_json::json!({"op":"add","a":0,"b":5})), "node 2 (add): refers to node 5");
-    rejects(with(serde_json::json!({"op":"add","a":0,"b":2})), "only use earlier nodes");
-    rejects(with(serde_json::json!({"op":"add","a":0,"b":{"c":256}})), "does not fit");
-    rejects(with(serde_json::json!({"op":"div","a":0,"c":0})), "positive");
-    rejects(with(serde_json::json!({"op":"shl","a":0,"c":8})), "not below the width");
-    rejects(with(serde_json::json!({"op":"frobnicate","a":0})), "unknown op");
-    rejects(with(serde_json::json!({"op":"neg","a":0,"b":1})), "does not take field `b`");
-    rejects(with(serde_json::json!({"op":"lt","a":0,"b":1})), "has type bool");
-    rejects(with(serde_json::json!({"op":"lut","a":0,"table":[1,2],"to":"u8"})), "needs 256 entries");
-    rejects(with(serde_json::json!({"op":"add","a":{"c":1},"b":{"c":2}})), "at least one operand");
-    rejects(base(serde_json::json!([{"op":"input","input":3,"index":0}])), "input 3 does not exist");
-    rejects(base(serde_json::json!([{"op":"input","input":0,"index":2}])), "out of range");
+    rejects(
+        with(serde_json::json!({"op":"add","a":0,"b":5})),
+        "node 2 (add): refers to node 5",
+    );
+    rejects(
+        with(serde_json::json!({"op":"add","a":0,"b":2})),
+        "only use earlier nodes",
+    );
+    rejects(
+        with(serde_json::json!({"op":"add","a":0,"b":{"c":256}})),
+        "does not fit",
+    );
+    rejects(
+        with(serde_json::json!({"op":"div","a":0,"c":0})),
+        "positive",
+    );
+    rejects(
+        with(serde_json::json!({"op":"shl","a":0,"c":8})),
+        "not below the width",
+    );
+    rejects(
+        with(serde_json::json!({"op":"frobnicate","a":0})),
+        "unknown op",
+    );
+    rejects(
+        with(serde_json::json!({"op":"neg","a":0,"b":1})),
+        "does not take field `b`",
+    );
+    rejects(
+        with(serde_json::json!({"op":"lt","a":0,"b":1})),
+        "has type bool",
+    );
+    rejects(
+        with(serde_json::json!({"op":"lut","a":0,"table":[1,2],"to":"u8"})),
+        "needs 256 entries",
+    );
+    rejects(
+        with(serde_json::json!({"op":"add","a":{"c":1},"b":{"c":2}})),
+        "at least one operand",
+    );
+    rejects(
+        base(serde_json::json!([{"op":"input","input":3,"index":0}])),
+        "input 3 does not exist",
+    );
+    rejects(
+        base(serde_json::json!([{"op":"input","input":0,"index":2}])),
+        "out of range",
+    );
     let mut v = base(inputs.clone());
     v["version"] = 2.into();
     rejects(v, "format version 2");
@@ -115,24 +158,49 @@ fn hostile_circuits_are_rejected_with_the_node_named() {
     rejects(v, "unsupported integer width");
     rejects(serde_json::json!({"version":1}), "missing field");
     // Too many nodes.
-    let limits = Limits { max_nodes: 10, ..Limits::default() };
-    let many: Vec<_> = (0..11).map(|i| serde_json::json!({"op":"input","input":0,"index":i % 2})).collect();
+    let limits = Limits {
+        max_nodes: 10,
+        ..Limits::default()
+    };
+    let many: Vec<_> = (0..11)
+        .map(|i| serde_json::json!({"op":"input","input":0,"index":i % 2}))
+        .collect();
     let bytes = serde_json::to_vec(&base(serde_json::Value::Array(many))).unwrap();
-    assert!(matches!(parse_circuit(&bytes, &limits), Err(ValidationError::Circuit(m)) if m.contains("nodes")));
+    assert!(
+        matches!(parse_circuit(&bytes, &limits), Err(ValidationError::Circuit(m)) if m.contains("nodes"))
+    );
     // Oversized JSON is refused before parsing.
-    let limits = Limits { max_json_bytes: 10, ..Limits::default() };
-    assert!(parse_circuit(&bytes, &limits).unwrap_err().to_string().contains("bytes"));
+    let limits = Limits {
+        max_json_bytes: 10,
+        ..Limits::default()
+    };
+    assert!(parse_circuit(&bytes, &limits)
+        .unwrap_err()
+        .to_string()
+        .contains("bytes"));
 }
 
 #[test]
 fn planner_fuses_min_max_and_flattens_sums() {
     let c = stats(100);
     let p = plan(&c);
-    let minmax = p.steps.iter().filter(|s| matches!(s.op, PlanOp::MinMax { .. })).count();
-    let sums: Vec<_> = p.steps.iter().filter(|s| matches!(s.op, PlanOp::Sum { .. })).collect();
+    let minmax = p
+        .steps
+        .iter()
+        .filter(|s| matches!(s.op, PlanOp::MinMax { .. }))
+        .count();
+    let sums: Vec<_> = p
+        .steps
+        .iter()
+        .filter(|s| matches!(s.op, PlanOp::Sum { .. }))
+        .collect();
     assert_eq!(minmax, 50, "pairs share one comparison");
     // 50 pairs, then two trees of 49 ops each: 148 comparisons instead of 198.
-    let compares = p.steps.iter().filter(|s| !matches!(s.op, PlanOp::Sum { .. } | PlanOp::Cast { .. })).count();
+    let compares = p
+        .steps
+        .iter()
+        .filter(|s| !matches!(s.op, PlanOp::Sum { .. } | PlanOp::Cast { .. }))
+        .count();
     assert_eq!(compares, 50 + 49 + 49);
     assert_eq!(sums.len(), 1);
 

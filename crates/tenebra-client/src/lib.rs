@@ -20,7 +20,11 @@ pub enum ClientError {
 }
 
 /// Encrypts a function's JSON input under `keys` into an input bundle.
-pub fn encrypt(keys: &ClientKeys, function: &Builtin, input: &Value) -> Result<Vec<u8>, ClientError> {
+pub fn encrypt(
+    keys: &ClientKeys,
+    function: &Builtin,
+    input: &Value,
+) -> Result<Vec<u8>, ClientError> {
     let (size, values) = function.encode(input)?;
     let circuit = function.circuit(size)?;
     let types = circuit.input_types();

@@ -25,13 +25,18 @@ const NIGHT_5: &str = "[[0,0,120],[3,120,150],[0,150,210],[4,210,240],[0,240,300
 
 #[test]
 fn weight_stats_encrypted() {
-    round_trip("weight_stats", json!({"weights": [680, 650, 690, 700, 705]}));
+    round_trip(
+        "weight_stats",
+        json!({"weights": [680, 650, 690, 700, 705]}),
+    );
     round_trip("weight_stats", json!({"weights": [0]}));
     round_trip("weight_stats", json!({"weights": [65535, 65535, 65534]}));
     // Sum past 16 bits.
     round_trip("weight_stats", json!({"weights": vec![700; 12]}));
     let mut rng = Rng::new(5);
-    let w: Vec<u64> = (0..6).map(|_| rng.value(tenebra_circuit::ScalarType::Uint(16))).collect();
+    let w: Vec<u64> = (0..6)
+        .map(|_| rng.value(tenebra_circuit::ScalarType::Uint(16)))
+        .collect();
     round_trip("weight_stats", json!({"weights": w}));
 }
 
@@ -40,9 +45,15 @@ fn sleep_quality_encrypted() {
     let night: Value = serde_json::from_str(NIGHT_5).unwrap();
     round_trip("sleep_quality", json!({"records": night}));
     // Reversed interval, no stage-0 record.
-    round_trip("sleep_quality", json!({"records": [[3, 100, 50], [4, 10, 500]]}));
+    round_trip(
+        "sleep_quality",
+        json!({"records": [[3, 100, 50], [4, 10, 500]]}),
+    );
     // Sleep before bed, undefined stage.
-    round_trip("sleep_quality", json!({"records": [[5, 0, 400], [0, 100, 500], [9, 1, 2]]}));
+    round_trip(
+        "sleep_quality",
+        json!({"records": [[5, 0, 400], [0, 100, 500], [9, 1, 2]]}),
+    );
 }
 
 #[test]
@@ -52,13 +63,20 @@ fn mismatches_are_clear_errors() {
     let enc = encrypt(client_keys(), ws, &json!({"weights": [1, 2]})).unwrap();
     // Evaluating as the wrong function.
     let resolve = |h: &tenebra_engine::bundle::Header| {
-        sq.circuit(h.size).map_err(|e| EngineError::BadInput(e.to_string()))
+        sq.circuit(h.size)
+            .map_err(|e| EngineError::BadInput(e.to_string()))
     };
     let e = evaluate_bundle(server_keys(), &enc, resolve, RunOptions::default()).unwrap_err();
     assert!(e.to_string().contains("another version"), "{e}");
     // Decrypting an input file, or a result as the wrong function.
-    assert!(decrypt(client_keys(), ws, &enc).unwrap_err().to_string().contains("encrypted input"));
-    assert!(tenebra_client::input_header(&enc, sq).unwrap_err().to_string().contains("`weight_stats`"));
+    assert!(decrypt(client_keys(), ws, &enc)
+        .unwrap_err()
+        .to_string()
+        .contains("encrypted input"));
+    assert!(tenebra_client::input_header(&enc, sq)
+        .unwrap_err()
+        .to_string()
+        .contains("`weight_stats`"));
     // Truncated bundle.
     assert!(decrypt(client_keys(), ws, &enc[..5]).is_err());
 }

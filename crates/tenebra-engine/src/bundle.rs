@@ -10,13 +10,13 @@
 
 use serde::{Deserialize, Serialize};
 use tenebra_circuit::ScalarType;
+use tfhe::conformance::ListSizeConstraint;
+use tfhe::integer::ciphertext::{CompactCiphertextList, DataKind};
+use tfhe::integer::parameters::IntegerCompactCiphertextListExpansionMode;
 use tfhe::integer::parameters::RadixCiphertextConformanceParams;
 use tfhe::integer::IntegerCiphertext;
 use tfhe::integer::{BooleanBlock, RadixCiphertext, SignedRadixCiphertext};
 use tfhe::prelude::ParameterSetConformant;
-use tfhe::conformance::ListSizeConstraint;
-use tfhe::integer::ciphertext::{CompactCiphertextList, DataKind};
-use tfhe::integer::parameters::IntegerCompactCiphertextListExpansionMode;
 use tfhe::shortint::parameters::PARAM_MESSAGE_2_CARRY_2_KS_PBS_TUNIFORM_2M128;
 use tfhe::CompactCiphertextListConformanceParams;
 use tfhe::{Unversionize, Versionize};
@@ -93,8 +93,8 @@ pub fn read(bytes: &[u8], kind: Kind) -> Result<(Header, &[u8]), EngineError> {
     if len > HEADER_LIMIT || 9 + len > bytes.len() {
         return Err(bad("the header is truncated or too large"));
     }
-    let header: Header = serde_json::from_slice(&bytes[9..9 + len])
-        .map_err(|e| bad(&format!("bad header: {e}")))?;
+    let header: Header =
+        serde_json::from_slice(&bytes[9..9 + len]).map_err(|e| bad(&format!("bad header: {e}")))?;
     if header.version != BUNDLE_VERSION {
         return Err(bad(&format!(
             "bundle version {} is not supported (expected {BUNDLE_VERSION})",
@@ -179,9 +179,9 @@ pub fn expand_values(
         }
     }
     let expander = list
-        .expand(IntegerCompactCiphertextListExpansionMode::UnpackAndSanitizeIfNecessary(
-            keys.integer(),
-        ))
+        .expand(
+            IntegerCompactCiphertextListExpansionMode::UnpackAndSanitizeIfNecessary(keys.integer()),
+        )
         .map_err(|e| bad(format!("it cannot be expanded: {e}")))?;
     types
         .iter()
@@ -190,7 +190,10 @@ pub fn expand_values(
             let err = |e: tfhe::Error| bad(format!("value {i}: {e}"));
             let ct = match t {
                 ScalarType::Bool => expander.get::<BooleanBlock>(i).map_err(err)?.map(Ct::Bool),
-                ScalarType::Uint(_) => expander.get::<RadixCiphertext>(i).map_err(err)?.map(Ct::Uint),
+                ScalarType::Uint(_) => expander
+                    .get::<RadixCiphertext>(i)
+                    .map_err(err)?
+                    .map(Ct::Uint),
                 ScalarType::Int(_) => expander
                     .get::<SignedRadixCiphertext>(i)
                     .map_err(err)?

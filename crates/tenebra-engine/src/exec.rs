@@ -119,7 +119,8 @@ pub fn run(
             }
         }
     }
-    let values: Vec<Mutex<Option<Arc<Ct>>>> = (0..plan.n_values).map(|_| Mutex::new(None)).collect();
+    let values: Vec<Mutex<Option<Arc<Ct>>>> =
+        (0..plan.n_values).map(|_| Mutex::new(None)).collect();
     for (slot, ct) in plan.inputs.iter().zip(inputs) {
         if let Some(v) = slot {
             *lock(&values[*v as usize]) = Some(Arc::new(ct));
@@ -193,10 +194,7 @@ impl<'a> Run<'a> {
 
     fn step<'s>(&'s self, scope: &rayon::Scope<'s>, i: usize) {
         if self.stop.load(Ordering::SeqCst)
-            || self
-                .opts
-                .cancel
-                .is_some_and(|c| c.load(Ordering::SeqCst))
+            || self.opts.cancel.is_some_and(|c| c.load(Ordering::SeqCst))
         {
             self.stop.store(true, Ordering::SeqCst);
             return;
@@ -205,13 +203,15 @@ impl<'a> Run<'a> {
         let deps = step.deps();
         let args: Result<Vec<Arc<Ct>>, EngineError> = deps.iter().map(|&d| self.get(d)).collect();
         let result = args.and_then(|args| {
-            catch_unwind(AssertUnwindSafe(|| execute_step(self.sks, step, &deps, &args)))
-                .unwrap_or_else(|_| {
-                    Err(EngineError::Internal(format!(
-                        "step {i} ({:?}) panicked",
-                        std::mem::discriminant(&step.op)
-                    )))
-                })
+            catch_unwind(AssertUnwindSafe(|| {
+                execute_step(self.sks, step, &deps, &args)
+            }))
+            .unwrap_or_else(|_| {
+                Err(EngineError::Internal(format!(
+                    "step {i} ({:?}) panicked",
+                    std::mem::discriminant(&step.op)
+                )))
+            })
         });
         let outs = match result {
             Ok(outs) => outs,
@@ -294,11 +294,15 @@ fn execute_step(
             match (first, second) {
                 (Some(x), Some(y)) => binary(sks, *op, x, y).map(|c| vec![c]),
                 (Some(x), None) => {
-                    let Arg::Const(c) = b else { return Err(bad("binary")) };
+                    let Arg::Const(c) = b else {
+                        return Err(bad("binary"));
+                    };
                     binary_const(sks, *op, x, *c, ty, false).map(|c| vec![c])
                 }
                 (None, Some(y)) => {
-                    let Arg::Const(c) = a else { return Err(bad("binary")) };
+                    let Arg::Const(c) = a else {
+                        return Err(bad("binary"));
+                    };
                     binary_const(sks, *op, y, *c, ty, true).map(|c| vec![c])
                 }
                 (None, None) => Err(bad("binary of two constants")),
@@ -320,12 +324,12 @@ fn execute_step(
             match (&*args[0], op) {
                 (Ct::Uint(a), ConstOp::Div) => one(Ct::Uint(sks.scalar_div_parallelized(a, c))),
                 (Ct::Uint(a), ConstOp::Rem) => one(Ct::Uint(sks.scalar_rem_parallelized(a, c))),
-                (Ct::Int(a), ConstOp::Div) => {
-                    one(Ct::Int(sks.signed_scalar_div_parallelized(a, signed(ty, c))))
-                }
-                (Ct::Int(a), ConstOp::Rem) => {
-                    one(Ct::Int(sks.signed_scalar_rem_parallelized(a, signed(ty, c))))
-                }
+                (Ct::Int(a), ConstOp::Div) => one(Ct::Int(
+                    sks.signed_scalar_div_parallelized(a, signed(ty, c)),
+                )),
+                (Ct::Int(a), ConstOp::Rem) => one(Ct::Int(
+                    sks.signed_scalar_rem_parallelized(a, signed(ty, c)),
+                )),
                 (Ct::Uint(a), ConstOp::Shl) => {
                     one(Ct::Uint(sks.scalar_left_shift_parallelized(a, c as u32)))
                 }
@@ -351,7 +355,9 @@ fn execute_step(
             let radix = |c: &Ct| c.clone().into_radix();
             // A constant branch uses tfhe-rs's scalar form: one PBS per block, not a full cmux.
             let r: RadixCiphertext = match (first, second, a, b) {
-                (Some(x), Some(y), _, _) => sks.if_then_else_parallelized(cond, &radix(x), &radix(y)),
+                (Some(x), Some(y), _, _) => {
+                    sks.if_then_else_parallelized(cond, &radix(x), &radix(y))
+                }
                 (Some(x), None, _, Arg::Const(c)) => {
                     sks.if_then_else_parallelized(cond, &radix(x), *c & ty.mask())
                 }
@@ -619,7 +625,9 @@ fn cast(sks: &ServerKey, x: &Ct, to: ScalarType) -> Ct {
             let r: RadixCiphertext = b.clone().into_radix(to.blocks(), sks);
             Ct::from_radix(r, to)
         }
-        (Ct::Uint(a), ScalarType::Uint(_)) => Ct::Uint(sks.cast_to_unsigned(a.clone(), to.blocks())),
+        (Ct::Uint(a), ScalarType::Uint(_)) => {
+            Ct::Uint(sks.cast_to_unsigned(a.clone(), to.blocks()))
+        }
         (Ct::Uint(a), ScalarType::Int(_)) => Ct::Int(sks.cast_to_signed(a.clone(), to.blocks())),
         (Ct::Int(a), ScalarType::Uint(_)) => Ct::Uint(sks.cast_to_unsigned(a.clone(), to.blocks())),
         (Ct::Int(a), ScalarType::Int(_)) => Ct::Int(sks.cast_to_signed(a.clone(), to.blocks())),

@@ -227,8 +227,12 @@ fn read_manifest(dir: &Path) -> Result<Manifest, EngineError> {
 }
 
 fn load_public_key(bytes: &[u8]) -> Result<CompactPublicKey, EngineError> {
-    safe_deserialize_conformant::<CompactPublicKey>(bytes, PUBLIC_KEY_LIMIT, &public_key_parameters()?)
-        .map_err(|e| bad_key(PUBLIC_KEY_FILE, &e))
+    safe_deserialize_conformant::<CompactPublicKey>(
+        bytes,
+        PUBLIC_KEY_LIMIT,
+        &public_key_parameters()?,
+    )
+    .map_err(|e| bad_key(PUBLIC_KEY_FILE, &e))
 }
 
 /// The server's side of a key set: the decompressed evaluation key (~172 MiB in memory).

@@ -40,7 +40,10 @@ pub fn evaluate(
     let plan = tenebra_circuit::plan::plan(circuit);
     let inputs = bundle::expand_values(keys, input_payload, &circuit.input_types())?;
     let outputs = exec::run(keys.integer(), &plan, inputs, opts)?;
-    bundle::seal_results(outputs.into_iter().flatten().collect(), &output_types(circuit))
+    bundle::seal_results(
+        outputs.into_iter().flatten().collect(),
+        &output_types(circuit),
+    )
 }
 
 /// Type of every output value, outputs flattened in order.

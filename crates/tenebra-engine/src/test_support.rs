@@ -6,20 +6,32 @@ use std::sync::OnceLock;
 
 use crate::keys::{ClientKeys, ServerKeys, MANIFEST_FILE};
 
-/// The cached test key set directory: `$TENEBRA_TEST_KEYS`, or `target/test-keys` of the
-/// workspace. Generated on first use (into a temporary directory renamed into place, so
+/// The cached test key set directory: `test-keys` under `$TENEBRA_TEST_KEYS`, or under the
+/// workspace's `target/`. Generated on first use (into a temporary directory renamed into place, so
 /// concurrent test processes never see a half-written key set).
 pub fn test_key_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = std::env::var_os("TENEBRA_TEST_KEYS").map_or_else(
-            || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/test-keys"),
+    DIR.get_or_init(|| cached_key_dir("test-keys")).clone()
+}
+
+/// A second cached key set, for tests that mix key sets up.
+pub fn other_key_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| cached_key_dir("test-keys-other"))
+        .clone()
+}
+
+fn cached_key_dir(name: &str) -> PathBuf {
+    {
+        let base = std::env::var_os("TENEBRA_TEST_KEYS").map_or_else(
+            || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"),
             PathBuf::from,
         );
+        let dir = base.join(name);
         if !dir.join(MANIFEST_FILE).exists() {
             let parent = dir.parent().map(PathBuf::from).unwrap_or_default();
             std::fs::create_dir_all(&parent).expect("create the test key parent directory");
-            let tmp = parent.join(format!(".test-keys-{}", std::process::id()));
+            let tmp = parent.join(format!(".{name}-{}", std::process::id()));
             ClientKeys::generate(&tmp).expect("generate test keys");
             if std::fs::rename(&tmp, &dir).is_err() {
                 // Another process won the race; its keys are as good as ours.
@@ -27,8 +39,7 @@ pub fn test_key_dir() -> PathBuf {
             }
         }
         dir
-    })
-    .clone()
+    }
 }
 
 /// The client side of the cached test key set.

@@ -83,7 +83,10 @@ fn cancellation_stops_between_steps_and_progress_is_reported() {
     };
     match evaluate(server_keys(), &c, &payload, opts) {
         Err(EngineError::Cancelled { done: 2, total: 6 }) => {}
-        other => panic!("expected a cancellation after 2 of 6 steps, got {:?}", other.map(|v| v.len())),
+        other => panic!(
+            "expected a cancellation after 2 of 6 steps, got {:?}",
+            other.map(|v| v.len())
+        ),
     }
     assert_eq!(seen.load(Ordering::SeqCst), 2);
 }
@@ -98,8 +101,16 @@ fn hostile_payloads_are_errors_not_panics() {
     let keys = server_keys();
     let opts = RunOptions::default();
     // Truncated, garbage, empty.
-    for bad in [&payload[..payload.len() / 2], &payload[..10], b"garbage".as_slice(), b""] {
-        assert!(matches!(evaluate(keys, &c, bad, opts), Err(EngineError::BadInput(_))));
+    for bad in [
+        &payload[..payload.len() / 2],
+        &payload[..10],
+        b"garbage".as_slice(),
+        b"",
+    ] {
+        assert!(matches!(
+            evaluate(keys, &c, bad, opts),
+            Err(EngineError::BadInput(_))
+        ));
     }
     // Flipped bytes in the middle: rejected or computed, never a panic.
     let mut flipped = payload.clone();
@@ -112,7 +123,10 @@ fn hostile_payloads_are_errors_not_panics() {
     assert!(e.to_string().contains("is not a u16"), "{e}");
     // Wrong count.
     let three = encrypt_values(client_keys(), &[Uint(16); 3], &[1, 2, 3]).unwrap();
-    assert!(matches!(evaluate(keys, &c, &three, opts), Err(EngineError::BadInput(_))));
+    assert!(matches!(
+        evaluate(keys, &c, &three, opts),
+        Err(EngineError::BadInput(_))
+    ));
     // A result that is not one: decrypting garbage fails cleanly.
     assert!(open_results(client_keys(), b"nope", &[Uint(16)]).is_err());
 }
@@ -128,12 +142,20 @@ fn keys_with_other_parameters_are_rejected() {
     let (mut skb, mut pkb) = (Vec::new(), Vec::new());
     safe_serialize(&sk, &mut skb, 1 << 30).unwrap();
     safe_serialize(&pk, &mut pkb, 1 << 30).unwrap();
-    let good_pk = std::fs::read(tenebra_engine::test_support::test_key_dir().join("public.key")).unwrap();
+    let good_pk =
+        std::fs::read(tenebra_engine::test_support::test_key_dir().join("public.key")).unwrap();
     let e = tenebra_engine::ServerKeys::from_bytes(&skb, &good_pk).unwrap_err();
-    assert!(e.to_string().contains("server.key is not a valid key"), "{e}");
-    let good_sk = std::fs::read(tenebra_engine::test_support::test_key_dir().join("server.key")).unwrap();
+    assert!(
+        e.to_string().contains("server.key is not a valid key"),
+        "{e}"
+    );
+    let good_sk =
+        std::fs::read(tenebra_engine::test_support::test_key_dir().join("server.key")).unwrap();
     let e = tenebra_engine::ServerKeys::from_bytes(&good_sk, &pkb).unwrap_err();
-    assert!(e.to_string().contains("public.key is not a valid key"), "{e}");
+    assert!(
+        e.to_string().contains("public.key is not a valid key"),
+        "{e}"
+    );
     // Truncated and garbage keys.
     assert!(tenebra_engine::ServerKeys::from_bytes(&good_sk[..1000], &good_pk).is_err());
     assert!(tenebra_engine::ServerKeys::from_bytes(b"xx", b"yy").is_err());

@@ -161,7 +161,10 @@ pub(crate) fn only_keys(v: &Value, keys: &[&str]) -> Result<(), String> {
     if let Some(k) = map.keys().find(|k| !keys.contains(&k.as_str())) {
         return Err(format!(
             "unknown field `{k}` (expected {})",
-            keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+            keys.iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     Ok(())

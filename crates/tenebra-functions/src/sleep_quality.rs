@@ -112,7 +112,9 @@ fn build(n: u32) -> ValidCircuit {
     flags.extend([15, 30, 60].map(|t| &sol.gt(t) & &sol_valid));
     let counts: Vec<Var> = flags.iter().map(|f| f.cast(ScalarType::Uint(4))).collect();
     let raw = sum(&counts);
-    let table: Vec<i128> = (0..16).map(|r| i128::from(score_of(r.min(9)) as u8)).collect();
+    let table: Vec<i128> = (0..16)
+        .map(|r| i128::from(score_of(r.min(9)) as u8))
+        .collect();
     b.output("score", &raw.lut(&table, ScalarType::Uint(8)));
     match b.build() {
         Ok(c) => c,
@@ -126,9 +128,10 @@ fn records(input: &Value) -> Result<Vec<[u64; 3]>, String> {
         .iter()
         .enumerate()
         .map(|(i, r)| {
-            let fields = r.as_array().filter(|a| a.len() == 3).ok_or_else(|| {
-                format!("records[{i}] must be [stage, start, end], got {r}")
-            })?;
+            let fields = r
+                .as_array()
+                .filter(|a| a.len() == 3)
+                .ok_or_else(|| format!("records[{i}] must be [stage, start, end], got {r}"))?;
             Ok([
                 int_in(&fields[0], &format!("records[{i}] stage"), 0, 15)?,
                 int_in(&fields[1], &format!("records[{i}] start"), 0, 65535)?,

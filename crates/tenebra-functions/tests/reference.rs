@@ -20,21 +20,30 @@ fn public_vectors() {
     assert_eq!(check("sleep_quality", night(NIGHT_5)), json!({"score": 5}));
     assert_eq!(check("sleep_quality", night(NIGHT_17)), json!({"score": 1}));
     assert_eq!(
-        check("weight_stats", json!({"weights": [680, 650, 690, 700, 705]})),
+        check(
+            "weight_stats",
+            json!({"weights": [680, 650, 690, 700, 705]})
+        ),
         json!({"min": 650, "max": 705, "avg": 685})
     );
 }
 
 #[test]
 fn weight_stats_edges() {
-    assert_eq!(check("weight_stats", json!({"weights": [7]})), json!({"min": 7, "max": 7, "avg": 7}));
+    assert_eq!(
+        check("weight_stats", json!({"weights": [7]})),
+        json!({"min": 7, "max": 7, "avg": 7})
+    );
     assert_eq!(
         check("weight_stats", json!({"weights": [65535, 65535, 0]})),
         json!({"min": 0, "max": 65535, "avg": 43690})
     );
     // 100 values of 70 kg in 0.1 kg: the sum (70000) is past 16 bits and must not wrap.
     let w = vec![700; 100];
-    assert_eq!(check("weight_stats", json!({"weights": w})), json!({"min": 700, "max": 700, "avg": 700}));
+    assert_eq!(
+        check("weight_stats", json!({"weights": w})),
+        json!({"min": 700, "max": 700, "avg": 700})
+    );
     let w = vec![65535; 1024];
     assert_eq!(check("weight_stats", json!({"weights": w}))["avg"], 65535);
 }
@@ -42,13 +51,24 @@ fn weight_stats_edges() {
 #[test]
 fn sleep_quality_edges() {
     // Reversed intervals count as zero; no stage-0 record means TIB = 0 and SOL = 0.
-    check("sleep_quality", json!({"records": [[3, 100, 50], [4, 10, 500]]}));
+    check(
+        "sleep_quality",
+        json!({"records": [[3, 100, 50], [4, 10, 500]]}),
+    );
     check("sleep_quality", json!({"records": [[1, 0, 480]]}));
     check("sleep_quality", json!({"records": [[0, 0, 480]]}));
-    check("sleep_quality", json!({"records": [[15, 0, 65535], [0, 65535, 0]]}));
+    check(
+        "sleep_quality",
+        json!({"records": [[15, 0, 65535], [0, 65535, 0]]}),
+    );
     // Sleep before bed: negative SOL counts as 0.
-    check("sleep_quality", json!({"records": [[3, 0, 400], [0, 100, 500]]}));
-    let all: Vec<Value> = (0..64).map(|i| json!([i % 6, i * 1000, i * 1000 + 999])).collect();
+    check(
+        "sleep_quality",
+        json!({"records": [[3, 0, 400], [0, 100, 500]]}),
+    );
+    let all: Vec<Value> = (0..64)
+        .map(|i| json!([i % 6, i * 1000, i * 1000 + 999]))
+        .collect();
     check("sleep_quality", json!({"records": all}));
 }
 
@@ -57,13 +77,19 @@ fn randomized_inputs_agree() {
     let mut rng = Rng::new(99);
     for _ in 0..300 {
         let n = 1 + rng.below(40);
-        let w: Vec<u64> = (0..n).map(|_| rng.value(tenebra_circuit::ScalarType::Uint(16))).collect();
+        let w: Vec<u64> = (0..n)
+            .map(|_| rng.value(tenebra_circuit::ScalarType::Uint(16)))
+            .collect();
         check("weight_stats", json!({"weights": w}));
         let recs: Vec<Value> = (0..1 + rng.below(20))
             .map(|_| {
                 let s = rng.below(7) as u64;
                 let a = rng.below(1440) as u64;
-                let b = if rng.below(8) == 0 { a.saturating_sub(5) } else { a + rng.below(300) as u64 };
+                let b = if rng.below(8) == 0 {
+                    a.saturating_sub(5)
+                } else {
+                    a + rng.below(300) as u64
+                };
                 json!([s, a, b])
             })
             .collect();

@@ -1,0 +1,344 @@
+//! Command definitions and their glue to the library crates.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+use tenebra_client::{decrypt, encrypt, input_header, ClientKeys};
+use tenebra_engine::bundle::Header;
+use tenebra_engine::{evaluate_bundle, EngineError, Progress, RunOptions, ServerKeys};
+use tenebra_functions::{builtins, find};
+
+/// Largest JSON input file read.
+const JSON_LIMIT: u64 = 16 << 20;
+/// Largest encrypted bundle read.
+const BUNDLE_LIMIT: u64 = 512 << 20;
+
+/// Tenebra: compute on encrypted data (fully homomorphic encryption with tfhe-rs).
+#[derive(Debug, Parser)]
+#[command(name = "tenebra", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Key sets: generate the client key, evaluation key and public key.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Built-in functions.
+    Functions {
+        #[command(subcommand)]
+        command: FunctionsCommand,
+    },
+    /// Run a function on plain input (no encryption): what the encrypted run decrypts to.
+    Simulate {
+        #[arg(long)]
+        function: String,
+        /// JSON input file (`-` for stdin).
+        #[arg(long)]
+        input: PathBuf,
+    },
+    /// Client side: encrypt a JSON input for a function with the key set's public key.
+    Encrypt {
+        /// Key set directory.
+        #[arg(long)]
+        keys: PathBuf,
+        #[arg(long)]
+        function: String,
+        /// JSON input file (`-` for stdin).
+        #[arg(long)]
+        input: PathBuf,
+        /// Where to write the encrypted input.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Server side: evaluate a function on an encrypted input (reads no secret key).
+    Eval {
+        /// Key set directory (only server.key and public.key are read).
+        #[arg(long)]
+        keys: PathBuf,
+        #[arg(long)]
+        function: String,
+        /// Encrypted input file.
+        #[arg(long)]
+        input: PathBuf,
+        /// Where to write the encrypted result.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Client side: decrypt a result and print the function's JSON output.
+    Decrypt {
+        #[arg(long)]
+        keys: PathBuf,
+        #[arg(long)]
+        function: String,
+        /// Encrypted result file.
+        #[arg(long)]
+        input: PathBuf,
+    },
+    /// Local end-to-end demo: keys, encrypt, evaluate, decrypt every built-in on sample data.
+    Demo {
+        /// Key set directory to use (generated there if missing; default: a temporary one).
+        #[arg(long)]
+        keys: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Generate a new key set into a directory.
+    Generate {
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FunctionsCommand {
+    /// List built-in functions with their signature and cost.
+    List,
+    /// Print a function's circuit (canonical JSON) for an input size.
+    Show {
+        #[arg(long)]
+        function: String,
+        /// Number of input values or records.
+        #[arg(long)]
+        size: u32,
+    },
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Keys {
+            command: KeysCommand::Generate { out },
+        } => keys_generate(&out),
+        Command::Functions {
+            command: FunctionsCommand::List,
+        } => functions_list(),
+        Command::Functions {
+            command: FunctionsCommand::Show { function, size },
+        } => {
+            let c = find(&function)?.circuit(size)?;
+            let mut out = std::io::stdout().lock();
+            out.write_all(&c.canonical_json())?;
+            writeln!(out)?;
+            Ok(())
+        }
+        Command::Simulate { function, input } => {
+            let f = find(&function)?;
+            print_json(&f.simulate(&read_json(&input)?)?)
+        }
+        Command::Encrypt {
+            keys,
+            function,
+            input,
+            out,
+        } => {
+            let f = find(&function)?;
+            let json = read_json(&input)?;
+            // Check the input before loading keys: mistakes surface at once.
+            f.encode(&json)?;
+            let keys = load_client_keys(&keys)?;
+            let bytes = encrypt(&keys, f, &json)?;
+            write_file(&out, &bytes)
+        }
+        Command::Eval {
+            keys,
+            function,
+            input,
+            out,
+        } => eval(&keys, &function, &input, &out),
+        Command::Decrypt {
+            keys,
+            function,
+            input,
+        } => {
+            let f = find(&function)?;
+            let bytes = read_limited(&input, BUNDLE_LIMIT)?;
+            let keys = load_client_keys(&keys)?;
+            print_json(&decrypt(&keys, f, &bytes)?)
+        }
+        Command::Demo { keys } => demo(keys),
+    }
+}
+
+fn keys_generate(out: &Path) -> Result<()> {
+    if out.join(tenebra_engine::keys::MANIFEST_FILE).exists() {
+        bail!(
+            "{} already holds a key set; choose another directory",
+            out.display()
+        );
+    }
+    let started = Instant::now();
+    let keys = ClientKeys::generate(out)
+        .with_context(|| format!("generating keys into {}", out.display()))?;
+    eprintln!(
+        "generated key set {} in {:.1} s",
+        keys.id(),
+        started.elapsed().as_secs_f64()
+    );
+    println!("{}", keys.id());
+    Ok(())
+}
+
+fn functions_list() -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    for f in builtins() {
+        let (lo, hi) = (*f.sizes.start(), *f.sizes.end());
+        let cost_lo = f.cost(lo)?;
+        let cost_hi = f.cost(hi)?;
+        writeln!(out, "{}  {}", f.name, f.summary)?;
+        writeln!(out, "    signature: {}", f.signature)?;
+        writeln!(
+            out,
+            "    cost: {} CU for size {lo} ({} ops) .. {} CU for size {hi} ({} ops)",
+            cost_lo.cu, cost_lo.ops, cost_hi.cu, cost_hi.ops
+        )?;
+    }
+    Ok(())
+}
+
+fn eval(keys: &Path, function: &str, input: &Path, out: &Path) -> Result<()> {
+    let f = find(function)?;
+    let bytes = read_limited(input, BUNDLE_LIMIT)?;
+    // Header checks first: a wrong file is reported before the key takes a second to load.
+    let header = input_header(&bytes, f)?;
+    let circuit = f.circuit(header.size)?;
+    let started = Instant::now();
+    let keys =
+        ServerKeys::load(keys).with_context(|| format!("loading keys from {}", keys.display()))?;
+    let loaded = started.elapsed();
+    let bar = progress_bar(&circuit);
+    let report = |p: Progress| {
+        if let Some(b) = &bar {
+            b.set_position(p.done as u64);
+        }
+    };
+    let opts = RunOptions {
+        cancel: None,
+        progress: Some(&report),
+    };
+    let resolve = |h: &Header| -> Result<_, EngineError> {
+        find(&h.function)
+            .and_then(|g| g.circuit(h.size))
+            .map_err(|e| EngineError::BadInput(e.to_string()))
+    };
+    let result = evaluate_bundle(&keys, &bytes, resolve, opts)?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    eprintln!(
+        "evaluated {} (size {}) in {:.2} s (+ {:.2} s loading the key)",
+        f.name,
+        header.size,
+        (started.elapsed() - loaded).as_secs_f64(),
+        loaded.as_secs_f64()
+    );
+    write_file(out, &result)
+}
+
+fn progress_bar(circuit: &tenebra_circuit::ValidCircuit) -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let steps = tenebra_circuit::plan::plan(circuit).steps.len() as u64;
+    let bar = indicatif::ProgressBar::new(steps);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} ops",
+    ) {
+        bar.set_style(style);
+    }
+    Some(bar)
+}
+
+fn demo(keys: Option<PathBuf>) -> Result<()> {
+    // A temporary key directory is removed when the demo ends.
+    let tmp = tempfile::tempdir()?;
+    let dir = keys.unwrap_or_else(|| tmp.path().join("keys"));
+    if !dir.join(tenebra_engine::keys::MANIFEST_FILE).exists() {
+        eprintln!("generating a key set in {} ...", dir.display());
+        ClientKeys::generate(&dir)?;
+    }
+    let client = ClientKeys::load(&dir)?;
+    eprintln!("loading the evaluation key (server side) ...");
+    let server = ServerKeys::load(&dir)?;
+    let samples = [
+        (
+            "weight_stats",
+            serde_json::json!({"weights": [680, 650, 690, 700, 705]}),
+        ),
+        (
+            "sleep_quality",
+            serde_json::json!({"records": [[0,0,120],[3,120,150],[0,150,210],[4,210,240],[0,240,300]]}),
+        ),
+    ];
+    for (name, input) in samples {
+        let f = find(name)?;
+        let enc = encrypt(&client, f, &input)?;
+        let started = Instant::now();
+        let resolve = |h: &Header| -> Result<_, EngineError> {
+            find(&h.function)
+                .and_then(|g| g.circuit(h.size))
+                .map_err(|e| EngineError::BadInput(e.to_string()))
+        };
+        let res = evaluate_bundle(&server, &enc, resolve, RunOptions::default())?;
+        let secs = started.elapsed().as_secs_f64();
+        let got = decrypt(&client, f, &res)?;
+        let want = f.simulate(&input)?;
+        println!("{name}: input {input}");
+        println!(
+            "  encrypted result {got}  (server time {secs:.2} s, {} bytes in, {} bytes out)",
+            enc.len(),
+            res.len()
+        );
+        println!("  plaintext check  {want}");
+        if got != want {
+            bail!("{name}: the decrypted result differs from the plaintext simulation");
+        }
+    }
+    println!("demo ok: every encrypted result matches its plaintext reference");
+    Ok(())
+}
+
+fn load_client_keys(dir: &Path) -> Result<ClientKeys> {
+    ClientKeys::load(dir).with_context(|| format!("loading keys from {}", dir.display()))
+}
+
+fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    if path == Path::new("-") {
+        std::io::stdin().take(limit + 1).read_to_end(&mut buf)?;
+    } else {
+        let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        f.take(limit + 1)
+            .read_to_end(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
+    }
+    if buf.len() as u64 > limit {
+        bail!("{} is larger than the {limit}-byte limit", path.display());
+    }
+    Ok(buf)
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let bytes = read_limited(path, JSON_LIMIT)?;
+    serde_json::from_slice(&bytes).with_context(|| format!("{} is not valid JSON", path.display()))
+}
+
+fn print_json(v: &Value) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, v)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+}
