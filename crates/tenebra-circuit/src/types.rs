@@ -93,7 +93,7 @@ impl ScalarType {
 }
 
 fn check_width(bits: u8) -> Result<(), TypeError> {
-    if bits >= 2 && bits <= MAX_WIDTH && bits % 2 == 0 {
+    if (2..=MAX_WIDTH).contains(&bits) && bits.is_multiple_of(2) {
         Ok(())
     } else {
         Err(TypeError(format!(

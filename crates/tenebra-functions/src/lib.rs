@@ -34,6 +34,9 @@ pub enum FunctionError {
     },
 }
 
+/// An input's size and its circuit input values.
+pub type Encoded = (u32, Vec<u64>);
+
 /// A built-in function.
 pub struct Builtin {
     pub name: &'static str,
@@ -44,7 +47,7 @@ pub struct Builtin {
     /// Input sizes (number of values or records) the function accepts.
     pub sizes: RangeInclusive<u32>,
     build: fn(u32) -> ValidCircuit,
-    encode: fn(&Value) -> Result<(u32, Vec<u64>), String>,
+    encode: fn(&Value) -> Result<Encoded, String>,
     finish: fn(u32, &[Vec<u64>]) -> Value,
     reference: fn(&Value) -> Result<Value, String>,
 }

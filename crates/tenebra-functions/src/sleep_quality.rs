@@ -11,9 +11,10 @@
 //!   3 when TIB = 0) and SOL (<= 15, <= 30, <= 60); raw = their sum;
 //! - score = 1 + floor(4 raw / 9).
 //!
-//! Under encryption each category is a count of threshold tests (`[TST <= 300] + [TST <= 360]
-//! + [TST <= 420]`), so no branch is needed; a stage's class is a 4-bit lookup table (one PBS),
-//! and "first record of a kind" is a one-hot mask built from a prefix OR of booleans.
+//! Under encryption each category is a count of threshold tests, e.g. the TST category is
+//! `[TST <= 300] + [TST <= 360] + [TST <= 420]`, so no branch is needed; a stage's class is a
+//! 4-bit lookup table (one PBS), and "first record of a kind" is a one-hot mask built from a
+//! prefix OR of booleans.
 
 use serde_json::{json, Value};
 use tenebra_circuit::builder::{sum, Builder, Var};
