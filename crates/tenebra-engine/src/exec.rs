@@ -65,6 +65,13 @@ pub struct Progress {
     pub total: usize,
 }
 
+/// How long one step took (for profiling).
+#[derive(Debug, Clone, Copy)]
+pub struct StepTiming {
+    pub step: usize,
+    pub elapsed: std::time::Duration,
+}
+
 /// Hooks a caller can give a run.
 #[derive(Default, Clone, Copy)]
 pub struct RunOptions<'a> {
@@ -72,6 +79,8 @@ pub struct RunOptions<'a> {
     pub cancel: Option<&'a AtomicBool>,
     /// Called after each step (from pool threads).
     pub progress: Option<&'a (dyn Fn(Progress) + Sync)>,
+    /// Collects each step's duration when set.
+    pub timings: Option<&'a Mutex<Vec<StepTiming>>>,
 }
 
 struct Run<'a> {
@@ -201,6 +210,7 @@ impl<'a> Run<'a> {
         }
         let step = &self.plan.steps[i];
         let deps = step.deps();
+        let started = std::time::Instant::now();
         let args: Result<Vec<Arc<Ct>>, EngineError> = deps.iter().map(|&d| self.get(d)).collect();
         let result = args.and_then(|args| {
             catch_unwind(AssertUnwindSafe(|| {
@@ -217,6 +227,12 @@ impl<'a> Run<'a> {
             Ok(outs) => outs,
             Err(e) => return self.fail(e),
         };
+        if let Some(t) = self.opts.timings {
+            lock(t).push(StepTiming {
+                step: i,
+                elapsed: started.elapsed(),
+            });
+        }
         for (&o, ct) in step.outs.iter().zip(outs) {
             *lock(&self.values[o as usize]) = Some(Arc::new(ct));
         }
@@ -425,27 +441,8 @@ fn execute_step(
             Ok(vec![Ct::from_radix(mn, ty), Ct::from_radix(mx, ty)])
         }
         PlanOp::Dot { weights, .. } => {
-            let terms: Vec<RadixCiphertext> = args
-                .par_iter()
-                .zip(weights.par_iter())
-                .filter(|(_, &w)| w & ty.mask() != 0)
-                .map(|(a, &w)| {
-                    let r = a.as_ref().clone().into_radix();
-                    if w == 1 {
-                        r
-                    } else {
-                        sks.scalar_mul_parallelized(&r, w)
-                    }
-                })
-                .collect();
-            let r = match terms.len() {
-                0 => sks.create_trivial_radix(0u64, ty.blocks()),
-                1 => terms.into_iter().next().unwrap_or_else(|| unreachable!()),
-                _ => sks
-                    .sum_ciphertexts_parallelized(&terms)
-                    .ok_or_else(|| bad("empty dot"))?,
-            };
-            one(Ct::from_radix(r, ty))
+            let xs: Vec<RadixCiphertext> = args.iter().map(|a| a.as_ref().clone().into_radix()).collect();
+            one(Ct::from_radix(dot(sks, &xs, weights, ty)?, ty))
         }
         PlanOp::Lut { table, .. } => {
             let index = args[0].as_ref().clone().into_radix();
@@ -453,6 +450,94 @@ fn execute_step(
         }
         PlanOp::Constant { c } => one(trivial(sks, *c, ty)),
     }
+}
+
+/// Most set bits of a weight (odd shifts count twice) for which the product is written as a
+/// sum of shifted copies instead of a scalar multiplication.
+const MAX_SHIFT_TERMS: u32 = 6;
+
+/// `x` shifted left by `2 * blocks` bits: free (blocks move, trivial zeros come in).
+fn block_shift(sks: &ServerKey, x: &RadixCiphertext, blocks: usize) -> RadixCiphertext {
+    let n = x.blocks().len();
+    let blocks = blocks.min(n);
+    let zeros: RadixCiphertext = sks.create_trivial_zero_radix(blocks);
+    let mut out: Vec<_> = zeros.into_blocks();
+    out.extend(x.blocks()[..n - blocks].iter().cloned());
+    RadixCiphertext::from(out)
+}
+
+/// Wrapping `sum(w_i * x_i)` with one carry propagation for the whole product.
+///
+/// A weight with few set bits (or whose negation has few) becomes shifted copies of `x`:
+/// shifts by an even number of bits move whole 2-bit blocks for free, an odd shift is the
+/// even one counted twice, and a negative weight adds `!(x << k) + 1`, with `!` free too.
+/// Every copy goes into a single multi-operand sum. Other weights fall back to a scalar
+/// multiplication, whose result joins the same sum.
+fn dot(
+    sks: &ServerKey,
+    xs: &[RadixCiphertext],
+    weights: &[u64],
+    ty: ScalarType,
+) -> Result<RadixCiphertext, EngineError> {
+    let mask = ty.mask();
+    let cost = |w: u64| -> u32 {
+        (0..64)
+            .filter(|k| w >> k & 1 == 1)
+            .map(|k| 1 + (k % 2))
+            .sum()
+    };
+    let per_term: Vec<(Vec<RadixCiphertext>, u64)> = xs
+        .par_iter()
+        .zip(weights.par_iter())
+        .map(|(x, &w)| {
+            let w = w & mask;
+            if w == 0 {
+                return (Vec::new(), 0);
+            }
+            let neg = 0u64.wrapping_sub(w) & mask;
+            let (mag, negative) = if cost(neg) < cost(w) {
+                (neg, true)
+            } else {
+                (w, false)
+            };
+            if cost(mag) > MAX_SHIFT_TERMS {
+                return (vec![sks.scalar_mul_parallelized(x, w)], 0);
+            }
+            let mut terms = Vec::new();
+            let mut constant = 0u64;
+            for k in (0..u32::from(ty.bits())).filter(|k| mag >> k & 1 == 1) {
+                let shifted = block_shift(sks, x, (k / 2) as usize);
+                for _ in 0..1 + (k % 2) {
+                    if negative {
+                        terms.push(sks.bitnot(&shifted));
+                        constant = constant.wrapping_add(1);
+                    } else {
+                        terms.push(shifted.clone());
+                    }
+                }
+            }
+            (terms, constant)
+        })
+        .collect();
+    let mut terms = Vec::new();
+    let mut constant = 0u64;
+    for (t, c) in per_term {
+        terms.extend(t);
+        constant = constant.wrapping_add(c);
+    }
+    let total = match terms.len() {
+        0 => sks.create_trivial_radix(0u64, ty.blocks()),
+        1 => terms.pop().unwrap_or_else(|| unreachable!()),
+        _ => sks
+            .sum_ciphertexts_parallelized(&terms)
+            .ok_or_else(|| bad("empty dot"))?,
+    };
+    let constant = constant & mask;
+    Ok(if constant == 0 {
+        total
+    } else {
+        sks.scalar_add_parallelized(&total, constant)
+    })
 }
 
 /// `table[index]` as radix blocks of `ty`. Inputs of one or two blocks take one PBS per

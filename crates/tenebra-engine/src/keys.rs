@@ -191,6 +191,11 @@ impl ClientKeys {
     pub fn id(&self) -> KeySetId {
         self.id
     }
+
+    /// The tfhe-rs client key (for hand-written tfhe-rs code, e.g. benchmark baselines).
+    pub fn high_level(&self) -> &ClientKey {
+        &self.client
+    }
 }
 
 #[cfg(unix)]
@@ -269,6 +274,11 @@ impl ServerKeys {
 
     pub fn id(&self) -> KeySetId {
         self.id
+    }
+
+    /// The tfhe-rs high-level server key (for hand-written tfhe-rs code, e.g. baselines).
+    pub fn high_level(&self) -> &ServerKey {
+        &self.server
     }
 
     /// The integer-level key every operation runs with.

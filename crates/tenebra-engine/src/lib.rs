@@ -10,7 +10,7 @@ pub mod keys;
 #[doc(hidden)]
 pub mod test_support;
 
-pub use exec::{Ct, Progress, RunOptions};
+pub use exec::{Ct, Progress, RunOptions, StepTiming};
 pub use keys::{ClientKeys, KeySetId, ServerKeys};
 
 /// Everything that can go wrong in the engine.

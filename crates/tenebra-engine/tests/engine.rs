@@ -80,6 +80,7 @@ fn cancellation_stops_between_steps_and_progress_is_reported() {
     let opts = RunOptions {
         cancel: Some(&cancel),
         progress: Some(&progress),
+        timings: None,
     };
     match evaluate(server_keys(), &c, &payload, opts) {
         Err(EngineError::Cancelled { done: 2, total: 6 }) => {}

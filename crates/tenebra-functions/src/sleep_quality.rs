@@ -17,7 +17,7 @@
 //! prefix OR of booleans.
 
 use serde_json::{json, Value};
-use tenebra_circuit::builder::{sum, Builder, Var};
+use tenebra_circuit::builder::{dot, sum, Builder, Var};
 use tenebra_circuit::{ScalarType, ValidCircuit};
 
 use crate::{int_array, int_in, only_keys, width_for, Builtin};
@@ -61,8 +61,8 @@ fn build(n: u32) -> ValidCircuit {
     let start = b.input_vec("start", MINUTES, n);
     let end = b.input_vec("end", MINUTES, n);
     let total = ScalarType::Uint(width_for(u64::from(n) * 65535));
-    // Wide enough for 20 * TST and 17 * TIB.
-    let scaled = ScalarType::Uint(width_for(u64::from(n) * 65535 * 20));
+    // Signed and wide enough for 20 * TST - 17 * TIB.
+    let scaled = ScalarType::Int(width_for(u64::from(n) * 65535 * 20 * 2));
 
     let bed_table: Vec<i128> = (0..16).map(|s| i128::from(s == 0)).collect();
     let sleep_table: Vec<i128> = (0..16).map(|s| i128::from(is_sleep(s))).collect();
@@ -100,14 +100,10 @@ fn build(n: u32) -> ValidCircuit {
     let sol = &sleep_start - &bed_start;
 
     let tib_zero = tib.eq(0);
-    let (tst_s, tib_s) = (tst.cast(scaled), tib.cast(scaled));
-    // 100 TST <= 85 TIB  <=>  20 TST <= 17 TIB; 100/75 = 4/3; 100/65 = 20/13.
-    let tst20 = &tst_s * 20;
-    let efficiency = [
-        tst20.le(&(&tib_s * 17)),
-        (&tst_s * 4).le(&(&tib_s * 3)),
-        tst20.le(&(&tib_s * 13)),
-    ];
+    let scaled_totals = [tst.cast(scaled), tib.cast(scaled)];
+    // 100 TST <= 85 TIB  <=>  20 TST - 17 TIB <= 0; 100/75 = 4/3; 100/65 = 20/13. Each is a
+    // dot product with small constants (shifted copies, one carry propagation) and a sign test.
+    let efficiency = [(20, 17), (4, 3), (20, 13)].map(|(a, b)| dot(&scaled_totals, &[a, -b]).lt(1));
     let mut flags: Vec<Var> = vec![tst.le(300), tst.le(360), tst.le(420)];
     flags.extend(efficiency.iter().map(|e| e | &tib_zero));
     flags.extend([15, 30, 60].map(|t| &sol.gt(t) & &sol_valid));

@@ -83,6 +83,11 @@ enum Command {
         #[arg(long)]
         input: PathBuf,
     },
+    /// Benchmarks: the engine against hand-written tfhe-rs, and cost-model calibration.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// Local end-to-end demo: keys, encrypt, evaluate, decrypt every built-in on sample data.
     Demo {
         /// Key set directory to use (generated there if missing; default: a temporary one).
@@ -97,6 +102,31 @@ enum KeysCommand {
     Generate {
         #[arg(long)]
         out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Measure every op class per width on one thread and write the cost model's table.
+    Calibrate {
+        /// Key set directory (generated there if missing).
+        #[arg(long)]
+        keys: PathBuf,
+        /// Where to write the table.
+        #[arg(long, default_value = "crates/tenebra-circuit/calibration.json")]
+        out: PathBuf,
+    },
+    /// Time the built-ins against hand-written tfhe-rs code, in the same run.
+    Compare {
+        /// Key set directory (generated there if missing).
+        #[arg(long)]
+        keys: PathBuf,
+        /// Repetitions per case (engine and baseline alternate).
+        #[arg(long, default_value_t = 1)]
+        reps: usize,
+        /// Also write the report to this file (e.g. BENCHMARKS.md).
+        #[arg(long)]
+        write: Option<PathBuf>,
     },
 }
 
@@ -166,6 +196,46 @@ pub fn run(cli: Cli) -> Result<()> {
             print_json(&decrypt(&keys, f, &bytes)?)
         }
         Command::Demo { keys } => demo(keys),
+        Command::Bench { command } => bench(command),
+    }
+}
+
+fn ensure_keys(dir: &Path) -> Result<(ClientKeys, ServerKeys)> {
+    if !dir.join(tenebra_engine::keys::MANIFEST_FILE).exists() {
+        eprintln!("generating a key set in {} ...", dir.display());
+        ClientKeys::generate(dir)?;
+    }
+    Ok((load_client_keys(dir)?, ServerKeys::load(dir)?))
+}
+
+fn bench(command: BenchCommand) -> Result<()> {
+    let mut log = |line: &str| eprintln!("{line}");
+    match command {
+        BenchCommand::Calibrate { keys, out } => {
+            let (client, server) = ensure_keys(&keys)?;
+            let table = tenebra_bench::calibrate(&client, &server, &mut log)?;
+            let json = serde_json::to_string_pretty(&table)?;
+            write_file(&out, format!("{json}\n").as_bytes())?;
+            eprintln!("wrote {}", out.display());
+            Ok(())
+        }
+        BenchCommand::Compare { keys, reps, write } => {
+            let (client, server) = ensure_keys(&keys)?;
+            let results = tenebra_bench::compare(
+                &client,
+                &server,
+                &tenebra_bench::default_cases(),
+                reps.max(1),
+                &mut log,
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let report = tenebra_bench::report(&results, reps.max(1));
+            print!("{report}");
+            if let Some(path) = write {
+                write_file(&path, report.as_bytes())?;
+            }
+            Ok(())
+        }
     }
 }
 
@@ -224,6 +294,7 @@ fn eval(keys: &Path, function: &str, input: &Path, out: &Path) -> Result<()> {
     let opts = RunOptions {
         cancel: None,
         progress: Some(&report),
+        timings: None,
     };
     let resolve = |h: &Header| -> Result<_, EngineError> {
         find(&h.function)
