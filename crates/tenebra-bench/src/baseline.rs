@@ -11,7 +11,11 @@ use tfhe::{ClientKey, FheBool, FheUint16, FheUint32, FheUint8};
 pub struct Weights(pub Vec<FheUint16>);
 
 pub fn encrypt_weights(ck: &ClientKey, w: &[u64]) -> Weights {
-    Weights(w.iter().map(|&x| FheUint16::encrypt(x as u16, ck)).collect())
+    Weights(
+        w.iter()
+            .map(|&x| FheUint16::encrypt(x as u16, ck))
+            .collect(),
+    )
 }
 
 /// `(min, max, avg)`; the server key must be set on this thread.
@@ -89,10 +93,9 @@ pub fn sleep_quality(night: &Night) -> FheUint8 {
         &c[3],
         &tst100.gt(&(&tib * 85u32)).select(
             &c[0],
-            &tst100.gt(&(&tib * 75u32)).select(
-                &c[1],
-                &tst100.gt(&(&tib * 65u32)).select(&c[2], &c[3]),
-            ),
+            &tst100
+                .gt(&(&tib * 75u32))
+                .select(&c[1], &tst100.gt(&(&tib * 65u32)).select(&c[2], &c[3])),
         ),
     );
     let sol_cat = sol.le(&t16(15)).select(

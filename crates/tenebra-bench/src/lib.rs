@@ -11,7 +11,7 @@ use std::time::Instant;
 use serde_json::{json, Value};
 use tenebra_circuit::cost::{calibration, plan_cost, Calibration, OP_CLASSES};
 use tenebra_circuit::ir::{BinOp, CmpOp, ConstOp, UnOp};
-use tenebra_circuit::plan::{plan, Arg, Plan, PlanOp, Step};
+use tenebra_circuit::plan::{plan, plan_with, Arg, Plan, PlanOp, PlanOptions, Step};
 use tenebra_circuit::ScalarType::{self, Bool, Int, Uint};
 use tenebra_engine::bundle::{encrypt_values, expand_values, seal_results};
 use tenebra_engine::exec::run;
@@ -75,33 +75,159 @@ fn probe(class: &str, w: u8) -> Option<(PlanOp, ScalarType, Vec<ScalarType>, usi
     let v = |i: u32| Arg::Val(i);
     let k = |c: u64| Arg::Const(c & u.mask());
     let two = vec![u, u];
-    let bin = |op, b| (PlanOp::Binary { op, a: v(0), b }, u, if matches!(b, Arg::Val(_)) { two.clone() } else { vec![u] }, 1);
+    let bin = |op, b| {
+        (
+            PlanOp::Binary { op, a: v(0), b },
+            u,
+            if matches!(b, Arg::Val(_)) {
+                two.clone()
+            } else {
+                vec![u]
+            },
+            1,
+        )
+    };
     Some(match class {
         "add" => bin(BinOp::Add, v(1)),
         "scalar_add" => bin(BinOp::Add, k(13)),
-        "neg" => (PlanOp::Unary { op: UnOp::Neg, a: 0 }, u, vec![u], 1),
+        "neg" => (
+            PlanOp::Unary {
+                op: UnOp::Neg,
+                a: 0,
+            },
+            u,
+            vec![u],
+            1,
+        ),
         "mul" if w <= 16 => bin(BinOp::Mul, v(1)),
         "scalar_mul" => bin(BinOp::Mul, k(13)),
         "bitop" => bin(BinOp::And, v(1)),
         "scalar_bitop" => bin(BinOp::And, k(0x5555_5555_5555_5555)),
-        "not" => (PlanOp::Unary { op: UnOp::Not, a: 0 }, u, vec![u], 1),
-        "cmp" => (PlanOp::Compare { op: CmpOp::Gt, a: v(0), b: v(1), ty: u }, Bool, two, 1),
-        "scalar_cmp" => (PlanOp::Compare { op: CmpOp::Gt, a: v(0), b: k(13), ty: u }, Bool, vec![u], 1),
+        "not" => (
+            PlanOp::Unary {
+                op: UnOp::Not,
+                a: 0,
+            },
+            u,
+            vec![u],
+            1,
+        ),
+        "cmp" => (
+            PlanOp::Compare {
+                op: CmpOp::Gt,
+                a: v(0),
+                b: v(1),
+                ty: u,
+            },
+            Bool,
+            two,
+            1,
+        ),
+        "scalar_cmp" => (
+            PlanOp::Compare {
+                op: CmpOp::Gt,
+                a: v(0),
+                b: k(13),
+                ty: u,
+            },
+            Bool,
+            vec![u],
+            1,
+        ),
         "min" => bin(BinOp::Min, v(1)),
         "scalar_min" => bin(BinOp::Min, k(13)),
         "minmax" => (PlanOp::MinMax { a: 0, b: 1 }, u, two, 2),
-        "select" => (PlanOp::Select { cond: 0, a: v(1), b: v(2) }, u, vec![Bool, u, u], 1),
-        "scalar_select" => (PlanOp::Select { cond: 0, a: v(1), b: Arg::Const(0) }, u, vec![Bool, u], 1),
-        "div" if w <= 16 => (PlanOp::ByConst { op: ConstOp::Div, a: 0, c: 7 }, u, vec![u], 1),
-        "rem" if w <= 16 => (PlanOp::ByConst { op: ConstOp::Rem, a: 0, c: 7 }, u, vec![u], 1),
-        "shift" => (PlanOp::ByConst { op: ConstOp::Shr, a: 0, c: 3 }, u, vec![u], 1),
-        "cast" => (PlanOp::Cast { a: 0, from: Int(w / 2 + (w / 2) % 2) }, Int(w), vec![Int(w / 2 + (w / 2) % 2)], 1),
-        "sum_operand" => (PlanOp::Sum { args: (0..8).collect(), constant: 0 }, u, vec![u; 8], 1),
+        "select" => (
+            PlanOp::Select {
+                cond: 0,
+                a: v(1),
+                b: v(2),
+            },
+            u,
+            vec![Bool, u, u],
+            1,
+        ),
+        "scalar_select" => (
+            PlanOp::Select {
+                cond: 0,
+                a: v(1),
+                b: Arg::Const(0),
+            },
+            u,
+            vec![Bool, u],
+            1,
+        ),
+        "div" if w <= 16 => (
+            PlanOp::ByConst {
+                op: ConstOp::Div,
+                a: 0,
+                c: 7,
+            },
+            u,
+            vec![u],
+            1,
+        ),
+        "rem" if w <= 16 => (
+            PlanOp::ByConst {
+                op: ConstOp::Rem,
+                a: 0,
+                c: 7,
+            },
+            u,
+            vec![u],
+            1,
+        ),
+        "shift" => (
+            PlanOp::ByConst {
+                op: ConstOp::Shr,
+                a: 0,
+                c: 3,
+            },
+            u,
+            vec![u],
+            1,
+        ),
+        "cast" => (
+            PlanOp::Cast {
+                a: 0,
+                from: Int(w / 2 + (w / 2) % 2),
+            },
+            Int(w),
+            vec![Int(w / 2 + (w / 2) % 2)],
+            1,
+        ),
+        "sum_operand" => (
+            PlanOp::Sum {
+                args: (0..8).collect(),
+                constant: 0,
+            },
+            u,
+            vec![u; 8],
+            1,
+        ),
         "lut16" if w == 4 => {
             let table = (0..16).map(|i| (i * 7 + 3) % 16).collect();
-            (PlanOp::Lut { a: 0, from: u, table }, u, vec![u], 1)
+            (
+                PlanOp::Lut {
+                    a: 0,
+                    from: u,
+                    table,
+                },
+                u,
+                vec![u],
+                1,
+            )
         }
-        "bool_op" if w == 2 => (PlanOp::Binary { op: BinOp::And, a: v(0), b: v(1) }, Bool, vec![Bool, Bool], 1),
+        "bool_op" if w == 2 => (
+            PlanOp::Binary {
+                op: BinOp::And,
+                a: v(0),
+                b: v(1),
+            },
+            Bool,
+            vec![Bool, Bool],
+            1,
+        ),
         _ => return None,
     })
 }
@@ -150,7 +276,9 @@ pub fn calibrate(
                 }
             };
             log(&format!("{class:>14} u{w:<2} {ms:9.1} ms"));
-            ops.entry(class.to_owned()).or_default().insert(w, (ms * 10.0).round() / 10.0);
+            ops.entry(class.to_owned())
+                .or_default()
+                .insert(w, (ms * 10.0).round() / 10.0);
         }
     }
     Ok(Calibration {
@@ -170,8 +298,32 @@ pub struct Case {
 
 /// The cases of `tenebra bench compare`.
 pub fn default_cases() -> Vec<Case> {
-    let night5 = json!([[0,0,120],[3,120,150],[0,150,210],[4,210,240],[0,240,300]]);
-    let night17 = json!([[0,0,210],[0,240,570],[2,0,30],[5,30,60],[3,60,90],[4,90,120],[3,120,150],[5,150,180],[2,180,240],[3,240,300],[5,300,330],[4,330,390],[2,390,420],[5,420,450],[4,450,510],[3,510,540],[5,540,570]]);
+    let night5 = json!([
+        [0, 0, 120],
+        [3, 120, 150],
+        [0, 150, 210],
+        [4, 210, 240],
+        [0, 240, 300]
+    ]);
+    let night17 = json!([
+        [0, 0, 210],
+        [0, 240, 570],
+        [2, 0, 30],
+        [5, 30, 60],
+        [3, 60, 90],
+        [4, 90, 120],
+        [3, 120, 150],
+        [5, 150, 180],
+        [2, 180, 240],
+        [3, 240, 300],
+        [5, 300, 330],
+        [4, 330, 390],
+        [2, 390, 420],
+        [5, 420, 450],
+        [4, 450, 510],
+        [3, 510, 540],
+        [5, 540, 570]
+    ]);
     let hundred: Vec<u64> = (0..100).map(|i| 600 + (i * 37) % 250).collect();
     vec![
         Case {
@@ -205,6 +357,8 @@ pub struct CaseResult {
     pub engine_s: Vec<f64>,
     /// Baseline compute time, per repetition.
     pub baseline_s: Vec<f64>,
+    /// Engine compute time with the plan's rewrites turned off, per repetition.
+    pub naive_s: Vec<f64>,
     /// Expanding the compact input list plus sealing the outputs.
     pub io_s: f64,
     /// Cost-model estimate of the work divided by the cores: the machine's limit.
@@ -228,11 +382,19 @@ fn op_kind(op: &PlanOp) -> String {
     let head: String = s.chars().take_while(|c| c.is_alphanumeric()).collect();
     match op {
         PlanOp::Binary { op, a, b } => {
-            let scalar = if a.val().is_some() && b.val().is_some() { "" } else { " (scalar)" };
+            let scalar = if a.val().is_some() && b.val().is_some() {
+                ""
+            } else {
+                " (scalar)"
+            };
             format!("{op:?}{scalar}")
         }
         PlanOp::Compare { op, a, b, .. } => {
-            let scalar = if a.val().is_some() && b.val().is_some() { "" } else { " (scalar)" };
+            let scalar = if a.val().is_some() && b.val().is_some() {
+                ""
+            } else {
+                " (scalar)"
+            };
             format!("{op:?}{scalar}")
         }
         PlanOp::ByConst { op, .. } => format!("{op:?}"),
@@ -268,6 +430,7 @@ pub fn compare(
             label: case.label.to_owned(),
             engine_s: Vec::new(),
             baseline_s: Vec::new(),
+            naive_s: Vec::new(),
             io_s: expand_s,
             bound_s: cost.cu as f64 / 1e3 / cores,
             cu: cost.cu,
@@ -287,7 +450,10 @@ pub fn compare(
             let outs = run(server.integer(), &p, inputs.clone(), opts)?;
             r.engine_s.push(started.elapsed().as_secs_f64());
             let started = Instant::now();
-            let sealed = seal_results(outs.into_iter().flatten().collect(), &tenebra_engine::output_types(&circuit))?;
+            let sealed = seal_results(
+                outs.into_iter().flatten().collect(),
+                &tenebra_engine::output_types(&circuit),
+            )?;
             if rep == 0 {
                 r.io_s += started.elapsed().as_secs_f64();
             }
@@ -299,11 +465,17 @@ pub fn compare(
                 key_set_id: client.id().to_string(),
                 types: tenebra_engine::output_types(&circuit),
             };
-            let bundle = tenebra_engine::bundle::write(tenebra_engine::bundle::Kind::Result, &header, &sealed)?;
+            let bundle = tenebra_engine::bundle::write(
+                tenebra_engine::bundle::Kind::Result,
+                &header,
+                &sealed,
+            )?;
             r.output_bytes = bundle.len();
             let got = tenebra_client::decrypt(client, f, &bundle)?;
             if got != want {
-                return Err(format!("{}: engine result {got} != reference {want}", case.label).into());
+                return Err(
+                    format!("{}: engine result {got} != reference {want}", case.label).into(),
+                );
             }
             let mut by_kind: BTreeMap<String, (f64, usize)> = BTreeMap::new();
             for t in timings.into_inner().unwrap_or_default() {
@@ -315,6 +487,22 @@ pub fn compare(
             hot.sort_by(|a, b| b.1.total_cmp(&a.1));
             hot.truncate(5);
             r.hot = hot;
+            // The same engine without the plan's rewrites.
+            let naive = plan_with(
+                &circuit,
+                PlanOptions {
+                    flatten_sums: false,
+                    fuse_min_max: false,
+                },
+            );
+            let started = Instant::now();
+            run(
+                server.integer(),
+                &naive,
+                inputs.clone(),
+                RunOptions::default(),
+            )?;
+            r.naive_s.push(started.elapsed().as_secs_f64());
             // Baseline, same inputs.
             let base_ok = match case.function {
                 "weight_stats" => {
@@ -327,7 +515,9 @@ pub fn compare(
                 }
                 _ => {
                     let n = size as usize;
-                    let recs: Vec<[u64; 3]> = (0..n).map(|i| [values[i], values[n + i], values[2 * n + i]]).collect();
+                    let recs: Vec<[u64; 3]> = (0..n)
+                        .map(|i| [values[i], values[n + i], values[2 * n + i]])
+                        .collect();
                     let night = baseline::encrypt_night(ck, &recs);
                     let started = Instant::now();
                     let out = baseline::sleep_quality(&night);
@@ -336,7 +526,11 @@ pub fn compare(
                 }
             };
             if !base_ok {
-                return Err(format!("{}: the baseline result differs from the reference", case.label).into());
+                return Err(format!(
+                    "{}: the baseline result differs from the reference",
+                    case.label
+                )
+                .into());
             }
             log(&format!(
                 "{}: engine {:.2} s, baseline {:.2} s",
@@ -366,21 +560,23 @@ pub fn report(results: &[CaseResult], reps: usize) -> String {
     let _ = writeln!(
         s,
         "- **engine**: Tenebra's executor on the optimized plan, from expanded inputs to output ciphertexts.\n\
+         - **no rewrites**: the same executor on a plan lowered without the rewrites (sums as chains of additions, min and max without shared comparisons).\n\
          - **baseline**: hand-written tfhe-rs high-level API code a typical application writes for the same function (`crates/tenebra-bench/src/baseline.rs`).\n\
          - **server e2e**: engine + expanding the compact input list + serializing the outputs (what a server task spends, key already loaded).\n\
          - **PBS bound**: the cost model's single-thread work for the plan divided by the cores: the time a perfectly parallel run would take.\n"
     );
     let _ = writeln!(
         s,
-        "| case | engine (s) | baseline (s) | engine / baseline | server e2e (s) | PBS bound (s) | CU | ops | in / out bytes |"
+        "| case | engine (s) | no rewrites (s) | baseline (s) | engine / baseline | server e2e (s) | PBS bound (s) | CU | ops | in / out bytes |"
     );
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in results {
         let (e, b) = (median(&r.engine_s), median(&r.baseline_s));
         let _ = writeln!(
             s,
-            "| {} | {e:.2} | {b:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} / {} |",
+            "| {} | {e:.2} | {:.2} | {b:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} / {} |",
             r.label,
+            median(&r.naive_s),
             e / b,
             e + r.io_s,
             r.bound_s,
@@ -392,7 +588,11 @@ pub fn report(results: &[CaseResult], reps: usize) -> String {
     }
     let _ = writeln!(s, "\nWhere the engine's time goes (last run; op kind, seconds summed over its steps, which overlap when they run in parallel, and step count):\n");
     for r in results {
-        let hot: Vec<String> = r.hot.iter().map(|(k, t, n)| format!("{k} {t:.2} s ({n})")).collect();
+        let hot: Vec<String> = r
+            .hot
+            .iter()
+            .map(|(k, t, n)| format!("{k} {t:.2} s ({n})"))
+            .collect();
         let _ = writeln!(s, "- {}: {}", r.label, hot.join(", "));
     }
     s

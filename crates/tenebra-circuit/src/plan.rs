@@ -343,8 +343,33 @@ impl Lowering {
     }
 }
 
+/// Which rewrites the lowering applies (all by default; benchmarks turn them off to show
+/// what they are worth).
+#[derive(Debug, Clone, Copy)]
+pub struct PlanOptions {
+    /// Chains and trees of additions become one multi-operand sum.
+    pub flatten_sums: bool,
+    /// Min and max of the same operands share comparisons.
+    pub fuse_min_max: bool,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        Self {
+            flatten_sums: true,
+            fuse_min_max: true,
+        }
+    }
+}
+
 /// Lowers a validated circuit to its optimized plan.
 pub fn plan(c: &ValidCircuit) -> Plan {
+    plan_with(c, PlanOptions::default())
+}
+
+/// Lowers a validated circuit with the chosen rewrites. Without `flatten_sums`, a sum
+/// reduction is a chain of additions, as written.
+pub fn plan_with(c: &ValidCircuit, opts: PlanOptions) -> Plan {
     let n = c.nodes.len();
     // Liveness: only what outputs read.
     let mut live = vec![false; n];
@@ -377,7 +402,8 @@ pub fn plan(c: &ValidCircuit) -> Plan {
     // An addition read once, by another sum of the same type, and by no output is absorbed.
     let absorbed: Vec<bool> = (0..n)
         .map(|i| {
-            live[i]
+            opts.flatten_sums
+                && live[i]
                 && matches!(c.nodes[i], Node::Binary { op: BinOp::Add, .. })
                 && uses[i] == 1
                 && out_refs[i] == 0
@@ -389,7 +415,7 @@ pub fn plan(c: &ValidCircuit) -> Plan {
     let mut pair_seen: HashMap<(NodeId, NodeId), Vec<NodeId>> = HashMap::new();
     let mut reduce_seen: HashMap<&[NodeId], Vec<NodeId>> = HashMap::new();
     for (i, node) in c.nodes.iter().enumerate() {
-        if !live[i] {
+        if !live[i] || !opts.fuse_min_max {
             continue;
         }
         match node {
@@ -566,10 +592,26 @@ pub fn plan(c: &ValidCircuit) -> Plan {
                 args,
             } => {
                 let (mut vals, mut k) = (Vec::new(), 0u64);
-                for &a in args {
-                    l.sum_terms(Operand::Node(a), ty, &mut vals, &mut k);
+                if !opts.flatten_sums {
+                    let mut acc = l.val(args[0]);
+                    for &a in &args[1..] {
+                        let b = Arg::Val(l.val(a));
+                        acc = l.emit1(
+                            PlanOp::Binary {
+                                op: BinOp::Add,
+                                a: Arg::Val(acc),
+                                b,
+                            },
+                            ty,
+                        );
+                    }
+                    acc
+                } else {
+                    for &a in args {
+                        l.sum_terms(Operand::Node(a), ty, &mut vals, &mut k);
+                    }
+                    l.emit_sum(vals, k, ty)
                 }
-                l.emit_sum(vals, k, ty)
             }
             Node::Reduce { op, args } => {
                 let vals: Vec<ValueId> = args.iter().map(|&a| l.val(a)).collect();

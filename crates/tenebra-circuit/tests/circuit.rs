@@ -2,7 +2,7 @@
 
 use tenebra_circuit::builder::{argmax, dot, max_of, min_of, sum, Builder};
 use tenebra_circuit::eval::evaluate;
-use tenebra_circuit::plan::{evaluate_plan, plan, PlanOp};
+use tenebra_circuit::plan::{evaluate_plan, plan, plan_with, PlanOp, PlanOptions};
 use tenebra_circuit::testing::{random_circuit, random_inputs, Rng};
 use tenebra_circuit::ScalarType::{Bool, Int, Uint};
 use tenebra_circuit::{cost, parse_circuit, Limits, ValidationError};
@@ -231,8 +231,16 @@ fn plan_is_equivalent_to_the_circuit_on_random_circuits() {
     for round in 0..3000 {
         let c = random_circuit(&mut rng, 1 + round % 25);
         let p = plan(&c);
+        let naive = plan_with(
+            &c,
+            PlanOptions {
+                flatten_sums: false,
+                fuse_min_max: false,
+            },
+        );
         for _ in 0..4 {
             let inputs = random_inputs(&mut rng, &c);
+            assert_eq!(evaluate_plan(&naive, &inputs), evaluate(&c, &inputs));
             assert_eq!(
                 evaluate_plan(&p, &inputs),
                 evaluate(&c, &inputs),

@@ -30,9 +30,8 @@ fn weight_stats_encrypted() {
         json!({"weights": [680, 650, 690, 700, 705]}),
     );
     round_trip("weight_stats", json!({"weights": [0]}));
+    // Extremes; the sum (196,604) is past 16 bits.
     round_trip("weight_stats", json!({"weights": [65535, 65535, 65534]}));
-    // Sum past 16 bits.
-    round_trip("weight_stats", json!({"weights": vec![700; 12]}));
     let mut rng = Rng::new(5);
     let w: Vec<u64> = (0..6)
         .map(|_| rng.value(tenebra_circuit::ScalarType::Uint(16)))
@@ -79,4 +78,15 @@ fn mismatches_are_clear_errors() {
         .contains("`weight_stats`"));
     // Truncated bundle.
     assert!(decrypt(client_keys(), ws, &enc[..5]).is_err());
+}
+
+const NIGHT_17: &str = "[[0,0,210],[0,240,570],[2,0,30],[5,30,60],[3,60,90],[4,90,120],[3,120,150],[5,150,180],[2,180,240],[3,240,300],[5,300,330],[4,330,390],[2,390,420],[5,420,450],[4,450,510],[3,510,540],[5,540,570]]";
+
+#[test]
+fn public_vectors_at_full_size() {
+    // The 17-record public night, and 100 weights of 70 kg in 0.1 kg: the sum (70,000) is
+    // past 16 bits and must not wrap.
+    let night: Value = serde_json::from_str(NIGHT_17).unwrap();
+    round_trip("sleep_quality", json!({"records": night}));
+    round_trip("weight_stats", json!({"weights": vec![700; 100]}));
 }

@@ -441,7 +441,10 @@ fn execute_step(
             Ok(vec![Ct::from_radix(mn, ty), Ct::from_radix(mx, ty)])
         }
         PlanOp::Dot { weights, .. } => {
-            let xs: Vec<RadixCiphertext> = args.iter().map(|a| a.as_ref().clone().into_radix()).collect();
+            let xs: Vec<RadixCiphertext> = args
+                .iter()
+                .map(|a| a.as_ref().clone().into_radix())
+                .collect();
             one(Ct::from_radix(dot(sks, &xs, weights, ty)?, ty))
         }
         PlanOp::Lut { table, .. } => {
