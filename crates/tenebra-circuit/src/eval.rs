@@ -85,15 +85,7 @@ fn unary(op: UnOp, t: ScalarType, a: u64) -> u64 {
 /// [`crate::io::encode_inputs`].
 pub fn evaluate(c: &ValidCircuit, inputs: &[u64]) -> Vec<Vec<u64>> {
     assert_eq!(inputs.len(), c.input_count(), "one value per input element");
-    let offsets: Vec<usize> = c
-        .inputs
-        .iter()
-        .scan(0usize, |acc, i| {
-            let o = *acc;
-            *acc += i.ty.count();
-            Some(o)
-        })
-        .collect();
+    let offsets = c.input_offsets();
     let mut vals: Vec<u64> = Vec::with_capacity(c.nodes.len());
     for (i, node) in c.nodes.iter().enumerate() {
         let t = c.ty(i as NodeId);

@@ -245,6 +245,18 @@ impl Circuit {
         self.inputs.iter().map(|i| i.ty.count()).sum()
     }
 
+    /// Position of each input's first value among the flattened input values.
+    pub fn input_offsets(&self) -> Vec<usize> {
+        self.inputs
+            .iter()
+            .scan(0usize, |acc, i| {
+                let o = *acc;
+                *acc += i.ty.count();
+                Some(o)
+            })
+            .collect()
+    }
+
     /// Scalar type of every input value, in signature order (vectors flattened).
     pub fn input_types(&self) -> Vec<ScalarType> {
         self.inputs

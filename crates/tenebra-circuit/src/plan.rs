@@ -451,15 +451,7 @@ pub fn plan_with(c: &ValidCircuit, opts: PlanOptions) -> Plan {
     };
     let input_types = c.input_types();
     let mut inputs: Vec<Option<ValueId>> = vec![None; input_types.len()];
-    let offsets: Vec<usize> = c
-        .inputs
-        .iter()
-        .scan(0usize, |acc, i| {
-            let o = *acc;
-            *acc += i.ty.count();
-            Some(o)
-        })
-        .collect();
+    let offsets = c.input_offsets();
 
     for (i, node) in c.nodes.iter().enumerate() {
         let id = i as NodeId;

@@ -40,6 +40,13 @@ pub fn encrypt(
     Ok(bundle::write(Kind::Input, &header, &payload)?)
 }
 
+/// The circuit of the built-in an encrypted input names (what a server evaluates it with).
+pub fn builtin_circuit(header: &Header) -> Result<tenebra_circuit::ValidCircuit, EngineError> {
+    tenebra_functions::find(&header.function)
+        .and_then(|f| f.circuit(header.size))
+        .map_err(|e| EngineError::BadInput(e.to_string()))
+}
+
 /// Reads the header of an encrypted input, checking that it was made for `function`.
 pub fn input_header(bytes: &[u8], function: &Builtin) -> Result<Header, ClientError> {
     let (header, _) = bundle::read(bytes, Kind::Input)?;

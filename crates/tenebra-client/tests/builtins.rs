@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 use tenebra_circuit::testing::Rng;
-use tenebra_client::{decrypt, encrypt};
+use tenebra_client::{builtin_circuit, decrypt, encrypt};
 use tenebra_engine::test_support::{client_keys, server_keys};
 use tenebra_engine::{evaluate_bundle, EngineError, RunOptions};
 use tenebra_functions::find;
@@ -11,12 +11,7 @@ use tenebra_functions::find;
 fn round_trip(name: &str, input: Value) {
     let f = find(name).unwrap();
     let enc = encrypt(client_keys(), f, &input).unwrap();
-    let resolve = |h: &tenebra_engine::bundle::Header| {
-        find(&h.function)
-            .and_then(|g| g.circuit(h.size))
-            .map_err(|e| EngineError::BadInput(e.to_string()))
-    };
-    let res = evaluate_bundle(server_keys(), &enc, resolve, RunOptions::default()).unwrap();
+    let res = evaluate_bundle(server_keys(), &enc, builtin_circuit, RunOptions::default()).unwrap();
     let got = decrypt(client_keys(), f, &res).unwrap();
     assert_eq!(got, f.reference(&input).unwrap(), "{name} on {input}");
 }

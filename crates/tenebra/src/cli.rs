@@ -7,9 +7,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use serde_json::Value;
-use tenebra_client::{decrypt, encrypt, input_header, ClientKeys};
-use tenebra_engine::bundle::Header;
-use tenebra_engine::{evaluate_bundle, EngineError, Progress, RunOptions, ServerKeys};
+use tenebra_client::{builtin_circuit, decrypt, encrypt, input_header, ClientKeys};
+use tenebra_engine::{evaluate_bundle, Progress, RunOptions, ServerKeys};
 use tenebra_functions::{builtins, find};
 
 /// Largest JSON input file read.
@@ -296,12 +295,7 @@ fn eval(keys: &Path, function: &str, input: &Path, out: &Path) -> Result<()> {
         progress: Some(&report),
         timings: None,
     };
-    let resolve = |h: &Header| -> Result<_, EngineError> {
-        find(&h.function)
-            .and_then(|g| g.circuit(h.size))
-            .map_err(|e| EngineError::BadInput(e.to_string()))
-    };
-    let result = evaluate_bundle(&keys, &bytes, resolve, opts)?;
+    let result = evaluate_bundle(&keys, &bytes, builtin_circuit, opts)?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -354,12 +348,7 @@ fn demo(keys: Option<PathBuf>) -> Result<()> {
         let f = find(name)?;
         let enc = encrypt(&client, f, &input)?;
         let started = Instant::now();
-        let resolve = |h: &Header| -> Result<_, EngineError> {
-            find(&h.function)
-                .and_then(|g| g.circuit(h.size))
-                .map_err(|e| EngineError::BadInput(e.to_string()))
-        };
-        let res = evaluate_bundle(&server, &enc, resolve, RunOptions::default())?;
+        let res = evaluate_bundle(&server, &enc, builtin_circuit, RunOptions::default())?;
         let secs = started.elapsed().as_secs_f64();
         let got = decrypt(&client, f, &res)?;
         let want = f.simulate(&input)?;
