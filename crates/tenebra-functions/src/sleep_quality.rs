@@ -60,6 +60,8 @@ fn build(n: u32) -> ValidCircuit {
     let stage = b.input_vec("stage", STAGE, n);
     let start = b.input_vec("start", MINUTES, n);
     let end = b.input_vec("end", MINUTES, n);
+    // Differences of minutes, signed: their sign is one PBS away.
+    let diff_ty = ScalarType::Int(18);
     let total = ScalarType::Uint(width_for(u64::from(n) * 65535));
     // Signed and wide enough for 20 * TST - 17 * TIB.
     let scaled = ScalarType::Int(width_for(u64::from(n) * 65535 * 20 * 2));
@@ -70,11 +72,14 @@ fn build(n: u32) -> ValidCircuit {
     let mut sleep = Vec::new();
     let mut bed_minutes = Vec::new();
     let mut sleep_minutes = Vec::new();
+    let starts: Vec<Var> = start.iter().map(|s| s.cast(diff_ty)).collect();
     for i in 0..n as usize {
         let is_bed = stage[i].lut(&bed_table, ScalarType::Bool);
         let is_sleep = stage[i].lut(&sleep_table, ScalarType::Bool);
-        let valid = end[i].ge(&start[i]);
-        let duration = &end[i] - &start[i];
+        let diff = &end[i].cast(diff_ty) - &starts[i];
+        let valid = diff.ge(0);
+        // Exact when valid: 0 <= diff <= 65535.
+        let duration = diff.cast(MINUTES);
         bed_minutes.push((&is_bed & &valid).select(&duration, 0).cast(total));
         sleep_minutes.push((&is_sleep & &valid).select(&duration, 0).cast(total));
         bed.push(is_bed);
@@ -83,27 +88,25 @@ fn build(n: u32) -> ValidCircuit {
     let tib = sum(&bed_minutes);
     let tst = sum(&sleep_minutes);
 
-    // Start of the first record of each kind: a one-hot masked sum (at most one term is
-    // non-zero, so the u16 sum cannot wrap).
-    let first_start = |flags: &[Var]| {
-        let (firsts, any) = first_of(flags);
-        let terms: Vec<Var> = firsts
-            .iter()
-            .zip(&start)
-            .map(|(f, s)| f.select(s, 0))
-            .collect();
-        (sum(&terms), any)
-    };
-    let (bed_start, any_bed) = first_start(&bed);
-    let (sleep_start, any_sleep) = first_start(&sleep);
-    let sol_valid = &(&any_bed & &any_sleep) & &sleep_start.ge(&bed_start);
-    let sol = &sleep_start - &bed_start;
+    // SOL in one sum: the first sleep record's start, plus the one's complement of the
+    // first bed record's start, plus 1 when there is one (-x = !x + 1). At most one term of
+    // each kind is non-zero.
+    let (first_bed, any_bed) = first_of(&bed);
+    let (first_sleep, any_sleep) = first_of(&sleep);
+    let mut terms: Vec<Var> = Vec::new();
+    for (i, s) in starts.iter().enumerate() {
+        terms.push(first_sleep[i].select(s, 0));
+        terms.push(first_bed[i].select(&!s, 0));
+    }
+    terms.push(any_bed.cast(diff_ty));
+    let sol = sum(&terms);
+    let sol_valid = &(&any_bed & &any_sleep) & &sol.ge(0);
 
     let tib_zero = tib.eq(0);
-    let scaled_totals = [tst.cast(scaled), tib.cast(scaled)];
-    // 100 TST <= 85 TIB  <=>  20 TST - 17 TIB <= 0; 100/75 = 4/3; 100/65 = 20/13. Each is a
+    let scaled_totals = [tib.cast(scaled), tst.cast(scaled)];
+    // 100 TST <= 85 TIB  <=>  17 TIB - 20 TST >= 0; 100/75 = 4/3; 100/65 = 20/13. Each is a
     // dot product with small constants (shifted copies, one carry propagation) and a sign test.
-    let efficiency = [(20, 17), (4, 3), (20, 13)].map(|(a, b)| dot(&scaled_totals, &[a, -b]).lt(1));
+    let efficiency = [(17, 20), (3, 4), (13, 20)].map(|(a, b)| dot(&scaled_totals, &[a, -b]).ge(0));
     let mut flags: Vec<Var> = vec![tst.le(300), tst.le(360), tst.le(420)];
     flags.extend(efficiency.iter().map(|e| e | &tib_zero));
     flags.extend([15, 30, 60].map(|t| &sol.gt(t) & &sol_valid));
