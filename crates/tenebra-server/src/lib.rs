@@ -1,0 +1,321 @@
+//! Tenebra's HTTP service (axum). This first slice serves tenants' API keys, health and
+//! readiness; key sets, functions and tasks come next (see ARCHITECTURE.md).
+//!
+//! The app takes a bound listener and a shutdown future, so tests start the real server on
+//! port 0; `tenebra serve` binds the configured address and shuts down on SIGTERM/SIGINT.
+
+pub mod error;
+pub mod token;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Path as UrlPath, Request, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tenebra_store::{ApiKey, Scope, Store, StoreError, Tenant};
+
+pub use error::ApiError;
+pub use token::Secret;
+
+/// Largest JSON request body accepted by the API-key endpoints.
+pub const JSON_BODY_LIMIT: usize = 64 << 10;
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub secret: Secret,
+}
+
+/// Where the server keeps its data, and which database it uses.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    /// `postgres://...` for a cluster; `None` for the embedded SQLite file in `data_dir`.
+    pub database_url: Option<String>,
+    /// Hex-encoded secret API tokens are hashed under (>= 32 bytes). `None`: read or create
+    /// `secret.key` in `data_dir` (fine for one node; a cluster shares one secret).
+    pub secret_hex: Option<String>,
+}
+
+/// Opens (and migrates) the database and loads the token secret.
+pub async fn open(settings: &Settings) -> Result<AppState, String> {
+    tokio::fs::create_dir_all(&settings.data_dir)
+        .await
+        .map_err(|e| format!("creating {}: {e}", settings.data_dir.display()))?;
+    let url = match &settings.database_url {
+        Some(u) => u.clone(),
+        None => format!(
+            "sqlite://{}",
+            settings.data_dir.join("tenebra.db").display()
+        ),
+    };
+    let store = Store::connect(&url)
+        .await
+        .map_err(|e| format!("opening the database: {e}"))?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| format!("migrating the database: {e}"))?;
+    let secret = match &settings.secret_hex {
+        Some(h) => hex::decode(h.trim())
+            .ok()
+            .and_then(Secret::new)
+            .ok_or("the secret must be at least 32 bytes, hex-encoded")?,
+        None => load_or_create_secret(&settings.data_dir.join("secret.key"))?,
+    };
+    Ok(AppState { store, secret })
+}
+
+fn load_or_create_secret(path: &Path) -> Result<Secret, String> {
+    match std::fs::read(path) {
+        Ok(bytes) => Secret::new(bytes).ok_or_else(|| format!("{} is too short", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let s = Secret::generate();
+            write_private(path, s.expose()).map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok(s)
+        }
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, bytes)
+}
+
+/// Creates a tenant with a first admin API key; returns the tenant and the token (shown once).
+pub async fn create_tenant(state: &AppState, name: &str) -> Result<(Tenant, String), ApiError> {
+    check_name("tenant", name)?;
+    let tenant = state.store.create_tenant(name).await?;
+    let token = token::generate();
+    state
+        .store
+        .create_api_key(
+            &tenant.id,
+            "admin",
+            Scope::Admin,
+            &token::hash(&state.secret, &token),
+        )
+        .await?;
+    Ok((tenant, token))
+}
+
+fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_. ".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_name",
+            format!("{what} names are 1 to 64 letters, digits, spaces, `-`, `_` or `.`"),
+        ))
+    }
+}
+
+/// The API router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/v1/api-keys", get(list_keys).post(create_key))
+        .route("/v1/api-keys/{id}", delete(revoke_key))
+        .fallback(|| async { ApiError::not_found("route") })
+        .layer(axum::extract::DefaultBodyLimit::max(JSON_BODY_LIMIT))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then drains in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    state.store.ping().await?;
+    Ok("ready")
+}
+
+/// The authenticated caller: a live API key of a tenant.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub tenant_id: String,
+    pub key_id: String,
+    pub scope: Scope,
+}
+
+impl Caller {
+    /// Refuses the request unless the key's scope allows `needed`.
+    pub fn require(&self, needed: Scope) -> Result<(), ApiError> {
+        if self.scope.allows(needed) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "this API key has scope `{}`; the request needs `{}`",
+                self.scope.as_str(),
+                needed.as_str()
+            )))
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| ApiError::unauthorized("missing `Authorization: Bearer <API key>`"))?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .map(str::trim)
+            .filter(|t| token::is_well_formed(t))
+            .ok_or_else(|| ApiError::unauthorized("malformed API key"))?;
+        let key = match state
+            .store
+            .api_key_by_hash(&token::hash(&state.secret, token))
+            .await
+        {
+            Ok(k) => k,
+            Err(StoreError::NotFound) => return Err(ApiError::unauthorized("unknown API key")),
+            Err(e) => return Err(e.into()),
+        };
+        if key.revoked_at.is_some() {
+            return Err(ApiError::unauthorized("this API key has been revoked"));
+        }
+        Ok(Caller {
+            tenant_id: key.tenant_id,
+            key_id: key.id,
+            scope: key.scope,
+        })
+    }
+}
+
+/// A JSON body whose rejections use the API's error format (and 413 past the size limit).
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(JsonBody(v)),
+            Err(r) => {
+                let code = match &r {
+                    _ if r.status() == StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+                    JsonRejection::MissingJsonContentType(_) => "unsupported_media_type",
+                    _ => "invalid_json",
+                };
+                Err(ApiError::new(r.status(), code, r.body_text()))
+            }
+        }
+    }
+}
+
+/// Wire form of an API key (never the token, except once at creation).
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ApiKeyView {
+    pub id: String,
+    pub name: String,
+    pub scope: String,
+    pub created_at: i64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub revoked_at: Option<i64>,
+    /// Only in the response that creates the key.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub token: Option<String>,
+}
+
+impl From<ApiKey> for ApiKeyView {
+    fn from(k: ApiKey) -> Self {
+        Self {
+            id: k.id,
+            name: k.name,
+            scope: k.scope.as_str().to_owned(),
+            created_at: k.created_at,
+            revoked_at: k.revoked_at,
+            token: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateKey {
+    name: String,
+    scope: String,
+}
+
+async fn list_keys(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<ApiKeyView>>, ApiError> {
+    caller.require(Scope::Admin)?;
+    let keys = state.store.list_api_keys(&caller.tenant_id).await?;
+    Ok(Json(keys.into_iter().map(ApiKeyView::from).collect()))
+}
+
+async fn create_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<CreateKey>,
+) -> Result<(StatusCode, Json<ApiKeyView>), ApiError> {
+    caller.require(Scope::Admin)?;
+    check_name("API key", &body.name)?;
+    let scope: Scope = body.scope.parse()?;
+    let token = token::generate();
+    let key = state
+        .store
+        .create_api_key(
+            &caller.tenant_id,
+            &body.name,
+            scope,
+            &token::hash(&state.secret, &token),
+        )
+        .await?;
+    let mut view = ApiKeyView::from(key);
+    view.token = Some(token);
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+async fn revoke_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<ApiKeyView>, ApiError> {
+    caller.require(Scope::Admin)?;
+    match state.store.revoke_api_key(&caller.tenant_id, &id).await {
+        Ok(k) => Ok(Json(k.into())),
+        Err(StoreError::NotFound) => Err(ApiError::not_found("API key")),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,238 @@
+//! The real server on port 0, over HTTP, on SQLite and on the real PostgreSQL.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tenebra_server::{create_tenant, open, serve, AppState, Settings};
+
+struct Server {
+    base: String,
+    state: AppState,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+    pg_db: Option<String>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+const PG: &str = "postgres://postgres@127.0.0.1:5432";
+
+async fn start(postgres: bool) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let pg_db = if postgres {
+        let name = format!(
+            "tenebra_api_{}",
+            tenebra_store::new_id("db").trim_start_matches("db_")
+        );
+        let admin = sqlx::PgPool::connect(&format!("{PG}/test")).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        admin.close().await;
+        Some(name)
+    } else {
+        None
+    };
+    let settings = Settings {
+        data_dir: dir.path().to_owned(),
+        database_url: pg_db.as_ref().map(|n| format!("{PG}/{n}")),
+        secret_hex: None,
+    };
+    let state = open(&settings).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let s = state.clone();
+    tokio::spawn(async move {
+        serve(listener, s, async {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    Server {
+        base,
+        state,
+        http: reqwest::Client::new(),
+        _dir: dir,
+        pg_db,
+        stop: Some(tx),
+    }
+}
+
+impl Server {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        self.state.store.close().await;
+        if let Some(name) = &self.pg_db {
+            let admin = sqlx::PgPool::connect(&format!("{PG}/test")).await.unwrap();
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&admin)
+                .await
+                .unwrap();
+            admin.close().await;
+        }
+    }
+}
+
+fn code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("<no error code>")
+}
+
+async fn story(postgres: bool) {
+    let s = start(postgres).await;
+    assert_eq!(
+        s.call("GET", "/healthz", None, None).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(s.call("GET", "/readyz", None, None).await.0, StatusCode::OK);
+
+    let (a, token_a) = create_tenant(&s.state, "acme").await.unwrap();
+    let (_b, token_b) = create_tenant(&s.state, "globex").await.unwrap();
+    assert!(create_tenant(&s.state, "acme").await.is_err());
+
+    // Authentication.
+    let (st, body) = s.call("GET", "/v1/api-keys", None, None).await;
+    assert_eq!(
+        (st, code(&body)),
+        (StatusCode::UNAUTHORIZED, "unauthorized")
+    );
+    let (st, _) = s
+        .call("GET", "/v1/api-keys", Some("tnb_garbage"), None)
+        .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let unknown = tenebra_server::token::generate();
+    let (st, body) = s.call("GET", "/v1/api-keys", Some(&unknown), None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "{body}");
+
+    // Key management by the tenant's admin.
+    let (st, keys) = s.call("GET", "/v1/api-keys", Some(&token_a), None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(keys.as_array().unwrap().len(), 1);
+    assert!(keys[0].get("token").is_none(), "tokens are shown only once");
+    let (st, read) = s
+        .call(
+            "POST",
+            "/v1/api-keys",
+            Some(&token_a),
+            Some(json!({"name": "dashboard", "scope": "read"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{read}");
+    let read_token = read["token"].as_str().unwrap().to_owned();
+    let read_id = read["id"].as_str().unwrap().to_owned();
+    let (st, body) = s.call("GET", "/v1/api-keys", Some(&read_token), None).await;
+    assert_eq!((st, code(&body)), (StatusCode::FORBIDDEN, "forbidden"));
+
+    // Tenants never see each other: B cannot list or revoke A's keys.
+    let (st, keys_b) = s.call("GET", "/v1/api-keys", Some(&token_b), None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(keys_b.as_array().unwrap().len(), 1);
+    assert_ne!(keys_b[0]["id"], keys[0]["id"]);
+    let (st, body) = s
+        .call(
+            "DELETE",
+            &format!("/v1/api-keys/{read_id}"),
+            Some(&token_b),
+            None,
+        )
+        .await;
+    assert_eq!((st, code(&body)), (StatusCode::NOT_FOUND, "not_found"));
+    assert_eq!(s.state.store.list_api_keys(&a.id).await.unwrap().len(), 2);
+
+    // Revocation takes effect at once.
+    let (st, revoked) = s
+        .call(
+            "DELETE",
+            &format!("/v1/api-keys/{read_id}"),
+            Some(&token_a),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(revoked["revoked_at"].is_i64());
+    let (st, body) = s.call("GET", "/readyz", Some(&read_token), None).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let (st, body) = s
+        .call(
+            "POST",
+            "/v1/api-keys",
+            Some(&read_token),
+            Some(json!({"name": "x", "scope": "read"})),
+        )
+        .await;
+    assert_eq!(
+        (st, code(&body)),
+        (StatusCode::UNAUTHORIZED, "unauthorized")
+    );
+
+    // Bad requests: clear 4xx with a code, nothing stored.
+    let bad = [
+        (
+            json!({"name": "x", "scope": "owner"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            json!({"name": "", "scope": "read"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_name",
+        ),
+        (
+            json!({"name": "x"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_json",
+        ),
+        (
+            json!({"name": "x".repeat(70_000), "scope": "read"}),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        ),
+    ];
+    for (body, status, want) in bad {
+        let (st, resp) = s
+            .call("POST", "/v1/api-keys", Some(&token_a), Some(body))
+            .await;
+        assert_eq!((st, code(&resp)), (status, want), "{resp}");
+    }
+    assert_eq!(s.state.store.list_api_keys(&a.id).await.unwrap().len(), 2);
+    let (st, body) = s.call("GET", "/v1/nope", Some(&token_a), None).await;
+    assert_eq!((st, code(&body)), (StatusCode::NOT_FOUND, "not_found"));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn api_keys_on_sqlite() {
+    story(false).await;
+}
+
+#[tokio::test]
+async fn api_keys_on_postgres() {
+    story(true).await;
+}

@@ -1,0 +1,315 @@
+//! Tenebra storage: the only crate that knows SQL.
+//!
+//! One [`Store`] over either backend: SQLite in WAL mode for the embedded deployment, or
+//! PostgreSQL for a cluster. Both run the same queries (numbered `$N` parameters, which both
+//! accept, always in ascending order of first use) and the same test story; each has its own
+//! migrations folder, embedded in the binary. Every query on tenant data is scoped by tenant:
+//! another tenant's id is simply not found.
+
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::Row;
+
+/// Storage failures, in domain terms (never HTTP codes).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("invalid: {0}")]
+    Invalid(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// What an API key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Manage the tenant's API keys, plus everything below.
+    Admin,
+    /// Upload keys, deploy functions, submit and cancel tasks, plus everything below.
+    Compute,
+    /// Read key sets, functions, tasks and results.
+    Read,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Admin => "admin",
+            Scope::Compute => "compute",
+            Scope::Read => "read",
+        }
+    }
+
+    /// Whether a key of this scope may act with `needed`.
+    pub fn allows(self, needed: Scope) -> bool {
+        match needed {
+            Scope::Admin => self == Scope::Admin,
+            Scope::Compute => self != Scope::Read,
+            Scope::Read => true,
+        }
+    }
+}
+
+impl FromStr for Scope {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "admin" => Ok(Scope::Admin),
+            "compute" => Ok(Scope::Compute),
+            "read" => Ok(Scope::Read),
+            _ => Err(StoreError::Invalid(format!(
+                "unknown scope `{s}` (expected admin, compute or read)"
+            ))),
+        }
+    }
+}
+
+/// A tenant: the unit of isolation and billing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    pub id: String,
+    pub name: String,
+    pub created_at: i64,
+}
+
+/// An API key's record (the token itself is never stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub id: String,
+    pub tenant_id: String,
+    pub name: String,
+    pub scope: Scope,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// A connection pool to one of the two backends.
+#[derive(Debug, Clone)]
+pub enum Store {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs the same expression against whichever pool the store holds.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            Store::Sqlite($pool) => $body,
+            Store::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A new random id with a readable prefix, e.g. `tn_3f9a...`.
+pub fn new_id(prefix: &str) -> String {
+    let bytes: [u8; 16] = rand::random();
+    format!("{prefix}_{}", hex::encode(bytes))
+}
+
+fn unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+/// Reads an `api_keys` row (a macro, so each backend's row type is checked on its own).
+macro_rules! api_key_from_row {
+    ($row:expr) => {{
+        let row = $row;
+        let scope: String = row.try_get("scope")?;
+        Ok::<ApiKey, StoreError>(ApiKey {
+            id: row.try_get("id")?,
+            tenant_id: row.try_get("tenant_id")?,
+            name: row.try_get("name")?,
+            scope: scope.parse()?,
+            created_at: row.try_get("created_at")?,
+            revoked_at: row.try_get("revoked_at")?,
+        })
+    }};
+}
+
+const API_KEY_COLUMNS: &str = "id, tenant_id, name, scope, created_at, revoked_at";
+
+impl Store {
+    /// Connects to `postgres://...` or `sqlite://PATH` (created if missing, WAL mode).
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .connect(url)
+                .await?;
+            Ok(Store::Postgres(pool))
+        } else if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .foreign_keys(true)
+                .busy_timeout(std::time::Duration::from_secs(5));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(8)
+                .connect_with(opts)
+                .await?;
+            Ok(Store::Sqlite(pool))
+        } else {
+            Err(StoreError::Invalid(format!(
+                "unsupported database URL `{url}` (expected postgres://... or sqlite://...)"
+            )))
+        }
+    }
+
+    /// Applies the backend's embedded migrations.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(p) => sqlx::migrate!("./migrations/sqlite").run(p).await?,
+            Store::Postgres(p) => sqlx::migrate!("./migrations/postgres").run(p).await?,
+        }
+        Ok(())
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        on_pool!(self, p => sqlx::query("SELECT 1").execute(p).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        on_pool!(self, p => p.close().await);
+    }
+
+    /// Creates a tenant; its name must be unused.
+    pub async fn create_tenant(&self, name: &str) -> Result<Tenant, StoreError> {
+        let t = Tenant {
+            id: new_id("tn"),
+            name: name.to_owned(),
+            created_at: now_ms(),
+        };
+        let q = "INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)";
+        let r = on_pool!(self, p => sqlx::query(q)
+            .bind(&t.id)
+            .bind(&t.name)
+            .bind(t.created_at)
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()));
+        match r {
+            Ok(_) => Ok(t),
+            Err(e) if unique_violation(&e) => Err(StoreError::Conflict(format!(
+                "a tenant named `{name}` exists"
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn tenant(&self, id: &str) -> Result<Tenant, StoreError> {
+        let q = "SELECT id, name, created_at FROM tenants WHERE id = $1";
+        let row = on_pool!(self, p => {
+            let row = sqlx::query(q).bind(id).fetch_optional(p).await?;
+            row.map(|r| -> Result<Tenant, StoreError> {
+                Ok(Tenant {
+                    id: r.try_get("id")?,
+                    name: r.try_get("name")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+        });
+        row.ok_or(StoreError::NotFound)?
+    }
+
+    /// Stores a new API key of `tenant`, identified by the HMAC of its token.
+    pub async fn create_api_key(
+        &self,
+        tenant: &str,
+        name: &str,
+        scope: Scope,
+        token_hash: &[u8; 32],
+    ) -> Result<ApiKey, StoreError> {
+        let k = ApiKey {
+            id: new_id("key"),
+            tenant_id: tenant.to_owned(),
+            name: name.to_owned(),
+            scope,
+            created_at: now_ms(),
+            revoked_at: None,
+        };
+        let q = "INSERT INTO api_keys (id, tenant_id, name, scope, token_hash, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)";
+        let r = on_pool!(self, p => sqlx::query(q)
+            .bind(&k.id)
+            .bind(&k.tenant_id)
+            .bind(&k.name)
+            .bind(k.scope.as_str())
+            .bind(token_hash.as_slice())
+            .bind(k.created_at)
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()));
+        match r {
+            Ok(_) => Ok(k),
+            Err(sqlx::Error::Database(d)) if d.is_foreign_key_violation() => {
+                Err(StoreError::NotFound)
+            }
+            Err(e) if unique_violation(&e) => {
+                Err(StoreError::Conflict("token already in use".into()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The key a token hash belongs to, revoked or not (the caller decides).
+    pub async fn api_key_by_hash(&self, token_hash: &[u8; 32]) -> Result<ApiKey, StoreError> {
+        let q = "SELECT id, tenant_id, name, scope, created_at, revoked_at \
+                 FROM api_keys WHERE token_hash = $1";
+        debug_assert!(q.contains(API_KEY_COLUMNS));
+        let key = on_pool!(self, p => {
+            let row = sqlx::query(q).bind(token_hash.as_slice()).fetch_optional(p).await?;
+            row.map(|r| api_key_from_row!(r))
+        });
+        key.ok_or(StoreError::NotFound)?
+    }
+
+    /// The tenant's API keys, oldest first.
+    pub async fn list_api_keys(&self, tenant: &str) -> Result<Vec<ApiKey>, StoreError> {
+        let q = "SELECT id, tenant_id, name, scope, created_at, revoked_at \
+                 FROM api_keys WHERE tenant_id = $1 ORDER BY created_at, id";
+        on_pool!(self, p => {
+            let rows = sqlx::query(q).bind(tenant).fetch_all(p).await?;
+            rows.into_iter().map(|r| api_key_from_row!(r)).collect()
+        })
+    }
+
+    /// Revokes one of the tenant's keys; another tenant's key is not found.
+    pub async fn revoke_api_key(&self, tenant: &str, id: &str) -> Result<ApiKey, StoreError> {
+        let q = "UPDATE api_keys SET revoked_at = $1 \
+                 WHERE tenant_id = $2 AND id = $3 AND revoked_at IS NULL";
+        let done = on_pool!(self, p => sqlx::query(q)
+            .bind(now_ms())
+            .bind(tenant)
+            .bind(id)
+            .execute(p)
+            .await?
+            .rows_affected());
+        let keys = self.list_api_keys(tenant).await?;
+        let key = keys
+            .into_iter()
+            .find(|k| k.id == id)
+            .ok_or(StoreError::NotFound)?;
+        if done == 0 && key.revoked_at.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        Ok(key)
+    }
+}
