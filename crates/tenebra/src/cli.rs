@@ -82,6 +82,21 @@ enum Command {
         #[arg(long)]
         input: PathBuf,
     },
+    /// Run the HTTP service (embedded SQLite by default, PostgreSQL with --database-url).
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "TENEBRA_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: String,
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
+    /// Operator commands that work directly on the configured database.
+    Admin {
+        #[command(flatten)]
+        storage: StorageArgs,
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Benchmarks: the engine against hand-written tfhe-rs, and cost-model calibration.
     Bench {
         #[command(subcommand)]
@@ -102,6 +117,51 @@ enum KeysCommand {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+/// Where the service keeps its state.
+#[derive(Debug, clap::Args)]
+struct StorageArgs {
+    /// Data directory (embedded database, server secret).
+    #[arg(
+        long,
+        env = "TENEBRA_DATA_DIR",
+        default_value = "./tenebra-data",
+        global = true
+    )]
+    data_dir: PathBuf,
+    /// `postgres://...` to use PostgreSQL instead of the embedded SQLite file.
+    #[arg(long, env = "TENEBRA_DATABASE_URL", global = true)]
+    database_url: Option<String>,
+    /// Hex secret (>= 32 bytes) API tokens are hashed under; default: `secret.key` in the
+    /// data directory, created on first start. API nodes of one cluster share one secret.
+    #[arg(long, env = "TENEBRA_SECRET", hide_env_values = true, global = true)]
+    secret: Option<String>,
+}
+
+impl StorageArgs {
+    fn settings(&self) -> tenebra_server::Settings {
+        tenebra_server::Settings {
+            data_dir: self.data_dir.clone(),
+            database_url: self.database_url.clone(),
+            secret_hex: self.secret.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Tenants.
+    Tenants {
+        #[command(subcommand)]
+        command: TenantsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantsCommand {
+    /// Create a tenant; prints its first admin API key, once, alone on the last line.
+    Create { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -196,6 +256,67 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Demo { keys } => demo(keys),
         Command::Bench { command } => bench(command),
+        Command::Serve { listen, storage } => runtime()?.block_on(serve(&listen, &storage)),
+        Command::Admin {
+            storage,
+            command:
+                AdminCommand::Tenants {
+                    command: TenantsCommand::Create { name },
+                },
+        } => runtime()?.block_on(async {
+            let state = tenebra_server::open(&storage.settings())
+                .await
+                .map_err(anyhow::Error::msg)?;
+            let (tenant, token) = tenebra_server::create_tenant(&state, &name)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            state.store.close().await;
+            println!("created tenant {} ({})", tenant.name, tenant.id);
+            println!("{token}");
+            Ok(())
+        }),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+async fn serve(listen: &str, storage: &StorageArgs) -> Result<()> {
+    let state = tenebra_server::open(&storage.settings())
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    eprintln!("tenebra listening on http://{}", listener.local_addr()?);
+    tenebra_server::serve(listener, state.clone(), shutdown_signal()).await?;
+    state.store.close().await;
+    eprintln!("tenebra stopped");
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
     }
 }
 

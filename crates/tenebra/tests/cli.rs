@@ -214,3 +214,43 @@ fn functions_show_prints_the_canonical_circuit() {
         "1..=64",
     );
 }
+
+#[test]
+fn serve_and_admin_create_a_tenant_then_stop_on_sigterm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().to_str().unwrap();
+    let out = ok(&["admin", "--data-dir", data, "tenants", "create", "acme"]);
+    let token = out.lines().last().unwrap().to_owned();
+    assert!(token.starts_with("tnb_"), "{out}");
+    fails(
+        &["admin", "--data-dir", data, "tenants", "create", "acme"],
+        "acme",
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut server = Command::new(env!("CARGO_BIN_EXE_tenebra"))
+        .args(["serve", "--listen", &listen, "--data-dir", data])
+        .spawn()
+        .unwrap();
+    let http = reqwest::blocking::Client::new();
+    let url = format!("http://{listen}/v1/api-keys");
+    let mut status = None;
+    for _ in 0..100 {
+        if let Ok(r) = http.get(&url).bearer_auth(&token).send() {
+            status = Some(r.status());
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(status, Some(reqwest::StatusCode::OK));
+    // Graceful shutdown on SIGTERM.
+    Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(server.wait().unwrap().success());
+}
