@@ -587,6 +587,13 @@ pub fn report(results: &[CaseResult], reps: usize) -> String {
             r.output_bytes
         );
     }
+    let _ = writeln!(
+        s,
+        "\nThe peers on this kind of machine (`shared/PEERS.md`): weight_stats 5 values 6.3-6.7 s \
+         (fhe_ios_demo, tfhe-rs 0.7.4, incl. 0.6 s key decompression), 100 values 122-124 s with a \
+         16-bit sum that wraps; sleep_quality 19-28 s (5 records) and 60-69 s (17 records). \
+         Compare with the server e2e column (Tenebra keeps decompressed keys warm)."
+    );
     let _ = writeln!(s, "\nWhere the engine's time goes (last run; op kind, seconds summed over its steps, which overlap when they run in parallel, and step count):\n");
     for r in results {
         let hot: Vec<String> = r

@@ -392,44 +392,21 @@ fn execute_step(
         }
         PlanOp::Cast { .. } => one(cast(sks, &args[0], ty)),
         PlanOp::Sum { constant, .. } => {
-            let r = match &*args[0] {
-                Ct::Uint(_) => {
-                    let xs: Vec<&RadixCiphertext> = args
-                        .iter()
-                        .map(|a| match &**a {
-                            Ct::Uint(r) => Ok(r),
-                            _ => Err(bad("sum")),
-                        })
-                        .collect::<Result<_, _>>()?;
-                    let s = sks
-                        .sum_ciphertexts_parallelized(xs)
-                        .ok_or_else(|| bad("empty sum"))?;
-                    Ct::Uint(if *constant != 0 {
-                        sks.scalar_add_parallelized(&s, *constant)
-                    } else {
-                        s
-                    })
+            // Signed and unsigned sums are the same on two's complement blocks.
+            let mut xs = Vec::with_capacity(args.len() + 1);
+            for a in args {
+                match &**a {
+                    Ct::Bool(_) => return Err(bad("sum of bools")),
+                    other => xs.push(other.clone().into_radix()),
                 }
-                Ct::Int(_) => {
-                    let xs: Vec<&SignedRadixCiphertext> = args
-                        .iter()
-                        .map(|a| match &**a {
-                            Ct::Int(r) => Ok(r),
-                            _ => Err(bad("sum")),
-                        })
-                        .collect::<Result<_, _>>()?;
-                    let s = sks
-                        .sum_ciphertexts_parallelized(xs)
-                        .ok_or_else(|| bad("empty sum"))?;
-                    Ct::Int(if *constant != 0 {
-                        sks.scalar_add_parallelized(&s, *constant)
-                    } else {
-                        s
-                    })
-                }
-                Ct::Bool(_) => return Err(bad("sum of bools")),
-            };
-            one(r)
+            }
+            if *constant & ty.mask() != 0 {
+                xs.push(sks.create_trivial_radix(*constant & ty.mask(), ty.blocks()));
+            }
+            let s: RadixCiphertext = sks
+                .sum_ciphertexts_parallelized(&xs)
+                .ok_or_else(|| bad("empty sum"))?;
+            one(Ct::from_radix(s, ty))
         }
         PlanOp::MinMax { .. } => {
             let (x, y) = (&*args[0], &*args[1]);
@@ -528,18 +505,18 @@ fn dot(
         terms.extend(t);
         constant = constant.wrapping_add(c);
     }
-    let total = match terms.len() {
+    let constant = constant & mask;
+    if constant != 0 {
+        // A trivial operand costs the sum almost nothing; a scalar add after it would cost
+        // a whole carry propagation.
+        terms.push(sks.create_trivial_radix(constant, ty.blocks()));
+    }
+    Ok(match terms.len() {
         0 => sks.create_trivial_radix(0u64, ty.blocks()),
         1 => terms.pop().unwrap_or_else(|| unreachable!()),
         _ => sks
             .sum_ciphertexts_parallelized(&terms)
             .ok_or_else(|| bad("empty dot"))?,
-    };
-    let constant = constant & mask;
-    Ok(if constant == 0 {
-        total
-    } else {
-        sks.scalar_add_parallelized(&total, constant)
     })
 }
 
