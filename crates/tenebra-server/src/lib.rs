@@ -142,6 +142,8 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/v1/api-keys", get(list_keys).post(create_key))
         .route("/v1/api-keys/{id}", delete(revoke_key))
+        .route("/v1/functions", get(list_functions))
+        .route("/v1/functions/{name}", get(get_function))
         .fallback(|| async { ApiError::not_found("route") })
         .layer(axum::extract::DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .with_state(state)
@@ -230,12 +232,17 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for JsonBody
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(JsonBody(v)),
             Err(r) => {
-                let code = match &r {
-                    _ if r.status() == StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
-                    JsonRejection::MissingJsonContentType(_) => "unsupported_media_type",
-                    _ => "invalid_json",
+                let (status, code) = match &r {
+                    _ if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                        (r.status(), "body_too_large")
+                    }
+                    JsonRejection::MissingJsonContentType(_) => {
+                        (r.status(), "unsupported_media_type")
+                    }
+                    // Syntax and shape errors alike are the client's: 400.
+                    _ => (StatusCode::BAD_REQUEST, "invalid_json"),
                 };
-                Err(ApiError::new(r.status(), code, r.body_text()))
+                Err(ApiError::new(status, code, r.body_text()))
             }
         }
     }
@@ -318,4 +325,84 @@ async fn revoke_key(
         Err(StoreError::NotFound) => Err(ApiError::not_found("API key")),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Wire form of a function: what it computes, its signature, and its price.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FunctionView {
+    pub name: String,
+    pub summary: String,
+    pub signature: String,
+    pub kind: String,
+    pub min_size: u32,
+    pub max_size: u32,
+    /// Present when a size is asked for: the circuit and its cost at that size.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub at_size: Option<SizedCost>,
+}
+
+/// A function's circuit at one input size.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SizedCost {
+    pub size: u32,
+    pub circuit_id: String,
+    pub cost_cu: u64,
+    pub ops: usize,
+}
+
+fn function_view(
+    f: &tenebra_functions::Builtin,
+    size: Option<u32>,
+) -> Result<FunctionView, ApiError> {
+    let at_size = match size {
+        None => None,
+        Some(n) => {
+            let c = f
+                .circuit(n)
+                .map_err(|e| ApiError::bad_request("invalid_size", e.to_string()))?;
+            let cost = tenebra_circuit::cost::cost(&c);
+            Some(SizedCost {
+                size: n,
+                circuit_id: c.id().to_string(),
+                cost_cu: cost.cu,
+                ops: cost.ops,
+            })
+        }
+    };
+    Ok(FunctionView {
+        name: f.name.to_owned(),
+        summary: f.summary.to_owned(),
+        signature: f.signature.to_owned(),
+        kind: "builtin".to_owned(),
+        min_size: *f.sizes.start(),
+        max_size: *f.sizes.end(),
+        at_size,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SizeQuery {
+    size: Option<u32>,
+}
+
+async fn list_functions(caller: Caller) -> Result<Json<Vec<FunctionView>>, ApiError> {
+    caller.require(Scope::Read)?;
+    tenebra_functions::builtins()
+        .iter()
+        .map(|f| function_view(f, None))
+        .collect::<Result<_, _>>()
+        .map(Json)
+}
+
+async fn get_function(
+    caller: Caller,
+    UrlPath(name): UrlPath<String>,
+    query: Result<axum::extract::Query<SizeQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<FunctionView>, ApiError> {
+    caller.require(Scope::Read)?;
+    let axum::extract::Query(q) =
+        query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let f = tenebra_functions::find(&name).map_err(|_| ApiError::not_found("function"))?;
+    function_view(f, q.size).map(Json)
 }

@@ -206,7 +206,7 @@ async fn story(postgres: bool) {
         ),
         (
             json!({"name": "x"}),
-            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::BAD_REQUEST,
             "invalid_json",
         ),
         (
@@ -222,6 +222,59 @@ async fn story(postgres: bool) {
         assert_eq!((st, code(&resp)), (status, want), "{resp}");
     }
     assert_eq!(s.state.store.list_api_keys(&a.id).await.unwrap().len(), 2);
+    // Functions: listed with signature and sizes, priced per size.
+    let (st, fs) = s.call("GET", "/v1/functions", Some(&token_b), None).await;
+    assert_eq!(st, StatusCode::OK);
+    let names: Vec<&str> = fs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["weight_stats", "sleep_quality"]);
+    let (st, f) = s
+        .call(
+            "GET",
+            "/v1/functions/sleep_quality?size=17",
+            Some(&token_b),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{f}");
+    let local = tenebra_functions::find("sleep_quality")
+        .unwrap()
+        .circuit(17)
+        .unwrap();
+    assert_eq!(f["at_size"]["circuit_id"], local.id().to_string());
+    assert!(f["at_size"]["cost_cu"].as_u64().unwrap() > 0);
+    let (st, body) = s
+        .call(
+            "GET",
+            "/v1/functions/sleep_quality?size=65",
+            Some(&token_b),
+            None,
+        )
+        .await;
+    assert_eq!((st, code(&body)), (StatusCode::BAD_REQUEST, "invalid_size"));
+    let (st, body) = s
+        .call(
+            "GET",
+            "/v1/functions/sleep_quality?size=x",
+            Some(&token_b),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (st, code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_query")
+    );
+    let (st, body) = s
+        .call("GET", "/v1/functions/nope", Some(&token_b), None)
+        .await;
+    assert_eq!((st, code(&body)), (StatusCode::NOT_FOUND, "not_found"));
+    let (st, _) = s.call("GET", "/v1/functions", None, None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+
     let (st, body) = s.call("GET", "/v1/nope", Some(&token_a), None).await;
     assert_eq!((st, code(&body)), (StatusCode::NOT_FOUND, "not_found"));
     s.stop().await;
