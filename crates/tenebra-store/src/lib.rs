@@ -92,6 +92,30 @@ pub struct ApiKey {
     pub revoked_at: Option<i64>,
 }
 
+/// An uploaded key set's index row (the bytes are in the blob store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySet {
+    pub id: String,
+    pub tenant_id: String,
+    /// SHA-256 of the serialized server key then public key, hex.
+    pub fingerprint: String,
+    pub size_bytes: i64,
+    pub created_at: i64,
+}
+
+macro_rules! key_set_from_row {
+    ($row:expr) => {{
+        let row = $row;
+        Ok::<KeySet, StoreError>(KeySet {
+            id: row.try_get("id")?,
+            tenant_id: row.try_get("tenant_id")?,
+            fingerprint: row.try_get("fingerprint")?,
+            size_bytes: row.try_get("size_bytes")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }};
+}
+
 /// A connection pool to one of the two backends.
 #[derive(Debug, Clone)]
 pub enum Store {
@@ -311,5 +335,96 @@ impl Store {
             return Err(StoreError::NotFound);
         }
         Ok(key)
+    }
+
+    /// Records an uploaded key set; a set with the same fingerprint in the same tenant is a
+    /// `Conflict` (the caller then returns the existing one).
+    pub async fn create_key_set(
+        &self,
+        tenant: &str,
+        id: &str,
+        fingerprint: &str,
+        size_bytes: i64,
+    ) -> Result<KeySet, StoreError> {
+        let k = KeySet {
+            id: id.to_owned(),
+            tenant_id: tenant.to_owned(),
+            fingerprint: fingerprint.to_owned(),
+            size_bytes,
+            created_at: now_ms(),
+        };
+        let q = "INSERT INTO key_sets (id, tenant_id, fingerprint, size_bytes, created_at) \
+                 VALUES ($1, $2, $3, $4, $5)";
+        let r = on_pool!(self, p => sqlx::query(q)
+            .bind(&k.id)
+            .bind(&k.tenant_id)
+            .bind(&k.fingerprint)
+            .bind(k.size_bytes)
+            .bind(k.created_at)
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()));
+        match r {
+            Ok(_) => Ok(k),
+            Err(sqlx::Error::Database(d)) if d.is_foreign_key_violation() => {
+                Err(StoreError::NotFound)
+            }
+            Err(e) if unique_violation(&e) => Err(StoreError::Conflict(format!(
+                "key set {fingerprint} is already uploaded"
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The tenant's key set with this fingerprint.
+    pub async fn key_set_by_fingerprint(
+        &self,
+        tenant: &str,
+        fingerprint: &str,
+    ) -> Result<KeySet, StoreError> {
+        let q = "SELECT id, tenant_id, fingerprint, size_bytes, created_at FROM key_sets \
+                 WHERE tenant_id = $1 AND fingerprint = $2";
+        let k = on_pool!(self, p => {
+            let row = sqlx::query(q).bind(tenant).bind(fingerprint).fetch_optional(p).await?;
+            row.map(|r| key_set_from_row!(r))
+        });
+        k.ok_or(StoreError::NotFound)?
+    }
+
+    /// One of the tenant's key sets; another tenant's is not found.
+    pub async fn key_set(&self, tenant: &str, id: &str) -> Result<KeySet, StoreError> {
+        let q = "SELECT id, tenant_id, fingerprint, size_bytes, created_at FROM key_sets \
+                 WHERE tenant_id = $1 AND id = $2";
+        let k = on_pool!(self, p => {
+            let row = sqlx::query(q).bind(tenant).bind(id).fetch_optional(p).await?;
+            row.map(|r| key_set_from_row!(r))
+        });
+        k.ok_or(StoreError::NotFound)?
+    }
+
+    /// The tenant's key sets, oldest first.
+    pub async fn list_key_sets(&self, tenant: &str) -> Result<Vec<KeySet>, StoreError> {
+        let q = "SELECT id, tenant_id, fingerprint, size_bytes, created_at FROM key_sets \
+                 WHERE tenant_id = $1 ORDER BY created_at, id";
+        on_pool!(self, p => {
+            let rows = sqlx::query(q).bind(tenant).fetch_all(p).await?;
+            rows.into_iter().map(|r| key_set_from_row!(r)).collect()
+        })
+    }
+
+    /// Deletes one of the tenant's key sets' rows (the caller removes the blob).
+    pub async fn delete_key_set(&self, tenant: &str, id: &str) -> Result<(), StoreError> {
+        let q = "DELETE FROM key_sets WHERE tenant_id = $1 AND id = $2";
+        let n = on_pool!(self, p => sqlx::query(q)
+            .bind(tenant)
+            .bind(id)
+            .execute(p)
+            .await?
+            .rows_affected());
+        if n == 0 {
+            Err(StoreError::NotFound)
+        } else {
+            Ok(())
+        }
     }
 }

@@ -109,6 +109,26 @@ async fn story(store: &Store) {
         .is_some());
     // Revoking twice keeps the first revocation time.
     assert_eq!(store.revoke_api_key(&a.id, &ka.id).await.unwrap(), revoked);
+    // Key sets: one per fingerprint per tenant, scoped.
+    let ks = store.create_key_set(&a.id, "ks_1", "ab", 10).await.unwrap();
+    assert!(matches!(
+        store.create_key_set(&a.id, "ks_2", "ab", 10).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let other = store.create_key_set(&b.id, "ks_3", "ab", 10).await.unwrap();
+    assert_eq!(store.key_set_by_fingerprint(&a.id, "ab").await.unwrap(), ks);
+    assert_eq!(store.key_set(&a.id, "ks_1").await.unwrap(), ks);
+    assert!(matches!(
+        store.key_set(&b.id, "ks_1").await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.delete_key_set(&b.id, "ks_1").await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(store.list_key_sets(&b.id).await.unwrap(), vec![other]);
+    store.delete_key_set(&a.id, "ks_1").await.unwrap();
+    assert!(store.list_key_sets(&a.id).await.unwrap().is_empty());
     // Migrations are idempotent.
     store.migrate().await.unwrap();
 }
