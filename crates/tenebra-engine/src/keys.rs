@@ -293,3 +293,61 @@ pub fn check_server_key(bytes: &[u8]) -> Result<CompressedServerKey, EngineError
     safe_deserialize_conformant::<CompressedServerKey>(bytes, SERVER_KEY_LIMIT, &config().into())
         .map_err(|e| bad_key(SERVER_KEY_FILE, &e))
 }
+
+/// Marker of a key set upload: `TNBK`, version `u32`, then the two lengths and the files.
+const UPLOAD_MAGIC: &[u8; 4] = b"TNBK";
+/// Bytes before the keys in an upload.
+pub const UPLOAD_HEADER: usize = 24;
+/// Largest key set upload.
+pub const UPLOAD_LIMIT: u64 = SERVER_KEY_LIMIT + PUBLIC_KEY_LIMIT + UPLOAD_HEADER as u64;
+
+/// Packs a key set's server and public keys into one upload body.
+pub fn pack_upload(server_key: &[u8], public_key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(UPLOAD_HEADER + server_key.len() + public_key.len());
+    out.extend_from_slice(UPLOAD_MAGIC);
+    out.extend_from_slice(&1u32.to_le_bytes());
+    out.extend_from_slice(&(server_key.len() as u64).to_le_bytes());
+    out.extend_from_slice(&(public_key.len() as u64).to_le_bytes());
+    out.extend_from_slice(server_key);
+    out.extend_from_slice(public_key);
+    out
+}
+
+/// Reads a key set directory's server and public keys as one upload body.
+pub fn read_upload(dir: &Path) -> Result<Vec<u8>, EngineError> {
+    let server = read_limited(&dir.join(SERVER_KEY_FILE), SERVER_KEY_LIMIT)?;
+    let public = read_limited(&dir.join(PUBLIC_KEY_FILE), PUBLIC_KEY_LIMIT)?;
+    Ok(pack_upload(&server, &public))
+}
+
+/// Splits an upload body into the server and public keys.
+pub fn unpack_upload(bytes: &[u8]) -> Result<(&[u8], &[u8]), EngineError> {
+    let bad = |m: &str| EngineError::BadInput(format!("not a key set upload: {m}"));
+    if bytes.len() < UPLOAD_HEADER || &bytes[..4] != UPLOAD_MAGIC {
+        return Err(bad("it does not start with the key set marker"));
+    }
+    let word = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&bytes[at..at + 8]);
+        u64::from_le_bytes(b)
+    };
+    if bytes[4..8] != 1u32.to_le_bytes() {
+        return Err(bad("unsupported version"));
+    }
+    let (sl, pl) = (word(8), word(16));
+    let rest = (bytes.len() - UPLOAD_HEADER) as u64;
+    if sl.checked_add(pl) != Some(rest) {
+        return Err(bad("the lengths do not match the body (truncated?)"));
+    }
+    let (server, public) = bytes[UPLOAD_HEADER..].split_at(sl as usize);
+    Ok((server, public))
+}
+
+/// Checks both keys of an upload (size limits, versions, conformance with this server's
+/// parameters) without decompressing anything, and returns the key set's id.
+pub fn check_upload(bytes: &[u8]) -> Result<KeySetId, EngineError> {
+    let (server, public) = unpack_upload(bytes)?;
+    check_server_key(server)?;
+    load_public_key(public)?;
+    Ok(KeySetId::of(server, public))
+}

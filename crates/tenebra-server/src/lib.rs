@@ -5,6 +5,7 @@
 //! port 0; `tenebra serve` binds the configured address and shuts down on SIGTERM/SIGINT.
 
 pub mod error;
+mod keysets;
 pub mod token;
 
 use std::future::Future;
@@ -30,6 +31,8 @@ pub const JSON_BODY_LIMIT: usize = 64 << 10;
 pub struct AppState {
     pub store: Store,
     pub secret: Secret,
+    /// Where uploaded blobs (key sets) live: `<data dir>/blobs`.
+    pub blobs: PathBuf,
 }
 
 /// Where the server keeps its data, and which database it uses.
@@ -69,7 +72,12 @@ pub async fn open(settings: &Settings) -> Result<AppState, String> {
             .ok_or("the secret must be at least 32 bytes, hex-encoded")?,
         None => load_or_create_secret(&settings.data_dir.join("secret.key"))?,
     };
-    Ok(AppState { store, secret })
+    let blobs = settings.data_dir.join("blobs");
+    Ok(AppState {
+        store,
+        secret,
+        blobs,
+    })
 }
 
 fn load_or_create_secret(path: &Path) -> Result<Secret, String> {
@@ -142,6 +150,16 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/v1/api-keys", get(list_keys).post(create_key))
         .route("/v1/api-keys/{id}", delete(revoke_key))
+        .route(
+            "/v1/key-sets",
+            get(keysets::list)
+                .post(keysets::upload)
+                .layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/v1/key-sets/{id}",
+            get(keysets::get).delete(keysets::remove),
+        )
         .route("/v1/functions", get(list_functions))
         .route("/v1/functions/{name}", get(get_function))
         .fallback(|| async { ApiError::not_found("route") })

@@ -275,9 +275,108 @@ async fn story(postgres: bool) {
     let (st, _) = s.call("GET", "/v1/functions", None, None).await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
 
+    key_sets(&s, &token_a, &token_b, &read_token).await;
+
     let (st, body) = s.call("GET", "/v1/nope", Some(&token_a), None).await;
     assert_eq!((st, code(&body)), (StatusCode::NOT_FOUND, "not_found"));
     s.stop().await;
+}
+
+async fn upload(s: &Server, token: &str, body: Vec<u8>) -> (StatusCode, Value) {
+    let resp = s
+        .http
+        .post(format!("{}/v1/key-sets", s.base))
+        .bearer_auth(token)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+fn blob_files(s: &Server) -> usize {
+    walk(&s.state.blobs)
+}
+
+fn walk(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |rd| {
+        rd.flatten()
+            .map(|e| {
+                if e.path().is_dir() {
+                    walk(&e.path())
+                } else {
+                    1
+                }
+            })
+            .sum()
+    })
+}
+
+async fn key_sets(s: &Server, token_a: &str, token_b: &str, revoked: &str) {
+    let keys = tenebra_engine::test_support::test_key_dir();
+    let body = tenebra_engine::keys::read_upload(&keys).unwrap();
+    let local_id = tenebra_engine::ClientKeys::load(&keys)
+        .unwrap()
+        .id()
+        .to_string();
+
+    // Bad uploads: a clear 400, nothing stored.
+    let (server_key, public_key) = tenebra_engine::keys::unpack_upload(&body).unwrap();
+    let swapped = tenebra_engine::keys::pack_upload(public_key, server_key);
+    for bad in [
+        b"garbage".to_vec(),
+        body[..body.len() / 2].to_vec(),
+        swapped,
+    ] {
+        let (st, resp) = upload(s, token_a, bad).await;
+        assert_eq!(
+            (st, code(&resp)),
+            (StatusCode::BAD_REQUEST, "invalid_key_set"),
+            "{resp}"
+        );
+    }
+    assert_eq!(blob_files(s), 0);
+    let (st, _) = upload(s, revoked, body.clone()).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+
+    // The real key set: created once, idempotent, fingerprint = the client's key set id.
+    let (st, ks) = upload(s, token_a, body.clone()).await;
+    assert_eq!(st, StatusCode::CREATED, "{ks}");
+    assert_eq!(ks["fingerprint"], local_id);
+    let (st, again) = upload(s, token_a, body.clone()).await;
+    assert_eq!((st, &again["id"]), (StatusCode::OK, &ks["id"]));
+    assert_eq!(blob_files(s), 1);
+    let id = ks["id"].as_str().unwrap();
+
+    // Tenants never see each other's key sets.
+    let (st, body_b) = s
+        .call("GET", &format!("/v1/key-sets/{id}"), Some(token_b), None)
+        .await;
+    assert_eq!((st, code(&body_b)), (StatusCode::NOT_FOUND, "not_found"));
+    let (st, _) = s
+        .call("DELETE", &format!("/v1/key-sets/{id}"), Some(token_b), None)
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (_, list_b) = s.call("GET", "/v1/key-sets", Some(token_b), None).await;
+    assert_eq!(list_b, json!([]));
+    let (st, list_a) = s.call("GET", "/v1/key-sets", Some(token_a), None).await;
+    assert_eq!((st, list_a.as_array().unwrap().len()), (StatusCode::OK, 1));
+    let (st, got) = s
+        .call("GET", &format!("/v1/key-sets/{id}"), Some(token_a), None)
+        .await;
+    assert_eq!((st, &got), (StatusCode::OK, &ks));
+
+    // Deletion removes the row and the blob.
+    let (st, _) = s
+        .call("DELETE", &format!("/v1/key-sets/{id}"), Some(token_a), None)
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    assert_eq!(blob_files(s), 0);
+    let (st, _) = s
+        .call("GET", &format!("/v1/key-sets/{id}"), Some(token_a), None)
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

@@ -1,0 +1,196 @@
+//! Key set upload, listing and deletion.
+//!
+//! An upload (`tenebra_engine::keys::pack_upload`: server key + public key, ~57 MiB) is
+//! streamed to a temporary file with a size limit, never buffered in the request; it is then
+//! checked (versions, conformance with the server's parameters) off the async threads. The
+//! fingerprint is the key set id the client computes too, so re-uploading returns the
+//! existing set.
+
+use std::path::PathBuf;
+
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::Json;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tenebra_engine::keys::{check_upload, UPLOAD_LIMIT};
+use tenebra_store::{new_id, KeySet, Scope, StoreError};
+use tokio::io::AsyncWriteExt;
+
+use crate::{ApiError, AppState, Caller};
+
+/// Wire form of a key set.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeySetView {
+    pub id: String,
+    pub fingerprint: String,
+    pub size_bytes: i64,
+    pub created_at: i64,
+}
+
+impl From<KeySet> for KeySetView {
+    fn from(k: KeySet) -> Self {
+        Self {
+            id: k.id,
+            fingerprint: k.fingerprint,
+            size_bytes: k.size_bytes,
+            created_at: k.created_at,
+        }
+    }
+}
+
+fn blob_path(state: &AppState, tenant: &str, id: &str) -> PathBuf {
+    state.blobs.join(tenant).join(format!("{id}.keyset"))
+}
+
+/// Removes a temporary file when dropped, unless it was kept.
+struct TempFile(Option<PathBuf>);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+async fn receive(state: &AppState, body: Body) -> Result<(TempFile, u64), ApiError> {
+    let dir = state.blobs.join("tmp");
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    let path = dir.join(new_id("upload"));
+    let tmp = TempFile(Some(path.clone()));
+    let mut file = tokio::fs::File::create(&path)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    let mut total = 0u64;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
+        total += chunk.len() as u64;
+        if total > UPLOAD_LIMIT {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("a key set upload is at most {UPLOAD_LIMIT} bytes"),
+            ));
+        }
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
+    }
+    file.flush().await.map_err(|e| ApiError::internal(&e))?;
+    Ok((tmp, total))
+}
+
+pub(crate) async fn upload(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Body,
+) -> Result<(StatusCode, Json<KeySetView>), ApiError> {
+    caller.require(Scope::Compute)?;
+    let (mut tmp, size) = receive(&state, body).await?;
+    let path = tmp
+        .0
+        .clone()
+        .ok_or_else(|| ApiError::internal(&"temporary file lost"))?;
+    let checked = tokio::task::spawn_blocking(move || {
+        let bytes = std::fs::read(&path)?;
+        Ok::<_, std::io::Error>(check_upload(&bytes))
+    })
+    .await
+    .map_err(|e| ApiError::internal(&e))?
+    .map_err(|e| ApiError::internal(&e))?;
+    let fingerprint = checked
+        .map_err(|e| ApiError::bad_request("invalid_key_set", e.to_string()))?
+        .to_string();
+    let tenant = &caller.tenant_id;
+    match state
+        .store
+        .key_set_by_fingerprint(tenant, &fingerprint)
+        .await
+    {
+        Ok(existing) => return Ok((StatusCode::OK, Json(existing.into()))),
+        Err(StoreError::NotFound) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let id = new_id("ks");
+    let dest = blob_path(&state, tenant, &id);
+    if let Some(parent) = dest.parent() {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
+    }
+    let src = tmp
+        .0
+        .take()
+        .ok_or_else(|| ApiError::internal(&"temporary file lost"))?;
+    tokio::fs::rename(&src, &dest)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    match state
+        .store
+        .create_key_set(tenant, &id, &fingerprint, size as i64)
+        .await
+    {
+        Ok(k) => Ok((StatusCode::CREATED, Json(k.into()))),
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&dest).await;
+            match e {
+                // A concurrent upload of the same set won.
+                StoreError::Conflict(_) => {
+                    let existing = state
+                        .store
+                        .key_set_by_fingerprint(tenant, &fingerprint)
+                        .await?;
+                    Ok((StatusCode::OK, Json(existing.into())))
+                }
+                e => Err(e.into()),
+            }
+        }
+    }
+}
+
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<KeySetView>>, ApiError> {
+    caller.require(Scope::Read)?;
+    let sets = state.store.list_key_sets(&caller.tenant_id).await?;
+    Ok(Json(sets.into_iter().map(KeySetView::from).collect()))
+}
+
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<KeySetView>, ApiError> {
+    caller.require(Scope::Read)?;
+    match state.store.key_set(&caller.tenant_id, &id).await {
+        Ok(k) => Ok(Json(k.into())),
+        Err(StoreError::NotFound) => Err(ApiError::not_found("key set")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(crate) async fn remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    UrlPath(id): UrlPath<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Scope::Compute)?;
+    match state.store.delete_key_set(&caller.tenant_id, &id).await {
+        Ok(()) => {
+            match tokio::fs::remove_file(blob_path(&state, &caller.tenant_id, &id)).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(ApiError::internal(&e)),
+            }
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Err(StoreError::NotFound) => Err(ApiError::not_found("key set")),
+        Err(e) => Err(e.into()),
+    }
+}
