@@ -1,6 +1,8 @@
 //! Tenebra client SDK: key generation, and encryption and decryption of a function's inputs
 //! and outputs. The secret key never leaves this side.
 
+pub mod http;
+
 use serde_json::Value;
 use tenebra_engine::bundle::{self, Header, Kind, BUNDLE_VERSION};
 use tenebra_engine::{output_types, EngineError};

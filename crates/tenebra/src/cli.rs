@@ -117,6 +117,28 @@ enum KeysCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Upload a key set's evaluation and public keys to a server (never the client key).
+    Upload {
+        #[arg(long)]
+        keys: PathBuf,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+/// Which server to talk to, and as whom.
+#[derive(Debug, clap::Args)]
+struct ServerArgs {
+    /// Server URL.
+    #[arg(
+        long = "server",
+        env = "TENEBRA_SERVER",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    url: String,
+    /// API key (`tnb_...`).
+    #[arg(long, env = "TENEBRA_API_KEY", hide_env_values = true)]
+    api_key: String,
 }
 
 /// Where the service keeps its state.
@@ -208,6 +230,20 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Keys {
             command: KeysCommand::Generate { out },
         } => keys_generate(&out),
+        Command::Keys {
+            command: KeysCommand::Upload { keys, server },
+        } => {
+            let body = tenebra_engine::keys::read_upload(&keys)
+                .with_context(|| format!("reading keys from {}", keys.display()))?;
+            let client = tenebra_client::http::Client::new(&server.url, &server.api_key);
+            let ks = runtime()?.block_on(client.upload_key_set(body))?;
+            eprintln!(
+                "key set {} ({} bytes) is on {}",
+                ks.fingerprint, ks.size_bytes, server.url
+            );
+            println!("{}", ks.id);
+            Ok(())
+        }
         Command::Functions {
             command: FunctionsCommand::List,
         } => functions_list(),

@@ -232,10 +232,12 @@ fn serve_and_admin_create_a_tenant_then_stop_on_sigterm() {
         .unwrap()
         .port();
     let listen = format!("127.0.0.1:{port}");
-    let mut server = Command::new(env!("CARGO_BIN_EXE_tenebra"))
-        .args(["serve", "--listen", &listen, "--data-dir", data])
-        .spawn()
-        .unwrap();
+    let mut server = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_tenebra"))
+            .args(["serve", "--listen", &listen, "--data-dir", data])
+            .spawn()
+            .unwrap(),
+    );
     let http = reqwest::blocking::Client::new();
     let url = format!("http://{listen}/v1/api-keys");
     let mut status = None;
@@ -247,10 +249,55 @@ fn serve_and_admin_create_a_tenant_then_stop_on_sigterm() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert_eq!(status, Some(reqwest::StatusCode::OK));
+    // Upload the test key set through the CLI (the typed client underneath); twice is the
+    // same key set.
+    let keys = test_key_dir();
+    let server_url = format!("http://{listen}");
+    let up = |k: &str| {
+        Command::new(env!("CARGO_BIN_EXE_tenebra"))
+            .args([
+                "keys",
+                "upload",
+                "--keys",
+                keys.to_str().unwrap(),
+                "--server",
+                &server_url,
+            ])
+            .env("TENEBRA_API_KEY", k)
+            .output()
+            .unwrap()
+    };
+    let first = up(&token);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let second = up(&token);
+    assert_eq!(first.stdout, second.stdout);
+    let local = tenebra_engine::ClientKeys::load(&keys)
+        .unwrap()
+        .id()
+        .to_string();
+    assert!(String::from_utf8_lossy(&first.stderr).contains(&local));
+    let denied = up("tnb_nope");
+    assert!(!denied.status.success());
+    let why = String::from_utf8_lossy(&denied.stderr);
+    assert!(why.contains("401 unauthorized"), "{why}");
     // Graceful shutdown on SIGTERM.
     Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
+        .args(["-TERM", &server.0.id().to_string()])
         .status()
         .unwrap();
-    assert!(server.wait().unwrap().success());
+    assert!(server.0.wait().unwrap().success());
+}
+
+/// A child process killed if the test fails before stopping it.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
