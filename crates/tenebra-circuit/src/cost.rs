@@ -95,7 +95,7 @@ impl Calibration {
 }
 
 /// Cost of one step of a plan, in ms of single-thread CPU time.
-pub fn step_ms(cal: &Calibration, op: &PlanOp, ty: ScalarType, value_types: &[ScalarType]) -> f64 {
+pub fn step_ms(cal: &Calibration, op: &PlanOp, ty: ScalarType) -> f64 {
     let w = ty.bits();
     let bool_op = || cal.ms("bool_op", 2);
     let both = |a: &Arg, b: &Arg| a.val().is_some() && b.val().is_some();
@@ -132,8 +132,8 @@ pub fn step_ms(cal: &Calibration, op: &PlanOp, ty: ScalarType, value_types: &[Sc
         PlanOp::Select { .. } if ty == ScalarType::Bool => 2.0 * bool_op(),
         PlanOp::Select { a, b, .. } if both(a, b) => cal.ms("select", w),
         PlanOp::Select { .. } => cal.ms("scalar_select", w),
-        PlanOp::Cast { a, from } => {
-            let from = value_types.get(*a as usize).copied().unwrap_or(*from);
+        PlanOp::Cast { from, .. } => {
+            let from = *from;
             if ty == ScalarType::Bool {
                 cal.ms("scalar_cmp", from.bits().max(2))
             } else if from == ScalarType::Bool {
@@ -170,11 +170,7 @@ pub fn plan_cost(cal: &Calibration, plan: &Plan, input_types: &[ScalarType]) -> 
         .iter()
         .map(|t| cal.ms("expand", 2) * t.blocks() as f64)
         .sum();
-    let steps: f64 = plan
-        .steps
-        .iter()
-        .map(|s| step_ms(cal, &s.op, s.ty, &plan.value_types))
-        .sum();
+    let steps: f64 = plan.steps.iter().map(|s| step_ms(cal, &s.op, s.ty)).sum();
     Cost {
         cu: (expand + steps).ceil() as u64,
         ops: plan.steps.len(),

@@ -70,7 +70,8 @@ pub fn cast(from: ScalarType, to: ScalarType, a: u64) -> u64 {
     }
 }
 
-fn unary(op: UnOp, t: ScalarType, a: u64) -> u64 {
+/// Applies a unary operation.
+pub fn unary(op: UnOp, t: ScalarType, a: u64) -> u64 {
     match op {
         UnOp::Neg => 0u64.wrapping_sub(a) & t.mask(),
         UnOp::Not => !a & t.mask(),

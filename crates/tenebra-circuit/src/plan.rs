@@ -436,11 +436,11 @@ pub fn plan_with(c: &ValidCircuit, opts: PlanOptions) -> Plan {
             _ => {}
         }
     }
-    let partner = |list: &[NodeId], me: NodeId| -> Option<NodeId> {
+    // Whether `list` holds the other half (a max for a min, a min for a max) of node `me`.
+    let has_partner = |list: &[NodeId], me: NodeId| -> bool {
         let my_op = c.nodes[me as usize].op_name();
         list.iter()
-            .copied()
-            .find(|&o| o != me && c.nodes[o as usize].op_name() != my_op)
+            .any(|&o| o != me && c.nodes[o as usize].op_name() != my_op)
     };
 
     let mut l = Lowering {
@@ -498,41 +498,42 @@ pub fn plan_with(c: &ValidCircuit, opts: PlanOptions) -> Plan {
                 b: Operand::Node(b),
             } if a != b => {
                 let key = (*a.min(b), *a.max(b));
-                match pair_seen.get(&key).and_then(|list| partner(list, id)) {
-                    Some(other) => {
-                        let o = l.emit(
-                            PlanOp::MinMax {
-                                a: l.val(*a),
-                                b: l.val(*b),
-                            },
-                            ty,
-                            2,
-                        );
-                        let (mine, theirs) = if *op == BinOp::Min {
-                            (o[0], o[1])
+                if pair_seen
+                    .get(&key)
+                    .is_some_and(|list| has_partner(list, id))
+                {
+                    let o = l.emit(
+                        PlanOp::MinMax {
+                            a: l.val(*a),
+                            b: l.val(*b),
+                        },
+                        ty,
+                        2,
+                    );
+                    let (mine, theirs) = if *op == BinOp::Min {
+                        (o[0], o[1])
+                    } else {
+                        (o[1], o[0])
+                    };
+                    // Every node with this op and pair gets the same value.
+                    for &same in &pair_seen[&key] {
+                        let same_op = c.nodes[same as usize].op_name();
+                        l.vmap[same as usize] = Some(if same_op == node.op_name() {
+                            mine
                         } else {
-                            (o[1], o[0])
-                        };
-                        // Every node with this op and pair gets the same value.
-                        for &same in &pair_seen[&key] {
-                            let same_op = c.nodes[same as usize].op_name();
-                            l.vmap[same as usize] = Some(if same_op == node.op_name() {
-                                mine
-                            } else {
-                                theirs
-                            });
-                        }
-                        let _ = other;
-                        mine
+                            theirs
+                        });
                     }
-                    None => l.emit1(
+                    mine
+                } else {
+                    l.emit1(
                         PlanOp::Binary {
                             op: *op,
                             a: Arg::Val(l.val(*a)),
                             b: Arg::Val(l.val(*b)),
                         },
                         ty,
-                    ),
+                    )
                 }
             }
             Node::Binary { op, a, b } => l.emit1(
@@ -609,32 +610,29 @@ pub fn plan_with(c: &ValidCircuit, opts: PlanOptions) -> Plan {
                 let vals: Vec<ValueId> = args.iter().map(|&a| l.val(a)).collect();
                 let fused = reduce_seen
                     .get(args.as_slice())
-                    .and_then(|list| partner(list, id));
-                match fused {
-                    Some(_) => {
-                        let (mn, mx) = l.min_max_tree(&vals, ty);
-                        for &same in &reduce_seen[args.as_slice()] {
-                            l.vmap[same as usize] = Some(match c.nodes[same as usize] {
-                                Node::Reduce {
-                                    op: ReduceOp::Min, ..
-                                } => mn,
-                                _ => mx,
-                            });
-                        }
-                        if *op == ReduceOp::Min {
-                            mn
-                        } else {
-                            mx
-                        }
+                    .is_some_and(|list| has_partner(list, id));
+                if fused {
+                    let (mn, mx) = l.min_max_tree(&vals, ty);
+                    for &same in &reduce_seen[args.as_slice()] {
+                        l.vmap[same as usize] = Some(match c.nodes[same as usize] {
+                            Node::Reduce {
+                                op: ReduceOp::Min, ..
+                            } => mn,
+                            _ => mx,
+                        });
                     }
-                    None => {
-                        let bop = if *op == ReduceOp::Min {
-                            BinOp::Min
-                        } else {
-                            BinOp::Max
-                        };
-                        l.tree(vals, bop, ty)
+                    if *op == ReduceOp::Min {
+                        mn
+                    } else {
+                        mx
                     }
+                } else {
+                    let bop = if *op == ReduceOp::Min {
+                        BinOp::Min
+                    } else {
+                        BinOp::Max
+                    };
+                    l.tree(vals, bop, ty)
                 }
             }
             Node::ArgMax { args, to } => {
@@ -679,7 +677,7 @@ pub fn plan_with(c: &ValidCircuit, opts: PlanOptions) -> Plan {
 
 /// Evaluates a plan on plain values: checks that the rewrites keep the circuit's meaning.
 pub fn evaluate_plan(p: &Plan, inputs: &[u64]) -> Vec<Vec<u64>> {
-    use crate::eval::{binary, by_const, cast, compare};
+    use crate::eval::{binary, by_const, cast, compare, unary};
     let mut vals = vec![0u64; p.n_values];
     for (pos, v) in p.inputs.iter().enumerate() {
         if let Some(v) = v {
@@ -693,10 +691,7 @@ pub fn evaluate_plan(p: &Plan, inputs: &[u64]) -> Vec<Vec<u64>> {
             Arg::Const(c) => c,
         };
         let results: Vec<u64> = match &s.op {
-            PlanOp::Unary { op, a } => vec![match op {
-                UnOp::Neg => 0u64.wrapping_sub(vals[*a as usize]) & t.mask(),
-                UnOp::Not => !vals[*a as usize] & t.mask(),
-            }],
+            PlanOp::Unary { op, a } => vec![unary(*op, t, vals[*a as usize])],
             PlanOp::Binary { op, a, b } => vec![binary(*op, t, get(*a, &vals), get(*b, &vals))],
             PlanOp::Compare { op, a, b, ty } => {
                 vec![u64::from(compare(*op, *ty, get(*a, &vals), get(*b, &vals)))]

@@ -22,24 +22,21 @@ pub fn other_key_dir() -> PathBuf {
 }
 
 fn cached_key_dir(name: &str) -> PathBuf {
-    {
-        let base = std::env::var_os("TENEBRA_TEST_KEYS").map_or_else(
-            || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"),
-            PathBuf::from,
-        );
-        let dir = base.join(name);
-        if !dir.join(MANIFEST_FILE).exists() {
-            let parent = dir.parent().map(PathBuf::from).unwrap_or_default();
-            std::fs::create_dir_all(&parent).expect("create the test key parent directory");
-            let tmp = parent.join(format!(".{name}-{}", std::process::id()));
-            ClientKeys::generate(&tmp).expect("generate test keys");
-            if std::fs::rename(&tmp, &dir).is_err() {
-                // Another process won the race; its keys are as good as ours.
-                let _ = std::fs::remove_dir_all(&tmp);
-            }
+    let base = std::env::var_os("TENEBRA_TEST_KEYS").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"),
+        PathBuf::from,
+    );
+    let dir = base.join(name);
+    if !dir.join(MANIFEST_FILE).exists() {
+        std::fs::create_dir_all(&base).expect("create the test key parent directory");
+        let tmp = base.join(format!(".{name}-{}", std::process::id()));
+        ClientKeys::generate(&tmp).expect("generate test keys");
+        if std::fs::rename(&tmp, &dir).is_err() {
+            // Another process won the race; its keys are as good as ours.
+            let _ = std::fs::remove_dir_all(&tmp);
         }
-        dir
     }
+    dir
 }
 
 /// The client side of the cached test key set.

@@ -166,7 +166,20 @@ macro_rules! api_key_from_row {
     }};
 }
 
-const API_KEY_COLUMNS: &str = "id, tenant_id, name, scope, created_at, revoked_at";
+/// The start of every query that reads `api_keys` rows (a macro, so `concat!` keeps the
+/// queries `&'static str`).
+macro_rules! select_api_keys {
+    () => {
+        "SELECT id, tenant_id, name, scope, created_at, revoked_at FROM api_keys "
+    };
+}
+
+/// The start of every query that reads `key_sets` rows.
+macro_rules! select_key_sets {
+    () => {
+        "SELECT id, tenant_id, fingerprint, size_bytes, created_at FROM key_sets "
+    };
+}
 
 impl Store {
     /// Connects to `postgres://...` or `sqlite://PATH` (created if missing, WAL mode).
@@ -295,9 +308,7 @@ impl Store {
 
     /// The key a token hash belongs to, revoked or not (the caller decides).
     pub async fn api_key_by_hash(&self, token_hash: &[u8; 32]) -> Result<ApiKey, StoreError> {
-        let q = "SELECT id, tenant_id, name, scope, created_at, revoked_at \
-                 FROM api_keys WHERE token_hash = $1";
-        debug_assert!(q.contains(API_KEY_COLUMNS));
+        let q = concat!(select_api_keys!(), "WHERE token_hash = $1");
         let key = on_pool!(self, p => {
             let row = sqlx::query(q).bind(token_hash.as_slice()).fetch_optional(p).await?;
             row.map(|r| api_key_from_row!(r))
@@ -307,8 +318,10 @@ impl Store {
 
     /// The tenant's API keys, oldest first.
     pub async fn list_api_keys(&self, tenant: &str) -> Result<Vec<ApiKey>, StoreError> {
-        let q = "SELECT id, tenant_id, name, scope, created_at, revoked_at \
-                 FROM api_keys WHERE tenant_id = $1 ORDER BY created_at, id";
+        let q = concat!(
+            select_api_keys!(),
+            "WHERE tenant_id = $1 ORDER BY created_at, id"
+        );
         on_pool!(self, p => {
             let rows = sqlx::query(q).bind(tenant).fetch_all(p).await?;
             rows.into_iter().map(|r| api_key_from_row!(r)).collect()
@@ -319,22 +332,20 @@ impl Store {
     pub async fn revoke_api_key(&self, tenant: &str, id: &str) -> Result<ApiKey, StoreError> {
         let q = "UPDATE api_keys SET revoked_at = $1 \
                  WHERE tenant_id = $2 AND id = $3 AND revoked_at IS NULL";
-        let done = on_pool!(self, p => sqlx::query(q)
+        on_pool!(self, p => sqlx::query(q)
             .bind(now_ms())
             .bind(tenant)
             .bind(id)
             .execute(p)
-            .await?
-            .rows_affected());
-        let keys = self.list_api_keys(tenant).await?;
-        let key = keys
-            .into_iter()
-            .find(|k| k.id == id)
-            .ok_or(StoreError::NotFound)?;
-        if done == 0 && key.revoked_at.is_none() {
-            return Err(StoreError::NotFound);
-        }
-        Ok(key)
+            .await
+            .map(|_| ()))?;
+        // Revoked now or before: either way the stored revocation time is the answer.
+        let q = concat!(select_api_keys!(), "WHERE tenant_id = $1 AND id = $2");
+        let key = on_pool!(self, p => {
+            let row = sqlx::query(q).bind(tenant).bind(id).fetch_optional(p).await?;
+            row.map(|r| api_key_from_row!(r))
+        });
+        key.ok_or(StoreError::NotFound)?
     }
 
     /// Records an uploaded key set; a set with the same fingerprint in the same tenant is a
@@ -382,8 +393,10 @@ impl Store {
         tenant: &str,
         fingerprint: &str,
     ) -> Result<KeySet, StoreError> {
-        let q = "SELECT id, tenant_id, fingerprint, size_bytes, created_at FROM key_sets \
-                 WHERE tenant_id = $1 AND fingerprint = $2";
+        let q = concat!(
+            select_key_sets!(),
+            "WHERE tenant_id = $1 AND fingerprint = $2"
+        );
         let k = on_pool!(self, p => {
             let row = sqlx::query(q).bind(tenant).bind(fingerprint).fetch_optional(p).await?;
             row.map(|r| key_set_from_row!(r))
@@ -393,8 +406,7 @@ impl Store {
 
     /// One of the tenant's key sets; another tenant's is not found.
     pub async fn key_set(&self, tenant: &str, id: &str) -> Result<KeySet, StoreError> {
-        let q = "SELECT id, tenant_id, fingerprint, size_bytes, created_at FROM key_sets \
-                 WHERE tenant_id = $1 AND id = $2";
+        let q = concat!(select_key_sets!(), "WHERE tenant_id = $1 AND id = $2");
         let k = on_pool!(self, p => {
             let row = sqlx::query(q).bind(tenant).bind(id).fetch_optional(p).await?;
             row.map(|r| key_set_from_row!(r))
@@ -404,8 +416,10 @@ impl Store {
 
     /// The tenant's key sets, oldest first.
     pub async fn list_key_sets(&self, tenant: &str) -> Result<Vec<KeySet>, StoreError> {
-        let q = "SELECT id, tenant_id, fingerprint, size_bytes, created_at FROM key_sets \
-                 WHERE tenant_id = $1 ORDER BY created_at, id";
+        let q = concat!(
+            select_key_sets!(),
+            "WHERE tenant_id = $1 ORDER BY created_at, id"
+        );
         on_pool!(self, p => {
             let rows = sqlx::query(q).bind(tenant).fetch_all(p).await?;
             rows.into_iter().map(|r| key_set_from_row!(r)).collect()

@@ -361,7 +361,9 @@ fn ensure_keys(dir: &Path) -> Result<(ClientKeys, ServerKeys)> {
         eprintln!("generating a key set in {} ...", dir.display());
         ClientKeys::generate(dir)?;
     }
-    Ok((load_client_keys(dir)?, ServerKeys::load(dir)?))
+    let client = load_client_keys(dir)?;
+    eprintln!("loading the evaluation key (server side) ...");
+    Ok((client, ServerKeys::load(dir)?))
 }
 
 fn bench(command: BenchCommand) -> Result<()> {
@@ -484,13 +486,7 @@ fn demo(keys: Option<PathBuf>) -> Result<()> {
     // A temporary key directory is removed when the demo ends.
     let tmp = tempfile::tempdir()?;
     let dir = keys.unwrap_or_else(|| tmp.path().join("keys"));
-    if !dir.join(tenebra_engine::keys::MANIFEST_FILE).exists() {
-        eprintln!("generating a key set in {} ...", dir.display());
-        ClientKeys::generate(&dir)?;
-    }
-    let client = ClientKeys::load(&dir)?;
-    eprintln!("loading the evaluation key (server side) ...");
-    let server = ServerKeys::load(&dir)?;
+    let (client, server) = ensure_keys(&dir)?;
     let samples = [
         (
             "weight_stats",
