@@ -1,8 +1,13 @@
-//! Typed async HTTP client for the Tenebra API (the endpoints the server has today).
+//! Typed async HTTP client for the Tenebra API.
+
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
+pub use tenebra_api::{
+    ApiKeyView as ApiKey, FunctionView as Function, KeySetView as KeySet, ProgressView, TaskPage,
+    TaskView as Task,
+};
 
 /// An API error or a transport failure.
 #[derive(Debug, thiserror::Error)]
@@ -18,26 +23,6 @@ pub enum HttpError {
     Transport(String),
     #[error("unexpected response: {0}")]
     Decode(String),
-}
-
-/// An uploaded key set, as the server describes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KeySet {
-    pub id: String,
-    pub fingerprint: String,
-    pub size_bytes: i64,
-    pub created_at: i64,
-}
-
-/// A function of the catalogue.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Function {
-    pub name: String,
-    pub summary: String,
-    pub signature: String,
-    pub kind: String,
-    pub min_size: u32,
-    pub max_size: u32,
 }
 
 /// A client for one server and one API key.
@@ -62,6 +47,12 @@ impl Client {
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<T, HttpError> {
+        let body = self.send_raw(req).await?;
+        serde_json::from_slice(&body).map_err(|e| HttpError::Decode(e.to_string()))
+    }
+
+    /// Sends a request and returns the body of a success, or the API error.
+    async fn send_raw(&self, req: reqwest::RequestBuilder) -> Result<Vec<u8>, HttpError> {
         let resp = req
             .bearer_auth(&self.token)
             .send()
@@ -81,7 +72,11 @@ impl Client {
                 message: field("message"),
             });
         }
-        serde_json::from_slice(&body).map_err(|e| HttpError::Decode(e.to_string()))
+        Ok(body.to_vec())
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
     }
 
     /// Uploads a key set (the body of `tenebra_engine::keys::read_upload`); uploading the same
@@ -106,5 +101,103 @@ impl Client {
     pub async fn functions(&self) -> Result<Vec<Function>, HttpError> {
         self.send(self.http.get(format!("{}/v1/functions", self.base)))
             .await
+    }
+
+    /// The tenant's key set with this fingerprint (the client-side key set id), if uploaded.
+    pub async fn key_set_by_fingerprint(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Option<KeySet>, HttpError> {
+        Ok(self
+            .key_sets()
+            .await?
+            .into_iter()
+            .find(|k| k.fingerprint == fingerprint))
+    }
+
+    pub async fn delete_key_set(&self, id: &str) -> Result<(), HttpError> {
+        self.send_raw(self.http.delete(self.url(&format!("/v1/key-sets/{id}"))))
+            .await
+            .map(drop)
+    }
+
+    /// A function with its circuit and cost at `size`.
+    pub async fn function(&self, name: &str, size: u32) -> Result<Function, HttpError> {
+        let req = self
+            .http
+            .get(self.url(&format!("/v1/functions/{name}")))
+            .query(&[("size", size)]);
+        self.send(req).await
+    }
+
+    /// Submits an encrypted input (a file from `tenebra_client::encrypt`); with an
+    /// idempotency key, submitting again returns the same task.
+    pub async fn submit_task(
+        &self,
+        input: Vec<u8>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Task, HttpError> {
+        let mut req = self
+            .http
+            .post(self.url("/v1/tasks"))
+            .header("content-type", "application/octet-stream")
+            .body(input);
+        if let Some(k) = idempotency_key {
+            req = req.header("idempotency-key", k);
+        }
+        self.send(req).await
+    }
+
+    pub async fn task(&self, id: &str) -> Result<Task, HttpError> {
+        self.send(self.http.get(self.url(&format!("/v1/tasks/{id}"))))
+            .await
+    }
+
+    /// One page of the tenant's tasks, newest first, optionally of one status.
+    pub async fn tasks(
+        &self,
+        status: Option<&str>,
+        limit: u32,
+        after: Option<&str>,
+    ) -> Result<TaskPage, HttpError> {
+        let mut query = vec![("limit", limit.to_string())];
+        if let Some(s) = status {
+            query.push(("status", s.to_owned()));
+        }
+        if let Some(a) = after {
+            query.push(("after", a.to_owned()));
+        }
+        self.send(self.http.get(self.url("/v1/tasks")).query(&query))
+            .await
+    }
+
+    /// Asks to cancel a task: a queued one ends at once, a running one at its next step.
+    pub async fn cancel_task(&self, id: &str) -> Result<Task, HttpError> {
+        self.send(self.http.post(self.url(&format!("/v1/tasks/{id}/cancel"))))
+            .await
+    }
+
+    /// The encrypted result of a succeeded task.
+    pub async fn task_result(&self, id: &str) -> Result<Vec<u8>, HttpError> {
+        self.send_raw(self.http.get(self.url(&format!("/v1/tasks/{id}/result"))))
+            .await
+    }
+
+    /// Polls a task until it is final, calling `on_update` with each status seen.
+    pub async fn wait_task(
+        &self,
+        id: &str,
+        mut on_update: impl FnMut(&Task),
+    ) -> Result<Task, HttpError> {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let t = self.task(id).await?;
+            on_update(&t);
+            if t.is_final() {
+                return Ok(t);
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(1));
+        }
     }
 }

@@ -68,7 +68,9 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound => ApiError::not_found("resource"),
             StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
             StoreError::Invalid(m) => ApiError::bad_request("invalid_request", m),
-            e @ (StoreError::Database(_) | StoreError::Migrate(_)) => ApiError::internal(&e),
+            e @ (StoreError::Database(_) | StoreError::Migrate(_) | StoreError::LeaseLost) => {
+                ApiError::internal(&e)
+            }
         }
     }
 }

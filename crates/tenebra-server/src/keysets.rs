@@ -13,35 +13,19 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::Json;
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
 use tenebra_engine::keys::{check_upload, UPLOAD_LIMIT};
 use tenebra_store::{new_id, KeySet, Scope, StoreError};
 use tokio::io::AsyncWriteExt;
 
-use crate::{ApiError, AppState, Caller};
+use crate::{blobs, ApiError, AppState, Caller, KeySetView};
 
-/// Wire form of a key set.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct KeySetView {
-    pub id: String,
-    pub fingerprint: String,
-    pub size_bytes: i64,
-    pub created_at: i64,
-}
-
-impl From<KeySet> for KeySetView {
-    fn from(k: KeySet) -> Self {
-        Self {
-            id: k.id,
-            fingerprint: k.fingerprint,
-            size_bytes: k.size_bytes,
-            created_at: k.created_at,
-        }
+fn view(k: KeySet) -> KeySetView {
+    KeySetView {
+        id: k.id,
+        fingerprint: k.fingerprint,
+        size_bytes: k.size_bytes,
+        created_at: k.created_at,
     }
-}
-
-fn blob_path(state: &AppState, tenant: &str, id: &str) -> PathBuf {
-    state.blobs.join(tenant).join(format!("{id}.keyset"))
 }
 
 /// Removes a temporary file when dropped, unless it was kept.
@@ -112,12 +96,12 @@ pub(crate) async fn upload(
         .key_set_by_fingerprint(tenant, &fingerprint)
         .await
     {
-        Ok(existing) => return Ok((StatusCode::OK, Json(existing.into()))),
+        Ok(existing) => return Ok((StatusCode::OK, Json(view(existing)))),
         Err(StoreError::NotFound) => {}
         Err(e) => return Err(e.into()),
     }
     let id = new_id("ks");
-    let dest = blob_path(&state, tenant, &id);
+    let dest = blobs::key_set(&state.blobs, tenant, &id);
     if let Some(parent) = dest.parent() {
         tokio::fs::create_dir_all(parent)
             .await
@@ -135,7 +119,7 @@ pub(crate) async fn upload(
         .create_key_set(tenant, &id, &fingerprint, size as i64)
         .await
     {
-        Ok(k) => Ok((StatusCode::CREATED, Json(k.into()))),
+        Ok(k) => Ok((StatusCode::CREATED, Json(view(k)))),
         Err(e) => {
             let _ = tokio::fs::remove_file(&dest).await;
             match e {
@@ -145,7 +129,7 @@ pub(crate) async fn upload(
                         .store
                         .key_set_by_fingerprint(tenant, &fingerprint)
                         .await?;
-                    Ok((StatusCode::OK, Json(existing.into())))
+                    Ok((StatusCode::OK, Json(view(existing))))
                 }
                 e => Err(e.into()),
             }
@@ -159,7 +143,7 @@ pub(crate) async fn list(
 ) -> Result<Json<Vec<KeySetView>>, ApiError> {
     caller.require(Scope::Read)?;
     let sets = state.store.list_key_sets(&caller.tenant_id).await?;
-    Ok(Json(sets.into_iter().map(KeySetView::from).collect()))
+    Ok(Json(sets.into_iter().map(view).collect()))
 }
 
 pub(crate) async fn get(
@@ -169,7 +153,7 @@ pub(crate) async fn get(
 ) -> Result<Json<KeySetView>, ApiError> {
     caller.require(Scope::Read)?;
     match state.store.key_set(&caller.tenant_id, &id).await {
-        Ok(k) => Ok(Json(k.into())),
+        Ok(k) => Ok(Json(view(k))),
         Err(StoreError::NotFound) => Err(ApiError::not_found("key set")),
         Err(e) => Err(e.into()),
     }
@@ -183,11 +167,9 @@ pub(crate) async fn remove(
     caller.require(Scope::Compute)?;
     match state.store.delete_key_set(&caller.tenant_id, &id).await {
         Ok(()) => {
-            match tokio::fs::remove_file(blob_path(&state, &caller.tenant_id, &id)).await {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(ApiError::internal(&e)),
-            }
+            blobs::remove(&blobs::key_set(&state.blobs, &caller.tenant_id, &id))
+                .await
+                .map_err(|e| ApiError::internal(&e))?;
             Ok(StatusCode::NO_CONTENT)
         }
         Err(StoreError::NotFound) => Err(ApiError::not_found("key set")),

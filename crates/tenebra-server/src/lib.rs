@@ -1,23 +1,31 @@
-//! Tenebra's HTTP service (axum). This first slice serves tenants' API keys, health and
-//! readiness; key sets, functions and tasks come next (see ARCHITECTURE.md).
+//! Tenebra's HTTP service (axum) and its task workers: tenants' API keys, key sets,
+//! functions, tasks, health, readiness and metrics (see ARCHITECTURE.md).
 //!
 //! The app takes a bound listener and a shutdown future, so tests start the real server on
 //! port 0; `tenebra serve` binds the configured address and shuts down on SIGTERM/SIGINT.
 
+mod blobs;
 pub mod error;
 mod keysets;
+mod metrics_http;
+mod tasks;
 pub mod token;
+pub mod worker;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Path as UrlPath, Request, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+pub use tenebra_api::{
+    ApiKeyView, CreateApiKey, FunctionView, KeySetView, SizedCost, TaskPage, TaskView,
+};
 use tenebra_store::{ApiKey, Scope, Store, StoreError, Tenant};
 
 pub use error::ApiError;
@@ -31,8 +39,11 @@ pub const JSON_BODY_LIMIT: usize = 64 << 10;
 pub struct AppState {
     pub store: Store,
     pub secret: Secret,
-    /// Where uploaded blobs (key sets) live: `<data dir>/blobs`.
+    /// Where blobs (key sets, task inputs and results) live: `<data dir>/blobs`.
     pub blobs: PathBuf,
+    /// Wakes this process's workers when a task is submitted (PostgreSQL also notifies
+    /// the workers of other processes).
+    pub wake: Arc<tokio::sync::Notify>,
 }
 
 /// Where the server keeps its data, and which database it uses.
@@ -77,6 +88,7 @@ pub async fn open(settings: &Settings) -> Result<AppState, String> {
         store,
         secret,
         blobs,
+        wake: Arc::new(tokio::sync::Notify::new()),
     })
 }
 
@@ -162,8 +174,21 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/functions", get(list_functions))
         .route("/v1/functions/{name}", get(get_function))
+        .route(
+            "/v1/tasks",
+            get(tasks::list)
+                .post(tasks::submit)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    tasks::TASK_INPUT_LIMIT,
+                )),
+        )
+        .route("/v1/tasks/{id}", get(tasks::get))
+        .route("/v1/tasks/{id}/cancel", post(tasks::cancel))
+        .route("/v1/tasks/{id}/result", get(tasks::result))
+        .route("/metrics", get(metrics_http::render))
         .fallback(|| async { ApiError::not_found("route") })
         .layer(axum::extract::DefaultBodyLimit::max(JSON_BODY_LIMIT))
+        .layer(axum::middleware::from_fn(metrics_http::track))
         .with_state(state)
 }
 
@@ -266,38 +291,15 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for JsonBody
     }
 }
 
-/// Wire form of an API key (never the token, except once at creation).
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ApiKeyView {
-    pub id: String,
-    pub name: String,
-    pub scope: String,
-    pub created_at: i64,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub revoked_at: Option<i64>,
-    /// Only in the response that creates the key.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub token: Option<String>,
-}
-
-impl From<ApiKey> for ApiKeyView {
-    fn from(k: ApiKey) -> Self {
-        Self {
-            id: k.id,
-            name: k.name,
-            scope: k.scope.as_str().to_owned(),
-            created_at: k.created_at,
-            revoked_at: k.revoked_at,
-            token: None,
-        }
+fn api_key_view(k: ApiKey) -> ApiKeyView {
+    ApiKeyView {
+        id: k.id,
+        name: k.name,
+        scope: k.scope.as_str().to_owned(),
+        created_at: k.created_at,
+        revoked_at: k.revoked_at,
+        token: None,
     }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateKey {
-    name: String,
-    scope: String,
 }
 
 async fn list_keys(
@@ -306,13 +308,13 @@ async fn list_keys(
 ) -> Result<Json<Vec<ApiKeyView>>, ApiError> {
     caller.require(Scope::Admin)?;
     let keys = state.store.list_api_keys(&caller.tenant_id).await?;
-    Ok(Json(keys.into_iter().map(ApiKeyView::from).collect()))
+    Ok(Json(keys.into_iter().map(api_key_view).collect()))
 }
 
 async fn create_key(
     State(state): State<AppState>,
     caller: Caller,
-    JsonBody(body): JsonBody<CreateKey>,
+    JsonBody(body): JsonBody<CreateApiKey>,
 ) -> Result<(StatusCode, Json<ApiKeyView>), ApiError> {
     caller.require(Scope::Admin)?;
     check_name("API key", &body.name)?;
@@ -327,7 +329,7 @@ async fn create_key(
             &token::hash(&state.secret, &token),
         )
         .await?;
-    let mut view = ApiKeyView::from(key);
+    let mut view = api_key_view(key);
     view.token = Some(token);
     Ok((StatusCode::CREATED, Json(view)))
 }
@@ -339,33 +341,10 @@ async fn revoke_key(
 ) -> Result<Json<ApiKeyView>, ApiError> {
     caller.require(Scope::Admin)?;
     match state.store.revoke_api_key(&caller.tenant_id, &id).await {
-        Ok(k) => Ok(Json(k.into())),
+        Ok(k) => Ok(Json(api_key_view(k))),
         Err(StoreError::NotFound) => Err(ApiError::not_found("API key")),
         Err(e) => Err(e.into()),
     }
-}
-
-/// Wire form of a function: what it computes, its signature, and its price.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct FunctionView {
-    pub name: String,
-    pub summary: String,
-    pub signature: String,
-    pub kind: String,
-    pub min_size: u32,
-    pub max_size: u32,
-    /// Present when a size is asked for: the circuit and its cost at that size.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub at_size: Option<SizedCost>,
-}
-
-/// A function's circuit at one input size.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct SizedCost {
-    pub size: u32,
-    pub circuit_id: String,
-    pub cost_cu: u64,
-    pub ops: usize,
 }
 
 fn function_view(

@@ -22,6 +22,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("invalid: {0}")]
     Invalid(String),
+    /// A worker wrote to a task it no longer holds (its lease was taken over).
+    #[error("the task's lease was lost")]
+    LeaseLost,
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("migration error: {0}")]
@@ -132,6 +135,10 @@ macro_rules! on_pool {
         }
     };
 }
+
+mod tasks;
+
+pub use tasks::{NewTask, Outcome, Submitted, Task, TaskListener, TaskPage, TaskStatus};
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {

@@ -1,6 +1,8 @@
 //! The same storage story on SQLite and on the real PostgreSQL (a fresh database per test).
 
-use tenebra_store::{Scope, Store, StoreError};
+use std::time::Duration;
+
+use tenebra_store::{NewTask, Outcome, Scope, Store, StoreError, Submitted, TaskStatus};
 
 const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
 
@@ -131,6 +133,266 @@ async fn story(store: &Store) {
     assert!(store.list_key_sets(&a.id).await.unwrap().is_empty());
     // Migrations are idempotent.
     store.migrate().await.unwrap();
+}
+
+fn new_task(key: Option<&str>) -> NewTask {
+    NewTask {
+        id: tenebra_store::new_id("task"),
+        api_key_id: "key_1".into(),
+        function: "weight_stats".into(),
+        size: 5,
+        circuit_id: "c1".into(),
+        key_set_id: "ks_1".into(),
+        idempotency_key: key.map(str::to_owned),
+        input_sha256: "ab".into(),
+        input_bytes: 100,
+        cost_cu: 42,
+    }
+}
+
+fn created(s: Submitted) -> tenebra_store::Task {
+    match s {
+        Submitted::Created(t) => t,
+        Submitted::Existing(t) => panic!("expected a new task, got {}", t.id),
+    }
+}
+
+/// The task queue: submit, idempotency, claims with leases and fences, cancel, retry,
+/// release, expiry, listing, and isolation between tenants.
+async fn task_story(store: &Store) {
+    store.migrate().await.unwrap();
+    let a = store.create_tenant("acme").await.unwrap().id;
+    let b = store.create_tenant("globex").await.unwrap().id;
+    let lease = Duration::from_secs(30);
+    assert!(store.claim_task("w1", lease, 3).await.unwrap().is_none());
+
+    let t1 = created(store.submit_task(&a, &new_task(Some("k1"))).await.unwrap());
+    assert_eq!(t1.status, TaskStatus::Queued);
+    assert_eq!((t1.attempts, t1.fence), (0, 0));
+    // The same idempotency key returns the same task; another tenant's key space is its own.
+    match store.submit_task(&a, &new_task(Some("k1"))).await.unwrap() {
+        Submitted::Existing(t) => assert_eq!(t, t1),
+        Submitted::Created(t) => panic!("duplicate task {}", t.id),
+    }
+    let tb = created(store.submit_task(&b, &new_task(Some("k1"))).await.unwrap());
+    assert!(matches!(
+        store.task(&b, &t1.id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(store.queue_depth().await.unwrap(), 2);
+
+    // Claims come oldest first, each task once.
+    let c1 = store.claim_task("w1", lease, 3).await.unwrap().unwrap();
+    assert_eq!(c1.id, t1.id);
+    assert_eq!(
+        (c1.status, c1.attempts, c1.fence),
+        (TaskStatus::Running, 1, 1)
+    );
+    assert_eq!(c1.worker_id.as_deref(), Some("w1"));
+    let c2 = store.claim_task("w2", lease, 3).await.unwrap().unwrap();
+    assert_eq!(c2.id, tb.id);
+    assert!(store.claim_task("w3", lease, 3).await.unwrap().is_none());
+
+    // Heartbeats record progress; a cancel request reaches the worker through them.
+    assert!(!store.heartbeat_task(&c1.id, 1, lease, 3, 10).await.unwrap());
+    let (t, cancelled_queued) = store.cancel_task(&a, &c1.id).await.unwrap();
+    assert!(!cancelled_queued && t.cancel_requested);
+    assert_eq!((t.progress_done, t.progress_total), (3, 10));
+    assert!(store.heartbeat_task(&c1.id, 1, lease, 4, 10).await.unwrap());
+    // Another tenant can neither see nor cancel it.
+    assert!(matches!(
+        store.cancel_task(&b, &c1.id).await,
+        Err(StoreError::NotFound)
+    ));
+    let t = store
+        .finish_task(&c1.id, 1, &Outcome::Cancelled, 5)
+        .await
+        .unwrap();
+    assert_eq!(t.status, TaskStatus::Cancelled);
+    // A finished task takes no more writes from its worker.
+    assert!(matches!(
+        store.heartbeat_task(&c1.id, 1, lease, 5, 10).await,
+        Err(StoreError::LeaseLost)
+    ));
+
+    // An expired lease lets another worker take the task over; the first one is fenced out.
+    let short = Duration::from_millis(1);
+    store.heartbeat_task(&c2.id, 1, short, 0, 10).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let again = store.claim_task("w3", lease, 3).await.unwrap().unwrap();
+    assert_eq!(
+        (again.id.as_str(), again.fence, again.attempts),
+        (tb.id.as_str(), 2, 2)
+    );
+    assert!(matches!(
+        store.finish_task(&c2.id, 1, &Outcome::Cancelled, 1).await,
+        Err(StoreError::LeaseLost)
+    ));
+    assert!(matches!(
+        store.release_task(&c2.id, 1).await,
+        Err(StoreError::LeaseLost)
+    ));
+    // Retry puts it back after a delay; the last attempt fails it for good.
+    let r = store
+        .retry_task(&c2.id, 2, Duration::from_secs(60), 3, "boom")
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.error_code.as_deref()),
+        (TaskStatus::Queued, None)
+    );
+    assert!(
+        store.claim_task("w3", lease, 3).await.unwrap().is_none(),
+        "not due yet"
+    );
+    let r = store.retry_task(&c2.id, 2, Duration::ZERO, 3, "boom").await;
+    assert!(
+        matches!(r, Err(StoreError::LeaseLost)),
+        "not running any more"
+    );
+
+    // A queued task cancels at once.
+    let t3 = created(store.submit_task(&a, &new_task(None)).await.unwrap());
+    let (t, cancelled_queued) = store.cancel_task(&a, &t3.id).await.unwrap();
+    assert!(cancelled_queued);
+    assert_eq!(t.status, TaskStatus::Cancelled);
+    assert!(t.finished_at.is_some());
+
+    // Release gives a task back without counting the attempt; success records the result.
+    let t4 = created(store.submit_task(&a, &new_task(None)).await.unwrap());
+    let c4 = store.claim_task("w1", lease, 3).await.unwrap().unwrap();
+    assert_eq!(c4.id, t4.id);
+    store.release_task(&c4.id, c4.fence).await.unwrap();
+    let c4 = store.claim_task("w1", lease, 3).await.unwrap().unwrap();
+    assert_eq!((c4.attempts, c4.fence), (1, 2));
+    store
+        .heartbeat_task(&c4.id, c4.fence, lease, 7, 10)
+        .await
+        .unwrap();
+    let done = Outcome::Succeeded {
+        result_bytes: 1234,
+        expires_at: tenebra_store::now_ms() - 1,
+    };
+    let t = store
+        .finish_task(&c4.id, c4.fence, &done, 99)
+        .await
+        .unwrap();
+    assert_eq!(t.status, TaskStatus::Succeeded);
+    assert_eq!(
+        (t.progress_done, t.result_bytes, t.wall_ms),
+        (10, Some(1234), Some(99))
+    );
+    let expired = store.expire_results().await.unwrap();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(
+        store.task(&a, &t4.id).await.unwrap().status,
+        TaskStatus::Expired
+    );
+
+    // Abandoned tasks past their attempts fail instead of running forever.
+    let t5 = created(store.submit_task(&a, &new_task(None)).await.unwrap());
+    let c5 = store.claim_task("w1", short, 1).await.unwrap().unwrap();
+    assert_eq!(c5.id, t5.id);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(store.claim_task("w2", lease, 1).await.unwrap().is_none());
+    let t = store.task(&a, &t5.id).await.unwrap();
+    assert_eq!(
+        (t.status, t.error_code.as_deref()),
+        (TaskStatus::Failed, Some("worker_lost"))
+    );
+
+    // Listing: newest first, by status, in pages, only the tenant's own.
+    let all = store.list_tasks(&a, None, 100, None).await.unwrap();
+    assert_eq!(all.tasks.len(), 4);
+    assert!(all.next.is_none());
+    assert!(all
+        .tasks
+        .windows(2)
+        .all(|w| w[0].created_at >= w[1].created_at));
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list_tasks(&a, None, 1, after.as_deref())
+            .await
+            .unwrap();
+        seen.extend(page.tasks.into_iter().map(|t| t.id));
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        all.tasks.iter().map(|t| t.id.clone()).collect::<Vec<_>>()
+    );
+    let cancelled = store
+        .list_tasks(&a, Some(TaskStatus::Cancelled), 100, None)
+        .await
+        .unwrap();
+    assert_eq!(cancelled.tasks.len(), 2);
+    let theirs = store.list_tasks(&b, None, 100, None).await.unwrap();
+    assert_eq!(theirs.tasks.len(), 1);
+    assert!(store
+        .list_tasks(&a, None, 10, Some("nonsense"))
+        .await
+        .is_err());
+}
+
+/// Many workers claiming at once never get the same task twice.
+async fn concurrent_claims(store: &Store) {
+    store.migrate().await.unwrap();
+    let a = store.create_tenant("acme").await.unwrap().id;
+    for _ in 0..20 {
+        store.submit_task(&a, &new_task(None)).await.unwrap();
+    }
+    let mut handles = Vec::new();
+    for w in 0..4 {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(t) = store
+                .claim_task(&format!("w{w}"), Duration::from_secs(30), 3)
+                .await
+                .unwrap()
+            {
+                got.push(t.id);
+            }
+            got
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.unwrap());
+    }
+    all.sort();
+    let n = all.len();
+    all.dedup();
+    assert_eq!((n, all.len()), (20, 20));
+}
+
+#[tokio::test]
+async fn tasks_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("tenebra.db").display());
+    let store = Store::connect(&url).await.unwrap();
+    task_story(&store).await;
+    store.close().await;
+    let store = Store::connect(&format!("sqlite://{}", dir.path().join("c.db").display()))
+        .await
+        .unwrap();
+    concurrent_claims(&store).await;
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tasks_on_postgres() {
+    let (store, db) = PgDb::create().await;
+    task_story(&store).await;
+    db.drop_db(store).await;
+    let (store, db) = PgDb::create().await;
+    concurrent_claims(&store).await;
+    db.drop_db(store).await;
 }
 
 #[tokio::test]

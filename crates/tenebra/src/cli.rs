@@ -11,10 +11,12 @@ use tenebra_client::{builtin_circuit, decrypt, encrypt, input_header, ClientKeys
 use tenebra_engine::{evaluate_bundle, Progress, RunOptions, ServerKeys};
 use tenebra_functions::{builtins, find};
 
+use crate::service::{self, TaskCommand, WorkerArgs};
+
 /// Largest JSON input file read.
 const JSON_LIMIT: u64 = 16 << 20;
 /// Largest encrypted bundle read.
-const BUNDLE_LIMIT: u64 = 512 << 20;
+pub(crate) const BUNDLE_LIMIT: u64 = 512 << 20;
 
 /// Tenebra: compute on encrypted data (fully homomorphic encryption with tfhe-rs).
 #[derive(Debug, Parser)]
@@ -82,13 +84,47 @@ enum Command {
         #[arg(long)]
         input: PathBuf,
     },
-    /// Run the HTTP service (embedded SQLite by default, PostgreSQL with --database-url).
+    /// Run the HTTP service (embedded SQLite by default, PostgreSQL with --database-url),
+    /// with an in-process worker unless --no-worker.
     Serve {
         /// Address to listen on.
         #[arg(long, env = "TENEBRA_LISTEN", default_value = "127.0.0.1:8080")]
         listen: String,
+        /// Serve the API only; `tenebra worker` processes run the tasks.
+        #[arg(long, env = "TENEBRA_NO_WORKER")]
+        no_worker: bool,
         #[command(flatten)]
         storage: StorageArgs,
+        #[command(flatten)]
+        workers: WorkerArgs,
+    },
+    /// Run a task worker against the configured database and blobs (cluster mode).
+    Worker {
+        #[command(flatten)]
+        storage: StorageArgs,
+        #[command(flatten)]
+        workers: WorkerArgs,
+    },
+    /// Tasks on a server: submit, status, wait, result, cancel, list.
+    Task {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(subcommand)]
+        command: TaskCommand,
+    },
+    /// One shot on a server: encrypt, upload the key set if needed, submit, wait, download,
+    /// decrypt, and print the result JSON (as `tenebra decrypt` does).
+    Run {
+        /// Key set directory.
+        #[arg(long)]
+        keys: PathBuf,
+        #[arg(long)]
+        function: String,
+        /// JSON input file (`-` for stdin).
+        #[arg(long)]
+        input: PathBuf,
+        #[command(flatten)]
+        server: ServerArgs,
     },
     /// Operator commands that work directly on the configured database.
     Admin {
@@ -102,11 +138,15 @@ enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
-    /// Local end-to-end demo: keys, encrypt, evaluate, decrypt every built-in on sample data.
+    /// End-to-end demo: starts the service with embedded defaults, then as a client
+    /// generates keys, uploads them, and runs every built-in on encrypted sample data.
     Demo {
         /// Key set directory to use (generated there if missing; default: a temporary one).
         #[arg(long)]
         keys: Option<PathBuf>,
+        /// The service's data directory (default: a temporary one).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
 }
 
@@ -128,22 +168,22 @@ enum KeysCommand {
 
 /// Which server to talk to, and as whom.
 #[derive(Debug, clap::Args)]
-struct ServerArgs {
+pub struct ServerArgs {
     /// Server URL.
     #[arg(
         long = "server",
         env = "TENEBRA_SERVER",
         default_value = "http://127.0.0.1:8080"
     )]
-    url: String,
+    pub url: String,
     /// API key (`tnb_...`).
     #[arg(long, env = "TENEBRA_API_KEY", hide_env_values = true)]
-    api_key: String,
+    pub api_key: String,
 }
 
 /// Where the service keeps its state.
 #[derive(Debug, clap::Args)]
-struct StorageArgs {
+pub struct StorageArgs {
     /// Data directory (embedded database, server secret).
     #[arg(
         long,
@@ -162,7 +202,7 @@ struct StorageArgs {
 }
 
 impl StorageArgs {
-    fn settings(&self) -> tenebra_server::Settings {
+    pub fn settings(&self) -> tenebra_server::Settings {
         tenebra_server::Settings {
             data_dir: self.data_dir.clone(),
             database_url: self.database_url.clone(),
@@ -290,9 +330,22 @@ pub fn run(cli: Cli) -> Result<()> {
             let keys = load_client_keys(&keys)?;
             print_json(&decrypt(&keys, f, &bytes)?)
         }
-        Command::Demo { keys } => demo(keys),
+        Command::Demo { keys, data_dir } => service::demo(keys, data_dir),
         Command::Bench { command } => bench(command),
-        Command::Serve { listen, storage } => runtime()?.block_on(serve(&listen, &storage)),
+        Command::Serve {
+            listen,
+            no_worker,
+            storage,
+            workers,
+        } => service::serve(&listen, &storage, &workers, no_worker),
+        Command::Worker { storage, workers } => service::worker(&storage, &workers),
+        Command::Task { server, command } => service::task(&server, command),
+        Command::Run {
+            keys,
+            function,
+            input,
+            server,
+        } => service::run_remote(&server, &keys, &function, &input),
         Command::Admin {
             storage,
             command:
@@ -318,42 +371,6 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
-}
-
-async fn serve(listen: &str, storage: &StorageArgs) -> Result<()> {
-    let state = tenebra_server::open(&storage.settings())
-        .await
-        .map_err(anyhow::Error::msg)?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("listening on {listen}"))?;
-    eprintln!("tenebra listening on http://{}", listener.local_addr()?);
-    tenebra_server::serve(listener, state.clone(), shutdown_signal()).await?;
-    state.store.close().await;
-    eprintln!("tenebra stopped");
-    Ok(())
-}
-
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
 }
 
 fn ensure_keys(dir: &Path) -> Result<(ClientKeys, ServerKeys)> {
@@ -482,49 +499,11 @@ fn progress_bar(circuit: &tenebra_circuit::ValidCircuit) -> Option<indicatif::Pr
     Some(bar)
 }
 
-fn demo(keys: Option<PathBuf>) -> Result<()> {
-    // A temporary key directory is removed when the demo ends.
-    let tmp = tempfile::tempdir()?;
-    let dir = keys.unwrap_or_else(|| tmp.path().join("keys"));
-    let (client, server) = ensure_keys(&dir)?;
-    let samples = [
-        (
-            "weight_stats",
-            serde_json::json!({"weights": [680, 650, 690, 700, 705]}),
-        ),
-        (
-            "sleep_quality",
-            serde_json::json!({"records": [[0,0,120],[3,120,150],[0,150,210],[4,210,240],[0,240,300]]}),
-        ),
-    ];
-    for (name, input) in samples {
-        let f = find(name)?;
-        let enc = encrypt(&client, f, &input)?;
-        let started = Instant::now();
-        let res = evaluate_bundle(&server, &enc, builtin_circuit, RunOptions::default())?;
-        let secs = started.elapsed().as_secs_f64();
-        let got = decrypt(&client, f, &res)?;
-        let want = f.simulate(&input)?;
-        println!("{name}: input {input}");
-        println!(
-            "  encrypted result {got}  (server time {secs:.2} s, {} bytes in, {} bytes out)",
-            enc.len(),
-            res.len()
-        );
-        println!("  plaintext check  {want}");
-        if got != want {
-            bail!("{name}: the decrypted result differs from the plaintext simulation");
-        }
-    }
-    println!("demo ok: every encrypted result matches its plaintext reference");
-    Ok(())
-}
-
-fn load_client_keys(dir: &Path) -> Result<ClientKeys> {
+pub(crate) fn load_client_keys(dir: &Path) -> Result<ClientKeys> {
     ClientKeys::load(dir).with_context(|| format!("loading keys from {}", dir.display()))
 }
 
-fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
+pub(crate) fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
     if path == Path::new("-") {
         std::io::stdin().take(limit + 1).read_to_end(&mut buf)?;
@@ -540,18 +519,18 @@ fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
-fn read_json(path: &Path) -> Result<Value> {
+pub(crate) fn read_json(path: &Path) -> Result<Value> {
     let bytes = read_limited(path, JSON_LIMIT)?;
     serde_json::from_slice(&bytes).with_context(|| format!("{} is not valid JSON", path.display()))
 }
 
-fn print_json(v: &Value) -> Result<()> {
+pub(crate) fn print_json(v: &Value) -> Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer(&mut out, v)?;
     writeln!(out)?;
     Ok(())
 }
 
-fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
 }

@@ -1,6 +1,7 @@
 //! The `tenebra` command-line interface: thin glue over the library crates.
 
 mod cli;
+mod service;
 
 use std::process::ExitCode;
 

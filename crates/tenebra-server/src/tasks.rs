@@ -1,0 +1,307 @@
+//! Tasks over HTTP: submit an encrypted input, follow its status, download the encrypted
+//! result, cancel, list.
+//!
+//! Submitting checks everything that needs no key: the input's header (function, size,
+//! circuit version) and that the tenant uploaded the key set it was encrypted under. The
+//! input is stored as a blob before its row is inserted, so a worker never claims a task
+//! without its input. Workers (see `worker.rs`) do the rest.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tenebra_api::{ErrorView, ProgressView, TaskPage, TaskView};
+use tenebra_circuit::ValidCircuit;
+use tenebra_engine::bundle::{self, Kind};
+use tenebra_store::{new_id, NewTask, Scope, StoreError, Submitted, Task, TaskStatus};
+
+use crate::{blobs, ApiError, AppState, Caller};
+
+/// Largest encrypted input accepted.
+pub const TASK_INPUT_LIMIT: usize = 32 << 20;
+/// Longest `Idempotency-Key` accepted.
+const IDEMPOTENCY_KEY_LIMIT: usize = 255;
+
+/// The circuit a function name and size stand for (built-ins today).
+pub(crate) fn resolve_circuit(function: &str, size: u32) -> Result<ValidCircuit, ApiError> {
+    let f = tenebra_functions::find(function).map_err(|_| {
+        ApiError::bad_request(
+            "unknown_function",
+            format!("no function named `{function}`"),
+        )
+    })?;
+    f.circuit(size)
+        .map_err(|e| ApiError::bad_request("invalid_size", e.to_string()))
+}
+
+pub(crate) fn view(t: Task) -> TaskView {
+    let error = match (t.error_code, t.error_message) {
+        (Some(code), message) => Some(ErrorView {
+            code,
+            message: message.unwrap_or_default(),
+        }),
+        _ => None,
+    };
+    TaskView {
+        id: t.id,
+        function: t.function,
+        size: u32::try_from(t.size).unwrap_or(u32::MAX),
+        circuit_id: t.circuit_id,
+        key_set_id: t.key_set_id,
+        status: t.status.as_str().to_owned(),
+        progress: ProgressView {
+            done: t.progress_done,
+            total: t.progress_total,
+        },
+        cost_cu: t.cost_cu,
+        attempts: t.attempts,
+        cancel_requested: t.cancel_requested,
+        input_bytes: t.input_bytes,
+        result_bytes: t.result_bytes,
+        created_at: t.created_at,
+        started_at: t.started_at,
+        finished_at: t.finished_at,
+        wall_ms: t.wall_ms,
+        expires_at: t.expires_at,
+        error,
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = v
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= IDEMPOTENCY_KEY_LIMIT)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_idempotency_key",
+                format!(
+                    "Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_LIMIT} visible ASCII characters"
+                ),
+            )
+        })?;
+    Ok(Some(key.to_owned()))
+}
+
+fn not_found(e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound => ApiError::not_found("task"),
+        e => e.into(),
+    }
+}
+
+pub(crate) async fn submit(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<TaskView>), ApiError> {
+    caller.require(Scope::Compute)?;
+    let idempotency_key = idempotency_key(&headers)?;
+    let body = body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                r.status(),
+                "body_too_large",
+                format!("an encrypted input is at most {TASK_INPUT_LIMIT} bytes"),
+            )
+        } else {
+            ApiError::bad_request("invalid_body", r.body_text())
+        }
+    })?;
+    let (header, _) = bundle::read(&body, Kind::Input)
+        .map_err(|e| ApiError::bad_request("invalid_input", e.to_string()))?;
+    let circuit = resolve_circuit(&header.function, header.size)?;
+    if header.circuit_id != circuit.id().to_string() || header.types != circuit.input_types() {
+        return Err(ApiError::bad_request(
+            "circuit_mismatch",
+            format!(
+                "the input was encrypted for another version of `{}` (circuit {}, this server \
+                 runs {}): encrypt it again with this server's function",
+                header.function,
+                header.circuit_id,
+                circuit.id()
+            ),
+        ));
+    }
+    let tenant = &caller.tenant_id;
+    let key_set = match state
+        .store
+        .key_set_by_fingerprint(tenant, &header.key_set_id)
+        .await
+    {
+        Ok(k) => k,
+        Err(StoreError::NotFound) => {
+            return Err(ApiError::bad_request(
+                "unknown_key_set",
+                format!(
+                    "the input is encrypted under key set {}, which this tenant has not \
+                     uploaded: upload it first",
+                    header.key_set_id
+                ),
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let input_sha256 = hex::encode(Sha256::digest(&body));
+    let new = NewTask {
+        id: new_id("task"),
+        api_key_id: caller.key_id.clone(),
+        function: header.function.clone(),
+        size: i64::from(header.size),
+        circuit_id: header.circuit_id.clone(),
+        key_set_id: key_set.id,
+        idempotency_key,
+        input_sha256,
+        input_bytes: body.len() as i64,
+        cost_cu: i64::try_from(tenebra_circuit::cost::cost(&circuit).cu).unwrap_or(i64::MAX),
+    };
+    let input = blobs::task_input(&state.blobs, tenant, &new.id);
+    blobs::write_atomic(&input, &body)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    let submitted = state.store.submit_task(tenant, &new).await;
+    match submitted {
+        Ok(Submitted::Created(t)) => {
+            state.wake.notify_one();
+            Ok((StatusCode::ACCEPTED, Json(view(t))))
+        }
+        Ok(Submitted::Existing(t)) => {
+            blobs::remove(&input)
+                .await
+                .map_err(|e| ApiError::internal(&e))?;
+            if t.input_sha256 != new.input_sha256 {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "idempotency_conflict",
+                    format!(
+                        "Idempotency-Key was already used for task {} with another input",
+                        t.id
+                    ),
+                ));
+            }
+            Ok((StatusCode::OK, Json(view(t))))
+        }
+        Err(e) => {
+            let _ = blobs::remove(&input).await;
+            Err(e.into())
+        }
+    }
+}
+
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<TaskView>, ApiError> {
+    caller.require(Scope::Read)?;
+    let t = state
+        .store
+        .task(&caller.tenant_id, &id)
+        .await
+        .map_err(not_found)?;
+    Ok(Json(view(t)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListQuery {
+    status: Option<String>,
+    limit: Option<u32>,
+    after: Option<String>,
+}
+
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<TaskPage>, ApiError> {
+    caller.require(Scope::Read)?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let status = q
+        .status
+        .as_deref()
+        .map(str::parse::<TaskStatus>)
+        .transpose()?;
+    let page = state
+        .store
+        .list_tasks(
+            &caller.tenant_id,
+            status,
+            q.limit.unwrap_or(50),
+            q.after.as_deref(),
+        )
+        .await?;
+    Ok(Json(TaskPage {
+        tasks: page.tasks.into_iter().map(view).collect(),
+        next: page.next,
+    }))
+}
+
+pub(crate) async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<TaskView>, ApiError> {
+    caller.require(Scope::Compute)?;
+    let tenant = &caller.tenant_id;
+    let (t, was_queued) = state
+        .store
+        .cancel_task(tenant, &id)
+        .await
+        .map_err(not_found)?;
+    if was_queued {
+        blobs::remove(&blobs::task_input(&state.blobs, tenant, &id))
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
+    }
+    Ok(Json(view(t)))
+}
+
+pub(crate) async fn result(
+    State(state): State<AppState>,
+    caller: Caller,
+    UrlPath(id): UrlPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.require(Scope::Read)?;
+    let tenant = &caller.tenant_id;
+    let t = state.store.task(tenant, &id).await.map_err(not_found)?;
+    let conflict = |code, message: String| Err(ApiError::new(StatusCode::CONFLICT, code, message));
+    match t.status {
+        TaskStatus::Succeeded => {}
+        TaskStatus::Queued | TaskStatus::Running => {
+            return conflict("not_ready", format!("task {id} is {}", t.status.as_str()))
+        }
+        TaskStatus::Failed => {
+            return conflict(
+                "task_failed",
+                format!("task {id} failed: {}", t.error_message.unwrap_or_default()),
+            )
+        }
+        TaskStatus::Cancelled => {
+            return conflict("task_cancelled", format!("task {id} was cancelled"))
+        }
+        TaskStatus::Expired => {
+            return Err(ApiError::new(
+                StatusCode::GONE,
+                "result_expired",
+                format!("the result of task {id} has expired and was deleted"),
+            ))
+        }
+    }
+    let path = blobs::task_result(&state.blobs, tenant, &id, t.fence);
+    let bytes = tokio::fs::read(&path)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+        bytes,
+    ))
+}

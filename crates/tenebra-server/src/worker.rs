@@ -1,0 +1,438 @@
+//! Workers: claim tasks from the store, run them with the engine, store the results.
+//!
+//! One loop per process claims up to `concurrency` tasks at a time (the engine already uses
+//! every core for one task, so the default is 1). While a task runs, its lease is renewed
+//! every third of the lease with the progress; the answer carries the tenant's cancel
+//! request. A worker whose lease was taken over stops and writes nothing (every write names
+//! the claim's fence, and result blobs carry it in their name). Failures the client caused
+//! (bad input, deleted key set) fail the task at once; failures on our side are retried with
+//! exponential backoff up to `max_attempts`. On shutdown the loop stops claiming, lets
+//! running tasks finish for a grace period, then gives them back to the queue.
+//!
+//! Decompressing an evaluation key takes about a second and ~200 MiB, so keys are kept in
+//! an LRU bounded by a memory budget and shared by the tasks of a key set.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tenebra_engine::keys::{read_limited, unpack_upload, UPLOAD_LIMIT};
+use tenebra_engine::{evaluate_bundle, EngineError, Progress, RunOptions, ServerKeys};
+use tenebra_store::{now_ms, Outcome, StoreError, Task};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::tasks::resolve_circuit;
+use crate::{blobs, AppState};
+
+/// Memory one decompressed key set holds (server key ~172 MiB plus the public key).
+pub const KEY_SET_MEMORY: u64 = 200 << 20;
+/// How often expired results are swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// How a worker behaves.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Name in the task rows (`worker_id`).
+    pub id: String,
+    /// Tasks run at once.
+    pub concurrency: usize,
+    /// A claim's lease; renewed every third of it.
+    pub lease: Duration,
+    /// How often the queue is polled when no wake-up arrives.
+    pub poll: Duration,
+    /// Runs per task before it fails for good (crashes and internal errors).
+    pub max_attempts: u32,
+    /// Delay before the first retry; doubled at each attempt.
+    pub retry_delay: Duration,
+    /// Memory budget of the evaluation key cache.
+    pub key_cache_bytes: u64,
+    /// How long results are kept.
+    pub result_ttl: Duration,
+    /// How long running tasks may finish after shutdown was asked before they are released.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            id: tenebra_store::new_id("worker"),
+            concurrency: 1,
+            lease: Duration::from_secs(30),
+            poll: Duration::from_secs(2),
+            max_attempts: 3,
+            retry_delay: Duration::from_secs(5),
+            key_cache_bytes: 4 * KEY_SET_MEMORY,
+            result_ttl: Duration::from_secs(24 * 3600),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Decompressed evaluation keys, most recently used first.
+struct KeyCache {
+    capacity: usize,
+    entries: Mutex<VecDeque<(String, Arc<ServerKeys>)>>,
+}
+
+impl KeyCache {
+    fn new(budget: u64) -> Self {
+        Self {
+            capacity: usize::try_from(budget / KEY_SET_MEMORY).unwrap_or(1).max(1),
+            entries: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// The key set `id`, loaded from `path` (an upload blob) unless cached.
+    fn get(&self, id: &str, path: &Path) -> Result<Arc<ServerKeys>, EngineError> {
+        {
+            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(i) = entries.iter().position(|(k, _)| k == id) {
+                if let Some(entry) = entries.remove(i) {
+                    let keys = entry.1.clone();
+                    entries.push_front(entry);
+                    metrics::counter!("tenebra_key_cache_hits_total").increment(1);
+                    return Ok(keys);
+                }
+            }
+        }
+        metrics::counter!("tenebra_key_cache_misses_total").increment(1);
+        // Loaded outside the lock: two tasks of a new key set may both load it, once.
+        let bytes = read_limited(path, UPLOAD_LIMIT)?;
+        let (server_key, public_key) = unpack_upload(&bytes)?;
+        let keys = Arc::new(ServerKeys::from_bytes(server_key, public_key)?);
+        drop(bytes);
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.retain(|(k, _)| k != id);
+        entries.push_front((id.to_owned(), keys.clone()));
+        entries.truncate(self.capacity);
+        Ok(keys)
+    }
+}
+
+/// Why a run was asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Stop {
+    None = 0,
+    Cancel = 1,
+    LeaseLost = 2,
+    Shutdown = 3,
+}
+
+/// A run's stop flag (read by the engine between nodes) and its reason.
+#[derive(Default)]
+struct StopFlag {
+    flag: AtomicBool,
+    reason: AtomicU8,
+}
+
+impl StopFlag {
+    fn set(&self, why: Stop) {
+        // The first reason wins: a cancel seen before a shutdown is still a cancel.
+        let _ = self
+            .reason
+            .compare_exchange(0, why as u8, Ordering::SeqCst, Ordering::SeqCst);
+        self.flag.store(true, Ordering::SeqCst);
+    }
+
+    fn reason(&self) -> Stop {
+        match self.reason.load(Ordering::SeqCst) {
+            1 => Stop::Cancel,
+            2 => Stop::LeaseLost,
+            3 => Stop::Shutdown,
+            _ => Stop::None,
+        }
+    }
+}
+
+/// A worker: the shared state plus its key cache.
+struct Worker {
+    state: AppState,
+    cfg: WorkerConfig,
+    keys: Arc<KeyCache>,
+}
+
+/// Runs a worker loop until `stop` turns true, then drains (see the module docs).
+pub async fn run(
+    state: AppState,
+    cfg: WorkerConfig,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), StoreError> {
+    let mut listener = state.store.task_listener().await?;
+    let slots = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
+    let worker = Arc::new(Worker {
+        keys: Arc::new(KeyCache::new(cfg.key_cache_bytes)),
+        state,
+        cfg,
+    });
+    tracing::info!(worker = %worker.cfg.id, "worker started");
+    let mut running = JoinSet::new();
+    let mut last_sweep: Option<Instant> = None;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        if last_sweep.is_none_or(|t| t.elapsed() >= SWEEP_EVERY) {
+            expire_results(&worker.state).await;
+            last_sweep = Some(Instant::now());
+        }
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = stop.changed() => break,
+        };
+        let w = &worker.cfg;
+        match worker
+            .state
+            .store
+            .claim_task(&w.id, w.lease, w.max_attempts)
+            .await
+        {
+            Ok(Some(task)) => {
+                let (worker, stop) = (worker.clone(), stop.clone());
+                running.spawn(async move {
+                    worker.process(task, stop).await;
+                    drop(permit);
+                });
+                continue;
+            }
+            Ok(None) => drop(permit),
+            Err(e) => {
+                drop(permit);
+                tracing::warn!(error = %e, "claiming a task failed");
+            }
+        }
+        tokio::select! {
+            () = worker.state.wake.notified() => {}
+            () = listener.wait() => {}
+            () = tokio::time::sleep(worker.cfg.poll) => {}
+            _ = stop.changed() => {}
+        }
+        while running.try_join_next().is_some() {}
+    }
+    tracing::info!(worker = %worker.cfg.id, in_flight = running.len(), "worker stopping");
+    while running.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Marks results past their time to live as expired and deletes their blobs (workers do
+/// it every minute).
+pub async fn expire_results(state: &AppState) {
+    match state.store.expire_results().await {
+        Ok(expired) => {
+            for t in expired {
+                let path = blobs::task_result(&state.blobs, &t.tenant_id, &t.id, t.fence);
+                if let Err(e) = blobs::remove(&path).await {
+                    tracing::warn!(task = %t.id, error = %e, "removing an expired result");
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "expiring results failed"),
+    }
+}
+
+impl Worker {
+    async fn process(&self, task: Task, mut stop: watch::Receiver<bool>) {
+        let started = Instant::now();
+        let store = &self.state.store;
+        let input = blobs::task_input(&self.state.blobs, &task.tenant_id, &task.id);
+        tracing::info!(task = %task.id, function = %task.function, attempt = task.attempts, "running");
+        // What the client broke fails at once, without retries.
+        let precheck = match store.key_set(&task.tenant_id, &task.key_set_id).await {
+            Err(StoreError::NotFound) => Some((
+                "key_set_not_found",
+                "the key set of this task was deleted before it ran".to_owned(),
+            )),
+            Err(e) => {
+                tracing::warn!(task = %task.id, error = %e, "reading the key set row");
+                None
+            }
+            Ok(_) if tokio::fs::metadata(&input).await.is_err() => Some((
+                "input_lost",
+                "the encrypted input of this task is missing".to_owned(),
+            )),
+            Ok(_) => None,
+        };
+        if let Some((code, message)) = precheck {
+            let outcome = Outcome::Failed {
+                code: code.to_owned(),
+                message,
+            };
+            self.finish(&task, &outcome, started).await;
+            return;
+        }
+
+        let flag = Arc::new(StopFlag::default());
+        let progress = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
+        let run = {
+            let (flag, progress) = (flag.clone(), progress.clone());
+            let key_path = blobs::key_set(&self.state.blobs, &task.tenant_id, &task.key_set_id);
+            let key_set_id = task.key_set_id.clone();
+            let input = input.clone();
+            let cache = self.keys.clone();
+            // The engine blocks (rayon); it runs off the async threads.
+            tokio::task::spawn_blocking(move || {
+                execute(&cache, &key_set_id, &key_path, &input, &flag, &progress)
+            })
+        };
+        tokio::pin!(run);
+        let grace = self.cfg.shutdown_grace;
+        let shutdown = async {
+            let _ = stop.wait_for(|s| *s).await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::pin!(shutdown);
+        let mut shutdown_seen = false;
+        let mut beat = tokio::time::interval(self.cfg.lease / 3);
+        beat.tick().await;
+        let result = loop {
+            tokio::select! {
+                r = &mut run => break r,
+                _ = beat.tick() => {
+                    let done = progress.0.load(Ordering::Relaxed) as i64;
+                    let total = progress.1.load(Ordering::Relaxed) as i64;
+                    match store.heartbeat_task(&task.id, task.fence, self.cfg.lease, done, total).await {
+                        Ok(true) => flag.set(Stop::Cancel),
+                        Ok(false) => {}
+                        Err(StoreError::LeaseLost) => flag.set(Stop::LeaseLost),
+                        Err(e) => tracing::warn!(task = %task.id, error = %e, "heartbeat failed"),
+                    }
+                }
+                () = &mut shutdown, if !shutdown_seen => {
+                    shutdown_seen = true;
+                    flag.set(Stop::Shutdown);
+                }
+            }
+        };
+        let result = result.unwrap_or_else(|e| Err(EngineError::Internal(e.to_string())));
+        let reason = flag.reason();
+        if reason == Stop::LeaseLost {
+            tracing::warn!(task = %task.id, "lease lost; another worker has the task");
+            return;
+        }
+        match result {
+            Ok(bytes) => {
+                let path =
+                    blobs::task_result(&self.state.blobs, &task.tenant_id, &task.id, task.fence);
+                if let Err(e) = blobs::write_atomic(&path, &bytes).await {
+                    tracing::error!(task = %task.id, error = %e, "storing a result");
+                    self.retry(&task, "storing the result failed").await;
+                    return;
+                }
+                let outcome = Outcome::Succeeded {
+                    result_bytes: bytes.len() as i64,
+                    expires_at: now_ms().saturating_add(
+                        i64::try_from(self.cfg.result_ttl.as_millis()).unwrap_or(i64::MAX),
+                    ),
+                };
+                if !self.finish(&task, &outcome, started).await {
+                    let _ = blobs::remove(&path).await;
+                }
+            }
+            Err(EngineError::Cancelled { .. }) if reason == Stop::Shutdown => {
+                match store.release_task(&task.id, task.fence).await {
+                    Ok(()) => tracing::info!(task = %task.id, "released at shutdown"),
+                    Err(e) => tracing::warn!(task = %task.id, error = %e, "releasing a task"),
+                }
+            }
+            Err(EngineError::Cancelled { .. }) => {
+                self.finish(&task, &Outcome::Cancelled, started).await;
+            }
+            Err(EngineError::BadInput(message)) => {
+                let outcome = Outcome::Failed {
+                    code: "invalid_input".to_owned(),
+                    message,
+                };
+                self.finish(&task, &outcome, started).await;
+            }
+            Err(e @ (EngineError::Io(_) | EngineError::Internal(_))) => {
+                tracing::error!(task = %task.id, error = %e, "task run failed");
+                self.retry(&task, "the run failed on our side").await;
+            }
+        }
+    }
+
+    /// Records a final outcome; returns false when the lease was lost meanwhile.
+    async fn finish(&self, task: &Task, outcome: &Outcome, started: Instant) -> bool {
+        let wall = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        match self
+            .state
+            .store
+            .finish_task(&task.id, task.fence, outcome, wall)
+            .await
+        {
+            Ok(t) => {
+                tracing::info!(task = %t.id, status = t.status.as_str(), wall_ms = wall, "finished");
+                metrics::histogram!("tenebra_task_seconds", "function" => t.function.clone(), "status" => t.status.as_str())
+                    .record(started.elapsed().as_secs_f64());
+                let input = blobs::task_input(&self.state.blobs, &t.tenant_id, &t.id);
+                if let Err(e) = blobs::remove(&input).await {
+                    tracing::warn!(task = %t.id, error = %e, "removing a finished task's input");
+                }
+                true
+            }
+            Err(StoreError::LeaseLost) => {
+                tracing::warn!(task = %task.id, "lease lost before finishing");
+                false
+            }
+            Err(e) => {
+                // The lease will expire and another run will record it.
+                tracing::error!(task = %task.id, error = %e, "recording a task's end");
+                false
+            }
+        }
+    }
+
+    async fn retry(&self, task: &Task, message: &str) {
+        let exp = u32::try_from(task.attempts.saturating_sub(1))
+            .unwrap_or(0)
+            .min(16);
+        let delay = self.cfg.retry_delay.saturating_mul(1 << exp);
+        match self
+            .state
+            .store
+            .retry_task(&task.id, task.fence, delay, self.cfg.max_attempts, message)
+            .await
+        {
+            Ok(t) if t.status.is_final() => {
+                let input = blobs::task_input(&self.state.blobs, &t.tenant_id, &t.id);
+                let _ = blobs::remove(&input).await;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(task = %task.id, error = %e, "scheduling a retry"),
+        }
+    }
+}
+
+/// The blocking part of a run: key (cached), input, engine.
+fn execute(
+    cache: &KeyCache,
+    key_set_id: &str,
+    key_path: &Path,
+    input: &Path,
+    flag: &StopFlag,
+    progress: &(AtomicUsize, AtomicUsize),
+) -> Result<Vec<u8>, EngineError> {
+    let keys = cache.get(key_set_id, key_path)?;
+    let bytes = std::fs::read(input).map_err(|e| EngineError::Io(e.to_string()))?;
+    let report = |p: Progress| {
+        progress.0.store(p.done, Ordering::Relaxed);
+        progress.1.store(p.total, Ordering::Relaxed);
+    };
+    let opts = RunOptions {
+        cancel: Some(&flag.flag),
+        progress: Some(&report),
+        timings: None,
+    };
+    evaluate_bundle(
+        &keys,
+        &bytes,
+        |h| resolve_circuit(&h.function, h.size).map_err(|e| EngineError::BadInput(e.message)),
+        opts,
+    )
+}

@@ -1,0 +1,317 @@
+//! Tasks through the real server on port 0 and the real client SDK, with a real worker
+//! running real tfhe-rs, on SQLite and on the real PostgreSQL.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tenebra_client::http::{Client, HttpError, Task};
+use tenebra_client::{decrypt, encrypt};
+use tenebra_engine::bundle::{self, Kind};
+use tenebra_engine::test_support::{client_keys, test_key_dir};
+use tenebra_server::worker::{self, WorkerConfig};
+use tenebra_server::{create_tenant, open, serve, AppState, Settings};
+use tokio::sync::watch;
+
+const PG: &str = "postgres://postgres@127.0.0.1:5432";
+
+struct Service {
+    base: String,
+    state: AppState,
+    stop: watch::Sender<bool>,
+    worker_stop: Option<watch::Sender<bool>>,
+    _dir: tempfile::TempDir,
+    pg_db: Option<String>,
+}
+
+async fn start(postgres: bool) -> Service {
+    let dir = tempfile::tempdir().unwrap();
+    let pg_db = if postgres {
+        let name = format!(
+            "tenebra_tasks_{}",
+            tenebra_store::new_id("db").trim_start_matches("db_")
+        );
+        let admin = sqlx::PgPool::connect(&format!("{PG}/test")).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        admin.close().await;
+        Some(name)
+    } else {
+        None
+    };
+    let settings = Settings {
+        data_dir: dir.path().to_owned(),
+        database_url: pg_db.as_ref().map(|n| format!("{PG}/{n}")),
+        secret_hex: None,
+    };
+    let state = open(&settings).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, rx) = watch::channel(false);
+    let s = state.clone();
+    tokio::spawn(async move {
+        let mut rx = rx;
+        serve(listener, s, async move {
+            let _ = rx.wait_for(|v| *v).await;
+        })
+        .await
+        .unwrap();
+    });
+    Service {
+        base,
+        state,
+        stop,
+        worker_stop: None,
+        _dir: dir,
+        pg_db,
+    }
+}
+
+impl Service {
+    fn start_worker(&mut self, result_ttl: Duration) {
+        let (tx, rx) = watch::channel(false);
+        let cfg = WorkerConfig {
+            lease: Duration::from_secs(6),
+            poll: Duration::from_millis(500),
+            result_ttl,
+            ..WorkerConfig::default()
+        };
+        tokio::spawn(worker::run(self.state.clone(), cfg, rx));
+        self.worker_stop = Some(tx);
+    }
+
+    async fn stop(self) {
+        if let Some(w) = &self.worker_stop {
+            let _ = w.send(true);
+        }
+        let _ = self.stop.send(true);
+        self.state.store.close().await;
+        if let Some(name) = &self.pg_db {
+            let admin = sqlx::PgPool::connect(&format!("{PG}/test")).await.unwrap();
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&admin)
+                .await
+                .unwrap();
+            admin.close().await;
+        }
+    }
+}
+
+fn api_code(r: Result<impl std::fmt::Debug, HttpError>) -> (u16, String) {
+    match r {
+        Err(HttpError::Api { status, code, .. }) => (status, code),
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+/// An input bundle whose header says something else than what `encrypt` wrote.
+fn with_header(bytes: &[u8], edit: impl FnOnce(&mut bundle::Header)) -> Vec<u8> {
+    let (mut header, payload) = bundle::read(bytes, Kind::Input).unwrap();
+    edit(&mut header);
+    bundle::write(Kind::Input, &header, payload).unwrap()
+}
+
+async fn wait_until(client: &Client, id: &str, what: impl Fn(&Task) -> bool) -> Task {
+    for _ in 0..600 {
+        let t = client.task(id).await.unwrap();
+        if what(&t) {
+            return t;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("task {id} never reached the expected state");
+}
+
+async fn story(postgres: bool) {
+    let mut s = start(postgres).await;
+    let (_, token_a) = create_tenant(&s.state, "acme").await.unwrap();
+    let (_, token_b) = create_tenant(&s.state, "globex").await.unwrap();
+    let a = Client::new(&s.base, &token_a);
+    let b = Client::new(&s.base, &token_b);
+    let keys = client_keys();
+    let weights = tenebra_functions::find("weight_stats").unwrap();
+    let sleep = tenebra_functions::find("sleep_quality").unwrap();
+    let input = json!({"weights": [680, 650, 0, 65535, 705]});
+    let enc = encrypt(keys, weights, &input).unwrap();
+
+    // Refused at submit: no key set yet, garbage, unknown function, another circuit version.
+    assert_eq!(
+        api_code(a.submit_task(enc.clone(), None).await),
+        (400, "unknown_key_set".into())
+    );
+    let upload = tenebra_engine::keys::read_upload(&test_key_dir()).unwrap();
+    a.upload_key_set(upload).await.unwrap();
+    let bad_inputs = [
+        (b"garbage".to_vec(), "invalid_input"),
+        (
+            with_header(&enc, |h| h.function = "nope".into()),
+            "unknown_function",
+        ),
+        (with_header(&enc, |h| h.size = 1_000_000), "invalid_size"),
+        (
+            with_header(&enc, |h| h.circuit_id = "0".repeat(64)),
+            "circuit_mismatch",
+        ),
+    ];
+    for (bytes, code) in bad_inputs {
+        assert_eq!(
+            api_code(a.submit_task(bytes, None).await),
+            (400, code.into())
+        );
+    }
+    // Tenant b has not uploaded the key set: the same input is refused for b.
+    assert_eq!(
+        api_code(b.submit_task(enc.clone(), None).await),
+        (400, "unknown_key_set".into())
+    );
+
+    // Queued while no worker runs.
+    let t1 = a.submit_task(enc.clone(), Some("weights-1")).await.unwrap();
+    assert_eq!(t1.status, "queued");
+    assert!(t1.cost_cu > 0);
+    let again = a.submit_task(enc.clone(), Some("weights-1")).await.unwrap();
+    assert_eq!(again.id, t1.id, "same Idempotency-Key, same task");
+    let other = encrypt(keys, weights, &json!({"weights": [1, 2, 3, 4, 5]})).unwrap();
+    assert_eq!(
+        api_code(a.submit_task(other, Some("weights-1")).await),
+        (409, "idempotency_conflict".into())
+    );
+    // A header that passes but a payload that does not: fails in the worker, once.
+    let (_, payload) = bundle::read(&enc, Kind::Input).unwrap();
+    let mut broken = enc[..enc.len() - payload.len()].to_vec();
+    broken.extend_from_slice(&payload[..payload.len() / 2]);
+    let t2 = a.submit_task(broken, None).await.unwrap();
+    let t3 = a.submit_task(enc.clone(), None).await.unwrap();
+    let records = json!({"records": [[0,0,120],[3,120,150],[0,150,210],[4,210,240],[0,240,300]]});
+    let t4 = a
+        .submit_task(encrypt(keys, sleep, &records).unwrap(), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        api_code(a.task_result(&t1.id).await),
+        (409, "not_ready".into())
+    );
+
+    // Another tenant sees none of it.
+    assert_eq!(api_code(b.task(&t1.id).await), (404, "not_found".into()));
+    assert_eq!(
+        api_code(b.cancel_task(&t1.id).await),
+        (404, "not_found".into())
+    );
+    assert_eq!(
+        api_code(b.task_result(&t1.id).await),
+        (404, "not_found".into())
+    );
+    assert!(b.tasks(None, 10, None).await.unwrap().tasks.is_empty());
+
+    // A queued task cancels at once.
+    let c3 = a.cancel_task(&t3.id).await.unwrap();
+    assert_eq!(c3.status, "cancelled");
+    assert_eq!(
+        api_code(a.task_result(&t3.id).await),
+        (409, "task_cancelled".into())
+    );
+
+    s.start_worker(Duration::from_secs(8));
+    let d1 = a.wait_task(&t1.id, |_| {}).await.unwrap();
+    assert_eq!(d1.status, "succeeded", "{d1:?}");
+    let result = a.task_result(&t1.id).await.unwrap();
+    assert_eq!(Some(result.len() as i64), d1.result_bytes);
+    let got = decrypt(keys, weights, &result).unwrap();
+    assert_eq!(got, weights.reference(&input).unwrap());
+    assert_eq!((&got["min"], &got["max"]), (&json!(0), &json!(65535)));
+    assert_eq!(d1.attempts, 1);
+    assert!(d1.progress.total > 0 && d1.progress.done == d1.progress.total);
+    assert!(d1.wall_ms.unwrap() > 0 && d1.expires_at.is_some());
+
+    let d2 = a.wait_task(&t2.id, |_| {}).await.unwrap();
+    assert_eq!(d2.status, "failed");
+    assert_eq!(d2.error.as_ref().unwrap().code, "invalid_input");
+    assert_eq!(d2.attempts, 1, "bad input is not retried");
+    assert_eq!(
+        api_code(a.task_result(&t2.id).await),
+        (409, "task_failed".into())
+    );
+
+    // A running task stops at its next step.
+    wait_until(&a, &t4.id, |t| t.status == "running" && t.progress.done > 0).await;
+    let c4 = a.cancel_task(&t4.id).await.unwrap();
+    assert!(c4.cancel_requested || c4.status == "cancelled", "{c4:?}");
+    let d4 = a.wait_task(&t4.id, |_| {}).await.unwrap();
+    assert_eq!(d4.status, "cancelled");
+    assert!(d4.progress.done < d4.progress.total, "{d4:?}");
+
+    // Listing: newest first, filtered, paginated.
+    let all = a.tasks(None, 10, None).await.unwrap();
+    let ids: Vec<&str> = all.tasks.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, [&t4.id, &t3.id, &t2.id, &t1.id]);
+    let cancelled = a.tasks(Some("cancelled"), 10, None).await.unwrap();
+    assert_eq!(cancelled.tasks.len(), 2);
+    let first = a.tasks(None, 3, None).await.unwrap();
+    let rest = a.tasks(None, 3, first.next.as_deref()).await.unwrap();
+    assert_eq!((first.tasks.len(), rest.tasks.len()), (3, 1));
+    assert_eq!(
+        api_code(a.tasks(Some("sideways"), 10, None).await),
+        (400, "invalid_request".into())
+    );
+
+    // Prometheus metrics.
+    let metrics = reqwest::get(format!("{}/metrics", s.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "tenebra_queue_depth",
+        "tenebra_task_seconds",
+        "tenebra_http_request_seconds",
+        "tenebra_key_cache_misses_total",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics");
+    }
+
+    // Results expire: the status says so and the blob is gone.
+    let expires_at = d1.expires_at.unwrap();
+    let wait_ms = (expires_at - tenebra_store::now_ms()).max(0) as u64 + 50;
+    tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+    tenebra_server::worker::expire_results(&s.state).await;
+    assert_eq!(a.task(&t1.id).await.unwrap().status, "expired");
+    assert_eq!(
+        api_code(a.task_result(&t1.id).await),
+        (410, "result_expired".into())
+    );
+    assert_eq!(blob_count(&s.state.blobs, "result"), 0);
+    assert_eq!(
+        blob_count(&s.state.blobs, "input"),
+        0,
+        "inputs go when tasks end"
+    );
+    s.stop().await;
+}
+
+fn blob_count(dir: &std::path::Path, ext: &str) -> usize {
+    std::fs::read_dir(dir).map_or(0, |rd| {
+        rd.flatten()
+            .map(|e| {
+                let p = e.path();
+                if p.is_dir() {
+                    blob_count(&p, ext)
+                } else {
+                    usize::from(p.extension().is_some_and(|x| x == ext))
+                }
+            })
+            .sum()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_on_sqlite() {
+    story(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_on_postgres() {
+    story(true).await;
+}

@@ -1,0 +1,616 @@
+//! Tasks and their queue.
+//!
+//! A task row is also its queue entry. Workers claim the oldest runnable row (queued and due,
+//! or running with an expired lease) by setting a lease and incrementing its `fence`; every
+//! later write of the worker (heartbeat, finish, retry, release) names that fence and fails
+//! with [`StoreError::LeaseLost`] once another worker has claimed the row. PostgreSQL claims
+//! with `FOR UPDATE SKIP LOCKED` and announces new tasks with `NOTIFY`; SQLite serializes
+//! writers, so its claim is a plain `UPDATE ... RETURNING`.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::Row;
+
+use crate::{now_ms, unique_violation, Store, StoreError};
+
+/// Channel PostgreSQL announces new tasks on.
+pub const TASKS_CHANNEL: &str = "tenebra_tasks";
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TaskStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    /// Succeeded, but its result has passed its time to live and was deleted.
+    Expired,
+}
+
+impl TaskStatus {
+    pub const ALL: [TaskStatus; 6] = [
+        TaskStatus::Queued,
+        TaskStatus::Running,
+        TaskStatus::Succeeded,
+        TaskStatus::Failed,
+        TaskStatus::Cancelled,
+        TaskStatus::Expired,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Queued => "queued",
+            TaskStatus::Running => "running",
+            TaskStatus::Succeeded => "succeeded",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Cancelled => "cancelled",
+            TaskStatus::Expired => "expired",
+        }
+    }
+
+    /// Whether the task will not change any more (except a result expiring).
+    pub fn is_final(self) -> bool {
+        !matches!(self, TaskStatus::Queued | TaskStatus::Running)
+    }
+}
+
+impl FromStr for TaskStatus {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        TaskStatus::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| {
+                StoreError::Invalid(format!(
+                    "unknown task status `{s}` (expected queued, running, succeeded, failed, \
+                     cancelled or expired)"
+                ))
+            })
+    }
+}
+
+/// What a client asks to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTask {
+    /// Chosen by the caller (it names the input blob written before the row).
+    pub id: String,
+    pub api_key_id: String,
+    pub function: String,
+    pub size: i64,
+    pub circuit_id: String,
+    pub key_set_id: String,
+    pub idempotency_key: Option<String>,
+    pub input_sha256: String,
+    pub input_bytes: i64,
+    pub cost_cu: i64,
+}
+
+/// A task's row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Task {
+    pub id: String,
+    pub tenant_id: String,
+    pub api_key_id: String,
+    pub function: String,
+    pub size: i64,
+    pub circuit_id: String,
+    pub key_set_id: String,
+    pub status: TaskStatus,
+    pub idempotency_key: Option<String>,
+    pub input_sha256: String,
+    pub input_bytes: i64,
+    pub result_bytes: Option<i64>,
+    pub cost_cu: i64,
+    pub progress_done: i64,
+    pub progress_total: i64,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub cancel_requested: bool,
+    pub attempts: i64,
+    /// Incremented by every claim; a worker's writes name the value it claimed with.
+    pub fence: i64,
+    pub worker_id: Option<String>,
+    pub lease_until: Option<i64>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub wall_ms: Option<i64>,
+    pub expires_at: Option<i64>,
+}
+
+/// How a worker's run of a task ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded { result_bytes: i64, expires_at: i64 },
+    Failed { code: String, message: String },
+    Cancelled,
+}
+
+/// One page of a tenant's tasks, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskPage {
+    pub tasks: Vec<Task>,
+    /// Pass as `after` to get the next page; `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// What submitting did.
+#[derive(Debug)]
+pub enum Submitted {
+    Created(Task),
+    /// The tenant already submitted a task with this idempotency key.
+    Existing(Task),
+}
+
+macro_rules! select_tasks {
+    () => {
+        "SELECT id, tenant_id, api_key_id, function, size, circuit_id, key_set_id, status, \
+         idempotency_key, input_sha256, input_bytes, result_bytes, cost_cu, progress_done, \
+         progress_total, error_code, error_message, cancel_requested, attempts, fence, \
+         worker_id, lease_until, created_at, started_at, finished_at, wall_ms, expires_at \
+         FROM tasks "
+    };
+}
+
+macro_rules! returning_tasks {
+    () => {
+        " RETURNING id, tenant_id, api_key_id, function, size, circuit_id, key_set_id, status, \
+         idempotency_key, input_sha256, input_bytes, result_bytes, cost_cu, progress_done, \
+         progress_total, error_code, error_message, cancel_requested, attempts, fence, \
+         worker_id, lease_until, created_at, started_at, finished_at, wall_ms, expires_at"
+    };
+}
+
+macro_rules! task_from_row {
+    ($row:expr) => {{
+        let row = $row;
+        let status: String = row.try_get("status")?;
+        Ok::<Task, StoreError>(Task {
+            id: row.try_get("id")?,
+            tenant_id: row.try_get("tenant_id")?,
+            api_key_id: row.try_get("api_key_id")?,
+            function: row.try_get("function")?,
+            size: row.try_get("size")?,
+            circuit_id: row.try_get("circuit_id")?,
+            key_set_id: row.try_get("key_set_id")?,
+            status: status.parse()?,
+            idempotency_key: row.try_get("idempotency_key")?,
+            input_sha256: row.try_get("input_sha256")?,
+            input_bytes: row.try_get("input_bytes")?,
+            result_bytes: row.try_get("result_bytes")?,
+            cost_cu: row.try_get("cost_cu")?,
+            progress_done: row.try_get("progress_done")?,
+            progress_total: row.try_get("progress_total")?,
+            error_code: row.try_get("error_code")?,
+            error_message: row.try_get("error_message")?,
+            cancel_requested: row.try_get("cancel_requested")?,
+            attempts: row.try_get("attempts")?,
+            fence: row.try_get("fence")?,
+            worker_id: row.try_get("worker_id")?,
+            lease_until: row.try_get("lease_until")?,
+            created_at: row.try_get("created_at")?,
+            started_at: row.try_get("started_at")?,
+            finished_at: row.try_get("finished_at")?,
+            wall_ms: row.try_get("wall_ms")?,
+            expires_at: row.try_get("expires_at")?,
+        })
+    }};
+}
+
+/// Runs a query returning at most one task row.
+macro_rules! fetch_task {
+    ($store:expr, $query:expr, $($arg:expr),*) => {{
+        let q: &'static str = $query;
+        let t = on_pool!($store, p => {
+            let row = sqlx::query(q)$(.bind($arg))*.fetch_optional(p).await?;
+            row.map(|r| task_from_row!(r)).transpose()?
+        });
+        Ok::<Option<Task>, StoreError>(t)
+    }};
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Store {
+    /// Queues a task. With an idempotency key the tenant already used, nothing is inserted
+    /// and the earlier task is returned.
+    pub async fn submit_task(&self, tenant: &str, new: &NewTask) -> Result<Submitted, StoreError> {
+        let now = now_ms();
+        let q = concat!(
+            "INSERT INTO tasks (id, tenant_id, api_key_id, function, size, circuit_id, \
+             key_set_id, status, idempotency_key, input_sha256, input_bytes, cost_cu, \
+             run_after, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', $8, $9, $10, $11, $12, $12)",
+            returning_tasks!()
+        );
+        let inserted = on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let r = sqlx::query(q)
+                .bind(&new.id)
+                .bind(tenant)
+                .bind(&new.api_key_id)
+                .bind(&new.function)
+                .bind(new.size)
+                .bind(&new.circuit_id)
+                .bind(&new.key_set_id)
+                .bind(&new.idempotency_key)
+                .bind(&new.input_sha256)
+                .bind(new.input_bytes)
+                .bind(new.cost_cu)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await;
+            match r {
+                Ok(row) => {
+                    let t = task_from_row!(row)?;
+                    if matches!(self, Store::Postgres(_)) {
+                        // Delivered at commit, so a woken worker finds the row.
+                        sqlx::query("SELECT pg_notify($1, '')")
+                            .bind(TASKS_CHANNEL)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(t)
+                }
+                Err(e) => Err(e),
+            }
+        });
+        match inserted {
+            Ok(t) => Ok(Submitted::Created(t)),
+            Err(e) if unique_violation(&e) => {
+                let key = new.idempotency_key.as_deref().unwrap_or_default();
+                let q = concat!(
+                    select_tasks!(),
+                    "WHERE tenant_id = $1 AND idempotency_key = $2"
+                );
+                let t = fetch_task!(self, q, tenant, key)?;
+                t.map(Submitted::Existing).ok_or(StoreError::NotFound)
+            }
+            Err(sqlx::Error::Database(d)) if d.is_foreign_key_violation() => {
+                Err(StoreError::NotFound)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// One of the tenant's tasks; another tenant's is not found.
+    pub async fn task(&self, tenant: &str, id: &str) -> Result<Task, StoreError> {
+        let q = concat!(select_tasks!(), "WHERE tenant_id = $1 AND id = $2");
+        fetch_task!(self, q, tenant, id)?.ok_or(StoreError::NotFound)
+    }
+
+    /// A task by id alone, for workers (which act for every tenant).
+    pub async fn task_by_id(&self, id: &str) -> Result<Task, StoreError> {
+        let q = concat!(select_tasks!(), "WHERE id = $1");
+        fetch_task!(self, q, id)?.ok_or(StoreError::NotFound)
+    }
+
+    /// The tenant's tasks, newest first, optionally of one status; `after` is the `next`
+    /// of the previous page.
+    pub async fn list_tasks(
+        &self,
+        tenant: &str,
+        status: Option<TaskStatus>,
+        limit: u32,
+        after: Option<&str>,
+    ) -> Result<TaskPage, StoreError> {
+        let (after_time, after_id) = match after {
+            None => (i64::MAX, String::new()),
+            Some(c) => {
+                let bad = || StoreError::Invalid(format!("invalid page cursor `{c}`"));
+                let (t, id) = c.split_once('.').ok_or_else(bad)?;
+                (t.parse::<i64>().map_err(|_| bad())?, id.to_owned())
+            }
+        };
+        let status = status.map_or("", TaskStatus::as_str);
+        let limit = limit.clamp(1, 1000);
+        let q = concat!(
+            select_tasks!(),
+            "WHERE tenant_id = $1 AND ($2 = '' OR status = $2) \
+             AND (created_at < $3 OR (created_at = $3 AND id < $4)) \
+             ORDER BY created_at DESC, id DESC LIMIT $5"
+        );
+        let tasks = on_pool!(self, p => {
+            let rows = sqlx::query(q)
+                .bind(tenant)
+                .bind(status)
+                .bind(after_time)
+                .bind(if after.is_some() { after_id.as_str() } else { "\u{10FFFF}" })
+                .bind(i64::from(limit) + 1)
+                .fetch_all(p)
+                .await?;
+            rows.into_iter().map(|r| task_from_row!(r)).collect::<Result<Vec<_>, _>>()?
+        });
+        let mut tasks = tasks;
+        let next = if tasks.len() > limit as usize {
+            tasks.truncate(limit as usize);
+            tasks.last().map(|t| format!("{}.{}", t.created_at, t.id))
+        } else {
+            None
+        };
+        Ok(TaskPage { tasks, next })
+    }
+
+    /// Cancels one of the tenant's tasks: a queued task ends at once, a running one is
+    /// flagged and its worker stops at the next node. Returns the task as it is now, and
+    /// whether this call cancelled a queued task (its input can go).
+    pub async fn cancel_task(&self, tenant: &str, id: &str) -> Result<(Task, bool), StoreError> {
+        let q = concat!(
+            "UPDATE tasks SET status = 'cancelled', finished_at = $1 \
+             WHERE tenant_id = $2 AND id = $3 AND status = 'queued'",
+            returning_tasks!()
+        );
+        if let Some(t) = fetch_task!(self, q, now_ms(), tenant, id)? {
+            return Ok((t, true));
+        }
+        let q = concat!(
+            "UPDATE tasks SET cancel_requested = TRUE \
+             WHERE tenant_id = $1 AND id = $2 AND status = 'running'",
+            returning_tasks!()
+        );
+        if let Some(t) = fetch_task!(self, q, tenant, id)? {
+            return Ok((t, false));
+        }
+        Ok((self.task(tenant, id).await?, false))
+    }
+
+    /// Claims the next runnable task for `worker` with a lease of `lease`: a queued task
+    /// that is due, or a running one whose worker stopped heartbeating. Before claiming,
+    /// abandoned tasks that were cancelled end as cancelled, and abandoned tasks that used
+    /// `max_attempts` end as failed.
+    pub async fn claim_task(
+        &self,
+        worker: &str,
+        lease: Duration,
+        max_attempts: u32,
+    ) -> Result<Option<Task>, StoreError> {
+        let now = now_ms();
+        let reap_cancelled = "UPDATE tasks SET status = 'cancelled', finished_at = $1, \
+                              worker_id = NULL, lease_until = NULL \
+                              WHERE status = 'running' AND lease_until < $1 AND cancel_requested";
+        let reap_failed = "UPDATE tasks SET status = 'failed', finished_at = $1, \
+                           error_code = 'worker_lost', \
+                           error_message = 'the workers running this task stopped responding', \
+                           worker_id = NULL, lease_until = NULL \
+                           WHERE status = 'running' AND lease_until < $1 AND attempts >= $2";
+        on_pool!(self, p => {
+            sqlx::query(reap_cancelled).bind(now).execute(p).await?;
+            sqlx::query(reap_failed)
+                .bind(now)
+                .bind(i64::from(max_attempts))
+                .execute(p)
+                .await?;
+        });
+        let lease_until = now.saturating_add(ms(lease));
+        let t = match self {
+            Store::Postgres(_) => fetch_task!(
+                self,
+                concat!(
+                    "UPDATE tasks SET status = 'running', attempts = attempts + 1, \
+                     fence = fence + 1, worker_id = $1, lease_until = $2, \
+                     started_at = COALESCE(started_at, $3) \
+                     WHERE id = (SELECT id FROM tasks \
+                        WHERE (status = 'queued' AND run_after <= $3) \
+                           OR (status = 'running' AND lease_until < $3) \
+                        ORDER BY run_after, created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)",
+                    returning_tasks!()
+                ),
+                worker,
+                lease_until,
+                now
+            )?,
+            Store::Sqlite(_) => fetch_task!(
+                self,
+                concat!(
+                    "UPDATE tasks SET status = 'running', attempts = attempts + 1, \
+                     fence = fence + 1, worker_id = $1, lease_until = $2, \
+                     started_at = COALESCE(started_at, $3) \
+                     WHERE id = (SELECT id FROM tasks \
+                        WHERE (status = 'queued' AND run_after <= $3) \
+                           OR (status = 'running' AND lease_until < $3) \
+                        ORDER BY run_after, created_at, id LIMIT 1)",
+                    returning_tasks!()
+                ),
+                worker,
+                lease_until,
+                now
+            )?,
+        };
+        Ok(t)
+    }
+
+    /// Extends a claimed task's lease and records its progress; returns whether the tenant
+    /// asked to cancel it.
+    pub async fn heartbeat_task(
+        &self,
+        id: &str,
+        fence: i64,
+        lease: Duration,
+        done: i64,
+        total: i64,
+    ) -> Result<bool, StoreError> {
+        let q = "UPDATE tasks SET lease_until = $1, progress_done = $2, progress_total = $3 \
+                 WHERE id = $4 AND fence = $5 AND status = 'running' \
+                 RETURNING cancel_requested";
+        let lease_until = now_ms().saturating_add(ms(lease));
+        let r = on_pool!(self, p => {
+            let row = sqlx::query(q)
+                .bind(lease_until)
+                .bind(done)
+                .bind(total)
+                .bind(id)
+                .bind(fence)
+                .fetch_optional(p)
+                .await?;
+            row.map(|r| r.try_get::<bool, _>("cancel_requested")).transpose()?
+        });
+        r.ok_or(StoreError::LeaseLost)
+    }
+
+    /// Records how a claimed task ended.
+    pub async fn finish_task(
+        &self,
+        id: &str,
+        fence: i64,
+        outcome: &Outcome,
+        wall_ms: i64,
+    ) -> Result<Task, StoreError> {
+        let (status, result_bytes, expires_at, code, message) = match outcome {
+            Outcome::Succeeded {
+                result_bytes,
+                expires_at,
+            } => (
+                "succeeded",
+                Some(*result_bytes),
+                Some(*expires_at),
+                None,
+                None,
+            ),
+            Outcome::Failed { code, message } => (
+                "failed",
+                None,
+                None,
+                Some(code.as_str()),
+                Some(message.as_str()),
+            ),
+            Outcome::Cancelled => ("cancelled", None, None, None, None),
+        };
+        let q = concat!(
+            "UPDATE tasks SET status = $1, result_bytes = $2, expires_at = $3, \
+             error_code = $4, error_message = $5, finished_at = $6, wall_ms = $7, \
+             progress_done = CASE WHEN $1 = 'succeeded' THEN progress_total \
+                                  ELSE progress_done END, \
+             worker_id = NULL, lease_until = NULL \
+             WHERE id = $8 AND fence = $9 AND status = 'running'",
+            returning_tasks!()
+        );
+        let t = fetch_task!(
+            self,
+            q,
+            status,
+            result_bytes,
+            expires_at,
+            code,
+            message,
+            now_ms(),
+            wall_ms,
+            id,
+            fence
+        )?;
+        t.ok_or(StoreError::LeaseLost)
+    }
+
+    /// Puts a claimed task back in the queue to run again after `delay` (a failure that may
+    /// pass), or fails it for good when it used `max_attempts`.
+    pub async fn retry_task(
+        &self,
+        id: &str,
+        fence: i64,
+        delay: Duration,
+        max_attempts: u32,
+        message: &str,
+    ) -> Result<Task, StoreError> {
+        let now = now_ms();
+        let q = concat!(
+            "UPDATE tasks SET \
+             status = CASE WHEN attempts >= $1 THEN 'failed' ELSE 'queued' END, \
+             error_code = CASE WHEN attempts >= $1 THEN 'internal' ELSE NULL END, \
+             error_message = CASE WHEN attempts >= $1 THEN CAST($2 AS TEXT) ELSE NULL END, \
+             finished_at = CASE WHEN attempts >= $1 THEN $3 ELSE NULL END, \
+             run_after = $4, worker_id = NULL, lease_until = NULL \
+             WHERE id = $5 AND fence = $6 AND status = 'running'",
+            returning_tasks!()
+        );
+        let t = fetch_task!(
+            self,
+            q,
+            i64::from(max_attempts),
+            message,
+            now,
+            now.saturating_add(ms(delay)),
+            id,
+            fence
+        )?;
+        t.ok_or(StoreError::LeaseLost)
+    }
+
+    /// Gives a claimed task back to the queue untouched (a worker shutting down); the
+    /// attempt does not count.
+    pub async fn release_task(&self, id: &str, fence: i64) -> Result<(), StoreError> {
+        let q = "UPDATE tasks SET status = 'queued', attempts = attempts - 1, run_after = $1, \
+                 worker_id = NULL, lease_until = NULL \
+                 WHERE id = $2 AND fence = $3 AND status = 'running'";
+        let n = on_pool!(self, p => sqlx::query(q)
+            .bind(now_ms())
+            .bind(id)
+            .bind(fence)
+            .execute(p)
+            .await?
+            .rows_affected());
+        if n == 0 {
+            Err(StoreError::LeaseLost)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Marks succeeded tasks whose result passed its time to live as expired; returns them
+    /// (the caller deletes their result blobs).
+    pub async fn expire_results(&self) -> Result<Vec<Task>, StoreError> {
+        let q = concat!(
+            "UPDATE tasks SET status = 'expired' \
+             WHERE status = 'succeeded' AND expires_at <= $1",
+            returning_tasks!()
+        );
+        on_pool!(self, p => {
+            let rows = sqlx::query(q).bind(now_ms()).fetch_all(p).await?;
+            rows.into_iter().map(|r| task_from_row!(r)).collect()
+        })
+    }
+
+    /// Number of queued tasks (for metrics).
+    pub async fn queue_depth(&self) -> Result<i64, StoreError> {
+        let q = "SELECT COUNT(*) AS n FROM tasks WHERE status = 'queued'";
+        on_pool!(self, p => {
+            let row = sqlx::query(q).fetch_one(p).await?;
+            Ok(row.try_get::<i64, _>("n")?)
+        })
+    }
+
+    /// Waits for new tasks: a PostgreSQL listener on the tasks channel, or nothing to
+    /// listen to on SQLite (its workers live in the submitting process).
+    pub async fn task_listener(&self) -> Result<TaskListener, StoreError> {
+        match self {
+            Store::Postgres(p) => {
+                let mut l = sqlx::postgres::PgListener::connect_with(p).await?;
+                l.listen(TASKS_CHANNEL).await?;
+                Ok(TaskListener(Some(l)))
+            }
+            Store::Sqlite(_) => Ok(TaskListener(None)),
+        }
+    }
+}
+
+/// Wake-ups for workers when tasks are submitted (PostgreSQL `LISTEN`).
+pub struct TaskListener(Option<sqlx::postgres::PgListener>);
+
+impl TaskListener {
+    /// Completes when a task may have been submitted; never on SQLite. A lost connection is
+    /// re-established by sqlx; errors just return early (workers also poll).
+    pub async fn wait(&mut self) {
+        match &mut self.0 {
+            Some(l) => {
+                if l.recv().await.is_err() {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            None => std::future::pending().await,
+        }
+    }
+}

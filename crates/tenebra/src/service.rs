@@ -1,0 +1,414 @@
+//! Commands that run or talk to the service: `serve`, `worker`, `run`, `task ...`, `demo`.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use tenebra_client::http::{Client, Task};
+use tenebra_client::{decrypt, encrypt, ClientKeys};
+use tenebra_functions::find;
+use tenebra_server::worker::{self, WorkerConfig, KEY_SET_MEMORY};
+use tokio::sync::watch;
+
+use crate::cli::{load_client_keys, print_json, read_json, ServerArgs, StorageArgs};
+
+/// How workers behave (`tenebra worker`, and the embedded workers of `tenebra serve`).
+#[derive(Debug, clap::Args)]
+pub struct WorkerArgs {
+    /// Tasks a worker runs at once (each already uses every core).
+    #[arg(long, env = "TENEBRA_WORKER_CONCURRENCY", default_value_t = 1)]
+    concurrency: usize,
+    /// Lease of a claimed task in seconds; another worker takes over a task whose worker
+    /// stopped renewing it for this long.
+    #[arg(long, env = "TENEBRA_LEASE_SECS", default_value_t = 30)]
+    lease_secs: u64,
+    /// Runs of a task before it fails for good (after crashes or internal errors).
+    #[arg(long, env = "TENEBRA_MAX_ATTEMPTS", default_value_t = 3)]
+    max_attempts: u32,
+    /// Memory for decompressed evaluation keys, in MiB (~200 MiB per key set).
+    #[arg(long, env = "TENEBRA_KEY_CACHE_MIB", default_value_t = 800)]
+    key_cache_mib: u64,
+    /// How long results are kept, in seconds.
+    #[arg(long, env = "TENEBRA_RESULT_TTL_SECS", default_value_t = 86_400)]
+    result_ttl_secs: u64,
+    /// Seconds running tasks may finish after SIGTERM before they go back to the queue.
+    #[arg(long, env = "TENEBRA_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    shutdown_grace_secs: u64,
+}
+
+impl WorkerArgs {
+    fn config(&self) -> Result<WorkerConfig> {
+        if self.lease_secs < 3 {
+            bail!("--lease-secs must be at least 3");
+        }
+        Ok(WorkerConfig {
+            concurrency: self.concurrency.max(1),
+            lease: Duration::from_secs(self.lease_secs),
+            max_attempts: self.max_attempts.max(1),
+            key_cache_bytes: (self.key_cache_mib << 20).max(KEY_SET_MEMORY),
+            result_ttl: Duration::from_secs(self.result_ttl_secs),
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            ..WorkerConfig::default()
+        })
+    }
+}
+
+/// Task commands.
+#[derive(Debug, clap::Subcommand)]
+pub enum TaskCommand {
+    /// Submit an encrypted input (from `tenebra encrypt`); prints the task id.
+    Submit {
+        #[arg(long)]
+        input: PathBuf,
+        /// Submitting again with the same key returns the same task.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// Print a task's status as JSON.
+    Status { id: String },
+    /// Wait until a task ends (progress on stderr); prints its final status as JSON.
+    Wait { id: String },
+    /// Download a succeeded task's encrypted result.
+    Result {
+        id: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Cancel a task (a running one stops at its next step).
+    Cancel { id: String },
+    /// List tasks, newest first.
+    List {
+        /// Only tasks in this status (queued, running, succeeded, failed, cancelled, expired).
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// A stop signal for servers and workers: turns true on SIGINT/SIGTERM.
+fn stop_on_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// `tenebra serve`: the API, plus in-process workers unless `no_worker`.
+pub fn serve(
+    listen: &str,
+    storage: &StorageArgs,
+    workers: &WorkerArgs,
+    no_worker: bool,
+) -> Result<()> {
+    let cfg = workers.config()?;
+    runtime()?.block_on(async {
+        let state = tenebra_server::open(&storage.settings())
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listening on {listen}"))?;
+        eprintln!("tenebra listening on http://{}", listener.local_addr()?);
+        let stop = stop_on_signal();
+        let worker =
+            (!no_worker).then(|| tokio::spawn(worker::run(state.clone(), cfg, stop.clone())));
+        tenebra_server::serve(listener, state.clone(), stopped(stop)).await?;
+        if let Some(w) = worker {
+            w.await??;
+        }
+        state.store.close().await;
+        eprintln!("tenebra stopped");
+        Ok(())
+    })
+}
+
+/// `tenebra worker`: claims and runs tasks until SIGINT/SIGTERM.
+pub fn worker(storage: &StorageArgs, workers: &WorkerArgs) -> Result<()> {
+    let cfg = workers.config()?;
+    runtime()?.block_on(async {
+        let state = tenebra_server::open(&storage.settings())
+            .await
+            .map_err(anyhow::Error::msg)?;
+        eprintln!("tenebra worker {} started", cfg.id);
+        worker::run(state.clone(), cfg, stop_on_signal()).await?;
+        state.store.close().await;
+        eprintln!("tenebra worker stopped");
+        Ok(())
+    })
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+/// A progress bar on stderr (when it is a terminal) that follows a task's status.
+struct TaskBar(Option<indicatif::ProgressBar>);
+
+impl TaskBar {
+    fn new() -> Self {
+        if !std::io::stderr().is_terminal() {
+            return Self(None);
+        }
+        let bar = indicatif::ProgressBar::new(0);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {msg:9} {bar:40} {pos}/{len} ops",
+        ) {
+            bar.set_style(style);
+        }
+        Self(Some(bar))
+    }
+
+    fn update(&self, t: &Task) {
+        if let Some(b) = &self.0 {
+            b.set_message(t.status.clone());
+            b.set_length(t.progress.total.max(0) as u64);
+            b.set_position(t.progress.done.max(0) as u64);
+        }
+    }
+
+    fn finish(self) {
+        if let Some(b) = self.0 {
+            b.finish_and_clear();
+        }
+    }
+}
+
+async fn wait(client: &Client, id: &str) -> Result<Task> {
+    let bar = TaskBar::new();
+    let t = client.wait_task(id, |t| bar.update(t)).await;
+    bar.finish();
+    Ok(t?)
+}
+
+/// Fails unless the task succeeded, with its reason.
+fn succeeded(t: &Task) -> Result<()> {
+    match (t.status.as_str(), &t.error) {
+        ("succeeded", _) => Ok(()),
+        (_, Some(e)) => bail!("task {} {}: {} ({})", t.id, t.status, e.message, e.code),
+        (s, None) => bail!("task {} {s}", t.id),
+    }
+}
+
+pub fn task(server: &ServerArgs, command: TaskCommand) -> Result<()> {
+    let client = Client::new(&server.url, &server.api_key);
+    runtime()?.block_on(async {
+        match command {
+            TaskCommand::Submit {
+                input,
+                idempotency_key,
+            } => {
+                let bytes = crate::cli::read_limited(&input, crate::cli::BUNDLE_LIMIT)?;
+                let t = client
+                    .submit_task(bytes, idempotency_key.as_deref())
+                    .await?;
+                eprintln!("task {} {} ({} CU)", t.id, t.status, t.cost_cu);
+                println!("{}", t.id);
+                Ok(())
+            }
+            TaskCommand::Status { id } => print_task(&client.task(&id).await?),
+            TaskCommand::Wait { id } => {
+                let t = wait(&client, &id).await?;
+                print_task(&t)?;
+                succeeded(&t)
+            }
+            TaskCommand::Result { id, out } => {
+                let bytes = client.task_result(&id).await?;
+                crate::cli::write_file(&out, &bytes)
+            }
+            TaskCommand::Cancel { id } => print_task(&client.cancel_task(&id).await?),
+            TaskCommand::List { status, limit } => {
+                let page = client.tasks(status.as_deref(), limit, None).await?;
+                for t in page.tasks {
+                    println!(
+                        "{}  {:9}  {}[{}]  {} CU  {}/{} ops",
+                        t.id,
+                        t.status,
+                        t.function,
+                        t.size,
+                        t.cost_cu,
+                        t.progress.done,
+                        t.progress.total
+                    );
+                }
+                Ok(())
+            }
+        }
+    })
+}
+
+fn print_task(t: &Task) -> Result<()> {
+    print_json(&serde_json::to_value(t)?)
+}
+
+/// Makes sure the server has the key set in `dir`; returns its server-side id.
+async fn ensure_uploaded(client: &Client, keys: &ClientKeys, dir: &Path) -> Result<String> {
+    let fingerprint = keys.id().to_string();
+    if let Some(k) = client.key_set_by_fingerprint(&fingerprint).await? {
+        return Ok(k.id);
+    }
+    eprintln!("uploading key set {fingerprint} ...");
+    let body = tenebra_engine::keys::read_upload(dir)
+        .with_context(|| format!("reading keys from {}", dir.display()))?;
+    Ok(client.upload_key_set(body).await?.id)
+}
+
+/// `tenebra run`: encrypt, upload the key set if needed, submit, wait, download, decrypt,
+/// and print the result JSON.
+pub fn run_remote(server: &ServerArgs, keys: &Path, function: &str, input: &Path) -> Result<()> {
+    let f = find(function)?;
+    let json = read_json(input)?;
+    f.encode(&json)?;
+    let client_keys = load_client_keys(keys)?;
+    let client = Client::new(&server.url, &server.api_key);
+    let value = runtime()?.block_on(async {
+        ensure_uploaded(&client, &client_keys, keys).await?;
+        let enc = encrypt(&client_keys, f, &json)?;
+        let t = client.submit_task(enc, None).await?;
+        let t = wait(&client, &t.id).await?;
+        succeeded(&t)?;
+        let bytes = client.task_result(&t.id).await?;
+        anyhow::Ok(decrypt(&client_keys, f, &bytes)?)
+    })?;
+    print_json(&value)
+}
+
+/// The README's main job: start the service with embedded defaults, then act as a client:
+/// keys, upload, and every built-in encrypted, run by the service, decrypted, and checked
+/// against its plaintext reference.
+pub fn demo(keys: Option<PathBuf>, data_dir: Option<PathBuf>) -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let keys = keys.unwrap_or_else(|| tmp.path().join("keys"));
+    let data_dir = data_dir.unwrap_or_else(|| tmp.path().join("data"));
+    runtime()?.block_on(async {
+        let settings = tenebra_server::Settings {
+            data_dir: data_dir.clone(),
+            database_url: None,
+            secret_hex: None,
+        };
+        let state = tenebra_server::open(&settings)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let (tx, stop) = watch::channel(false);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let server = tokio::spawn(tenebra_server::serve(
+            listener,
+            state.clone(),
+            stopped(stop.clone()),
+        ));
+        let worker = tokio::spawn(worker::run(
+            state.clone(),
+            WorkerConfig::default(),
+            stop.clone(),
+        ));
+        eprintln!(
+            "service on {url} (SQLite and blobs in {}, in-process worker)",
+            data_dir.display()
+        );
+        let tenant = format!("demo-{}", &tenebra_store::new_id("t")[2..10]);
+        let (_, token) = tenebra_server::create_tenant(&state, &tenant)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+        let outcome = demo_client(&url, &token, &keys).await;
+        let _ = tx.send(true);
+        server.await??;
+        worker.await??;
+        state.store.close().await;
+        outcome
+    })
+}
+
+async fn demo_client(url: &str, token: &str, dir: &Path) -> Result<()> {
+    let client = Client::new(url, token);
+    let dir_owned = dir.to_owned();
+    let keys = tokio::task::spawn_blocking(move || -> Result<ClientKeys> {
+        if !dir_owned.join(tenebra_engine::keys::MANIFEST_FILE).exists() {
+            eprintln!(
+                "client: generating a key set in {} ...",
+                dir_owned.display()
+            );
+            ClientKeys::generate(&dir_owned)?;
+        }
+        load_client_keys(&dir_owned)
+    })
+    .await??;
+    let started = Instant::now();
+    ensure_uploaded(&client, &keys, dir).await?;
+    eprintln!(
+        "client: key set uploaded in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let samples = [
+        (
+            "weight_stats",
+            serde_json::json!({"weights": [680, 650, 690, 700, 705]}),
+        ),
+        (
+            "sleep_quality",
+            serde_json::json!({"records": [[0,0,120],[3,120,150],[0,150,210],[4,210,240],[0,240,300]]}),
+        ),
+    ];
+    for (name, input) in samples {
+        let f = find(name)?;
+        let enc = encrypt(&keys, f, &input)?;
+        let sent = enc.len();
+        let started = Instant::now();
+        let t = client.submit_task(enc, None).await?;
+        let t = wait(&client, &t.id).await?;
+        succeeded(&t)?;
+        let res = client.task_result(&t.id).await?;
+        let e2e = started.elapsed().as_secs_f64();
+        let got: Value = decrypt(&keys, f, &res)?;
+        let want = f.simulate(&input)?;
+        println!("{name}: input {input}");
+        println!(
+            "  encrypted result {got}  (task {}: {} CU, server {:.2} s, end to end {e2e:.2} s, \
+             {sent} bytes in, {} bytes out)",
+            t.id,
+            t.cost_cu,
+            t.wall_ms.unwrap_or(0) as f64 / 1000.0,
+            res.len()
+        );
+        println!("  plaintext check  {want}");
+        if got != want {
+            bail!("{name}: the decrypted result differs from the plaintext simulation");
+        }
+    }
+    println!(
+        "demo ok: every encrypted result computed by the service matches its plaintext reference"
+    );
+    Ok(())
+}
