@@ -173,12 +173,24 @@ pub struct ServerArgs {
     #[arg(
         long = "server",
         env = "TENEBRA_SERVER",
-        default_value = "http://127.0.0.1:8080"
+        default_value = "http://127.0.0.1:8080",
+        global = true
     )]
     pub url: String,
     /// API key (`tnb_...`).
-    #[arg(long, env = "TENEBRA_API_KEY", hide_env_values = true)]
-    pub api_key: String,
+    #[arg(long, env = "TENEBRA_API_KEY", hide_env_values = true, global = true)]
+    pub api_key: Option<String>,
+}
+
+impl ServerArgs {
+    /// A client for the server, with the API key.
+    pub fn client(&self) -> Result<tenebra_client::http::Client> {
+        let key = self
+            .api_key
+            .as_deref()
+            .context("an API key is needed: --api-key or TENEBRA_API_KEY")?;
+        Ok(tenebra_client::http::Client::new(&self.url, key))
+    }
 }
 
 /// Where the service keeps its state.
@@ -275,7 +287,7 @@ pub fn run(cli: Cli) -> Result<()> {
         } => {
             let body = tenebra_engine::keys::read_upload(&keys)
                 .with_context(|| format!("reading keys from {}", keys.display()))?;
-            let client = tenebra_client::http::Client::new(&server.url, &server.api_key);
+            let client = server.client()?;
             let ks = runtime()?.block_on(client.upload_key_set(body))?;
             eprintln!(
                 "key set {} ({} bytes) is on {}",

@@ -223,7 +223,7 @@ fn succeeded(t: &Task) -> Result<()> {
 }
 
 pub fn task(server: &ServerArgs, command: TaskCommand) -> Result<()> {
-    let client = Client::new(&server.url, &server.api_key);
+    let client = server.client()?;
     runtime()?.block_on(async {
         match command {
             TaskCommand::Submit {
@@ -292,7 +292,7 @@ pub fn run_remote(server: &ServerArgs, keys: &Path, function: &str, input: &Path
     let json = read_json(input)?;
     f.encode(&json)?;
     let client_keys = load_client_keys(keys)?;
-    let client = Client::new(&server.url, &server.api_key);
+    let client = server.client()?;
     let value = runtime()?.block_on(async {
         ensure_uploaded(&client, &client_keys, keys).await?;
         let enc = encrypt(&client_keys, f, &json)?;

@@ -284,12 +284,248 @@ fn serve_and_admin_create_a_tenant_then_stop_on_sigterm() {
     assert!(!denied.status.success());
     let why = String::from_utf8_lossy(&denied.stderr);
     assert!(why.contains("401 unauthorized"), "{why}");
+
+    // One shot: encrypt, submit, wait, download, decrypt; prints what `simulate` prints.
+    let input = write(
+        tmp.path(),
+        "w.json",
+        r#"{"weights": [680, 650, 690, 700, 705]}"#,
+    );
+    let keys_arg = keys.to_str().unwrap();
+    let remote = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--server", &server_url]);
+        let out = Command::new(env!("CARGO_BIN_EXE_tenebra"))
+            .args(&all)
+            .env("TENEBRA_API_KEY", &token)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (
+            out.status.success(),
+            String::from_utf8(out.stdout).unwrap(),
+            err,
+        )
+    };
+    let want = ok(&["simulate", "--function", "weight_stats", "--input", &input]);
+    let args = [
+        "run",
+        "--keys",
+        keys_arg,
+        "--function",
+        "weight_stats",
+        "--input",
+        &input,
+    ];
+    let (good, got, err) = remote(&args);
+    assert!(good, "{err}");
+    assert_eq!(got, want);
+    // Step by step: the same result through `task submit | wait | result` and `decrypt`.
+    let enc = tmp.path().join("w.enc");
+    let res = tmp.path().join("w.res");
+    let (enc, res) = (enc.to_str().unwrap(), res.to_str().unwrap());
+    ok(&[
+        "encrypt",
+        "--keys",
+        keys_arg,
+        "--function",
+        "weight_stats",
+        "--input",
+        &input,
+        "--out",
+        enc,
+    ]);
+    let (good, id, err) = remote(&["task", "submit", "--input", enc]);
+    assert!(good, "{err}");
+    let id = id.trim();
+    let (good, status, err) = remote(&["task", "wait", id]);
+    assert!(good, "{err}");
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["status"], "succeeded");
+    let (good, _, err) = remote(&["task", "result", id, "--out", res]);
+    assert!(good, "{err}");
+    let got = ok(&[
+        "decrypt",
+        "--keys",
+        keys_arg,
+        "--function",
+        "weight_stats",
+        "--input",
+        res,
+    ]);
+    assert_eq!(got, want);
+    let (good, list, _) = remote(&["task", "list", "--status", "succeeded"]);
+    assert!(
+        good && list.lines().count() == 2 && list.contains(id),
+        "{list}"
+    );
+    let (good, _, err) = remote(&["task", "status", "task_nope"]);
+    assert!(!good && err.contains("404 not_found"), "{err}");
     // Graceful shutdown on SIGTERM.
     Command::new("kill")
         .args(["-TERM", &server.0.id().to_string()])
         .status()
         .unwrap();
     assert!(server.0.wait().unwrap().success());
+}
+
+fn spawn(args: &[&str]) -> KillOnDrop {
+    KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_tenebra"))
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn pg_admin(sql: &str) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let admin = sqlx::PgPool::connect("postgres://postgres@127.0.0.1:5432/test")
+            .await
+            .unwrap();
+        sqlx::query(sql).execute(&admin).await.unwrap();
+        admin.close().await;
+    });
+}
+
+/// Cluster mode on the real PostgreSQL: an API node without workers and separate worker
+/// processes. A worker killed mid-task loses its lease and another one finishes the task;
+/// a worker stopped with SIGTERM gives its task back to the queue.
+#[test]
+fn cluster_workers_take_over_from_a_killed_worker() {
+    let db = format!("tenebra_cli_{}", std::process::id());
+    pg_admin(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+    pg_admin(&format!("CREATE DATABASE {db}"));
+    let url = format!("postgres://postgres@127.0.0.1:5432/{db}");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("shared");
+    let data = data.to_str().unwrap();
+    let storage = ["--data-dir", data, "--database-url", &url];
+    let mut args = vec!["admin", "tenants", "create", "acme"];
+    args.extend(storage);
+    let token = ok(&args).lines().last().unwrap().to_owned();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let server_url = format!("http://{listen}");
+    let mut args = vec!["serve", "--no-worker", "--listen", &listen];
+    args.extend(storage);
+    let _api = spawn(&args);
+    let http = reqwest::blocking::Client::new();
+    for _ in 0..100 {
+        if http.get(format!("{server_url}/readyz")).send().is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let worker_args = {
+        let mut a = vec!["worker", "--lease-secs", "3", "--shutdown-grace-secs", "0"];
+        a.extend(storage);
+        a
+    };
+    let keys = test_key_dir();
+    let keys_arg = keys.to_str().unwrap();
+    let input = write(
+        tmp.path(),
+        "w.json",
+        r#"{"weights": [680, 650, 690, 700, 705]}"#,
+    );
+    let enc = tmp.path().join("w.enc");
+    let enc = enc.to_str().unwrap();
+    ok(&[
+        "encrypt",
+        "--keys",
+        keys_arg,
+        "--function",
+        "weight_stats",
+        "--input",
+        &input,
+        "--out",
+        enc,
+    ]);
+    let remote = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--server", &server_url]);
+        let out = Command::new(env!("CARGO_BIN_EXE_tenebra"))
+            .args(&all)
+            .env("TENEBRA_API_KEY", &token)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    remote(&["keys", "upload", "--keys", keys_arg]);
+    let status = |id: &str| -> serde_json::Value {
+        serde_json::from_str(&remote(&["task", "status", id])).unwrap()
+    };
+    let wait_for = |id: &str, what: &dyn Fn(&serde_json::Value) -> bool| {
+        for _ in 0..1200 {
+            let s = status(id);
+            if what(&s) {
+                return s;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("task {id} never got there: {}", status(id));
+    };
+
+    // Worker 1 starts the task and is killed mid-run; worker 2 takes it over.
+    let id = remote(&["task", "submit", "--input", enc])
+        .trim()
+        .to_owned();
+    let mut w1 = spawn(&worker_args);
+    wait_for(&id, &|s| {
+        s["status"] == "running" && s["progress"]["done"].as_i64() > Some(0)
+    });
+    w1.0.kill().unwrap();
+    let _ = w1.0.wait();
+    let mut w2 = spawn(&worker_args);
+    let done = wait_for(&id, &|s| s["status"] == "succeeded");
+    assert_eq!(done["attempts"], 2, "{done}");
+    let res = tmp.path().join("w.res");
+    let res = res.to_str().unwrap();
+    remote(&["task", "result", &id, "--out", res]);
+    let want = ok(&["simulate", "--function", "weight_stats", "--input", &input]);
+    let got = ok(&[
+        "decrypt",
+        "--keys",
+        keys_arg,
+        "--function",
+        "weight_stats",
+        "--input",
+        res,
+    ]);
+    assert_eq!(got, want);
+
+    // SIGTERM: worker 2 stops claiming and gives its running task back, uncounted.
+    let id = remote(&["task", "submit", "--input", enc])
+        .trim()
+        .to_owned();
+    wait_for(&id, &|s| s["status"] == "running");
+    Command::new("kill")
+        .args(["-TERM", &w2.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(w2.0.wait().unwrap().success());
+    let back = status(&id);
+    assert_eq!(
+        (&back["status"], &back["attempts"]),
+        (&serde_json::json!("queued"), &serde_json::json!(0)),
+        "{back}"
+    );
+    pg_admin(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
 }
 
 /// A child process killed if the test fails before stopping it.
