@@ -54,14 +54,20 @@ pub struct KeySetView {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct FunctionView {
     pub name: String,
+    /// What the function computes.
     pub summary: String,
     pub signature: String,
+    /// `builtin`, or `deployed` for the tenant's own circuits.
     pub kind: String,
     pub min_size: u32,
     pub max_size: u32,
-    /// Present when a size is asked for: the circuit and its cost at that size.
+    /// Present when a size is asked for (built-ins), and always for deployed functions:
+    /// the circuit and its cost.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub at_size: Option<SizedCost>,
+    /// A deployed function's version (versions count up from 1 per name).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub version: Option<i64>,
 }
 
 /// A function's circuit at one input size.

@@ -121,6 +121,48 @@ impl Client {
             .map(drop)
     }
 
+    /// Deploys a circuit (its canonical JSON, e.g. from `tenebra_circuit::builder`) as the
+    /// next version of its name; deploying the same circuit again returns its version.
+    pub async fn deploy_function(&self, circuit_json: Vec<u8>) -> Result<Function, HttpError> {
+        let req = self
+            .http
+            .post(self.url("/v1/functions"))
+            .header("content-type", "application/json")
+            .body(circuit_json);
+        self.send(req).await
+    }
+
+    /// The circuit JSON of a function: a built-in at `size`, or a deployed function's
+    /// `version` (the latest when `None`).
+    pub async fn function_circuit(
+        &self,
+        name: &str,
+        size: Option<u32>,
+        version: Option<i64>,
+    ) -> Result<Vec<u8>, HttpError> {
+        let mut query = Vec::new();
+        if let Some(s) = size {
+            query.push(("size", s.to_string()));
+        }
+        if let Some(v) = version {
+            query.push(("version", v.to_string()));
+        }
+        let req = self
+            .http
+            .get(self.url(&format!("/v1/functions/{name}/circuit")))
+            .query(&query);
+        self.send_raw(req).await
+    }
+
+    /// Deletes one version of a deployed function, or all of them.
+    pub async fn delete_function(&self, name: &str, version: Option<i64>) -> Result<(), HttpError> {
+        let mut req = self.http.delete(self.url(&format!("/v1/functions/{name}")));
+        if let Some(v) = version {
+            req = req.query(&[("version", v)]);
+        }
+        self.send_raw(req).await.map(drop)
+    }
+
     /// A function with its circuit and cost at `size`.
     pub async fn function(&self, name: &str, size: u32) -> Result<Function, HttpError> {
         let req = self

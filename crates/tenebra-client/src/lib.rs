@@ -4,6 +4,7 @@
 pub mod http;
 
 use serde_json::Value;
+use tenebra_circuit::ValidCircuit;
 use tenebra_engine::bundle::{self, Header, Kind, BUNDLE_VERSION};
 use tenebra_engine::{output_types, EngineError};
 use tenebra_functions::{Builtin, FunctionError};
@@ -19,6 +20,8 @@ pub enum ClientError {
     Engine(#[from] EngineError),
     #[error("{0}")]
     Mismatch(String),
+    #[error("invalid input: {0}")]
+    Input(#[from] tenebra_circuit::io::IoError),
 }
 
 /// Encrypts a function's JSON input under `keys` into an input bundle.
@@ -29,11 +32,32 @@ pub fn encrypt(
 ) -> Result<Vec<u8>, ClientError> {
     let (size, values) = function.encode(input)?;
     let circuit = function.circuit(size)?;
+    encrypt_values(keys, function.name, size, &circuit, &values)
+}
+
+/// Encrypts the JSON input of any circuit (`{"input name": value, ...}`), e.g. a function a
+/// tenant deployed; the bundle names the function `circuit.name`.
+pub fn encrypt_circuit(
+    keys: &ClientKeys,
+    circuit: &ValidCircuit,
+    input: &Value,
+) -> Result<Vec<u8>, ClientError> {
+    let values = tenebra_circuit::io::encode_inputs(circuit, input)?;
+    encrypt_values(keys, &circuit.name, 0, circuit, &values)
+}
+
+fn encrypt_values(
+    keys: &ClientKeys,
+    function: &str,
+    size: u32,
+    circuit: &ValidCircuit,
+    values: &[u64],
+) -> Result<Vec<u8>, ClientError> {
     let types = circuit.input_types();
-    let payload = bundle::encrypt_values(keys, &types, &values)?;
+    let payload = bundle::encrypt_values(keys, &types, values)?;
     let header = Header {
         version: BUNDLE_VERSION,
-        function: function.name.to_owned(),
+        function: function.to_owned(),
         size,
         circuit_id: circuit.id().to_string(),
         key_set_id: keys.id().to_string(),
@@ -68,8 +92,30 @@ fn check_function(header: &Header, function: &Builtin) -> Result<(), ClientError
 
 /// Decrypts a result bundle of `function` and applies its client-side post-processing.
 pub fn decrypt(keys: &ClientKeys, function: &Builtin, result: &[u8]) -> Result<Value, ClientError> {
-    let (header, payload) = bundle::read(result, Kind::Result)?;
+    let (header, _) = bundle::read(result, Kind::Result)?;
     check_function(&header, function)?;
+    let circuit = function.circuit(header.size)?;
+    let outputs = open(keys, &circuit, result)?;
+    Ok(function.finish(header.size, &outputs))
+}
+
+/// Decrypts the result of any circuit into `{"output name": value, ...}`.
+pub fn decrypt_circuit(
+    keys: &ClientKeys,
+    circuit: &ValidCircuit,
+    result: &[u8],
+) -> Result<Value, ClientError> {
+    let outputs = open(keys, circuit, result)?;
+    Ok(tenebra_circuit::io::decode_outputs(circuit, &outputs))
+}
+
+/// Checks a result was computed by `circuit` under `keys`, and decrypts each output's values.
+fn open(
+    keys: &ClientKeys,
+    circuit: &ValidCircuit,
+    result: &[u8],
+) -> Result<Vec<Vec<u64>>, ClientError> {
+    let (header, payload) = bundle::read(result, Kind::Result)?;
     if header.key_set_id != keys.id().to_string() {
         return Err(ClientError::Mismatch(format!(
             "this result is encrypted under key set {}, but these keys are key set {}",
@@ -77,12 +123,11 @@ pub fn decrypt(keys: &ClientKeys, function: &Builtin, result: &[u8]) -> Result<V
             keys.id()
         )));
     }
-    let circuit = function.circuit(header.size)?;
-    let types = output_types(&circuit);
+    let types = output_types(circuit);
     if header.circuit_id != circuit.id().to_string() || header.types != types {
         return Err(ClientError::Mismatch(format!(
             "this result was computed by another version of `{}`",
-            function.name
+            header.function
         )));
     }
     let flat = bundle::open_results(keys, payload, &types)?;
@@ -93,5 +138,5 @@ pub fn decrypt(keys: &ClientKeys, function: &Builtin, result: &[u8]) -> Result<V
         outputs.push(head.to_vec());
         rest = tail;
     }
-    Ok(function.finish(header.size, &outputs))
+    Ok(outputs)
 }

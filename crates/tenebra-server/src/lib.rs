@@ -6,6 +6,7 @@
 
 mod blobs;
 pub mod error;
+mod functions;
 mod keysets;
 mod metrics_http;
 mod tasks;
@@ -22,7 +23,6 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
 pub use tenebra_api::{
     ApiKeyView, CreateApiKey, FunctionView, KeySetView, SizedCost, TaskPage, TaskView,
 };
@@ -139,7 +139,7 @@ pub async fn create_tenant(state: &AppState, name: &str) -> Result<(Tenant, Stri
     Ok((tenant, token))
 }
 
-fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
+pub(crate) fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -172,8 +172,17 @@ pub fn router(state: AppState) -> Router {
             "/v1/key-sets/{id}",
             get(keysets::get).delete(keysets::remove),
         )
-        .route("/v1/functions", get(list_functions))
-        .route("/v1/functions/{name}", get(get_function))
+        .route(
+            "/v1/functions",
+            get(functions::list).post(functions::deploy).layer(
+                axum::extract::DefaultBodyLimit::max(functions::CIRCUIT_LIMIT),
+            ),
+        )
+        .route(
+            "/v1/functions/{name}",
+            get(functions::get).delete(functions::remove),
+        )
+        .route("/v1/functions/{name}/circuit", get(functions::circuit))
         .route(
             "/v1/tasks",
             get(tasks::list)
@@ -345,61 +354,4 @@ async fn revoke_key(
         Err(StoreError::NotFound) => Err(ApiError::not_found("API key")),
         Err(e) => Err(e.into()),
     }
-}
-
-fn function_view(
-    f: &tenebra_functions::Builtin,
-    size: Option<u32>,
-) -> Result<FunctionView, ApiError> {
-    let at_size = match size {
-        None => None,
-        Some(n) => {
-            let c = f
-                .circuit(n)
-                .map_err(|e| ApiError::bad_request("invalid_size", e.to_string()))?;
-            let cost = tenebra_circuit::cost::cost(&c);
-            Some(SizedCost {
-                size: n,
-                circuit_id: c.id().to_string(),
-                cost_cu: cost.cu,
-                ops: cost.ops,
-            })
-        }
-    };
-    Ok(FunctionView {
-        name: f.name.to_owned(),
-        summary: f.summary.to_owned(),
-        signature: f.signature.to_owned(),
-        kind: "builtin".to_owned(),
-        min_size: *f.sizes.start(),
-        max_size: *f.sizes.end(),
-        at_size,
-    })
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SizeQuery {
-    size: Option<u32>,
-}
-
-async fn list_functions(caller: Caller) -> Result<Json<Vec<FunctionView>>, ApiError> {
-    caller.require(Scope::Read)?;
-    tenebra_functions::builtins()
-        .iter()
-        .map(|f| function_view(f, None))
-        .collect::<Result<_, _>>()
-        .map(Json)
-}
-
-async fn get_function(
-    caller: Caller,
-    UrlPath(name): UrlPath<String>,
-    query: Result<axum::extract::Query<SizeQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<FunctionView>, ApiError> {
-    caller.require(Scope::Read)?;
-    let axum::extract::Query(q) =
-        query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
-    let f = tenebra_functions::find(&name).map_err(|_| ApiError::not_found("function"))?;
-    function_view(f, q.size).map(Json)
 }

@@ -15,28 +15,15 @@ use axum::Json;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tenebra_api::{ErrorView, ProgressView, TaskPage, TaskView};
-use tenebra_circuit::ValidCircuit;
 use tenebra_engine::bundle::{self, Kind};
 use tenebra_store::{new_id, NewTask, Scope, StoreError, Submitted, Task, TaskStatus};
 
-use crate::{blobs, ApiError, AppState, Caller};
+use crate::{blobs, functions, ApiError, AppState, Caller};
 
 /// Largest encrypted input accepted.
 pub const TASK_INPUT_LIMIT: usize = 32 << 20;
 /// Longest `Idempotency-Key` accepted.
 const IDEMPOTENCY_KEY_LIMIT: usize = 255;
-
-/// The circuit a function name and size stand for (built-ins today).
-pub(crate) fn resolve_circuit(function: &str, size: u32) -> Result<ValidCircuit, ApiError> {
-    let f = tenebra_functions::find(function).map_err(|_| {
-        ApiError::bad_request(
-            "unknown_function",
-            format!("no function named `{function}`"),
-        )
-    })?;
-    f.circuit(size)
-        .map_err(|e| ApiError::bad_request("invalid_size", e.to_string()))
-}
 
 pub(crate) fn view(t: Task) -> TaskView {
     let error = match (t.error_code, t.error_message) {
@@ -118,7 +105,15 @@ pub(crate) async fn submit(
     })?;
     let (header, _) = bundle::read(&body, Kind::Input)
         .map_err(|e| ApiError::bad_request("invalid_input", e.to_string()))?;
-    let circuit = resolve_circuit(&header.function, header.size)?;
+    let tenant = &caller.tenant_id;
+    let circuit = functions::resolve(
+        &state,
+        tenant,
+        &header.function,
+        header.size,
+        &header.circuit_id,
+    )
+    .await?;
     if header.circuit_id != circuit.id().to_string() || header.types != circuit.input_types() {
         return Err(ApiError::bad_request(
             "circuit_mismatch",
@@ -131,7 +126,6 @@ pub(crate) async fn submit(
             ),
         ));
     }
-    let tenant = &caller.tenant_id;
     let key_set = match state
         .store
         .key_set_by_fingerprint(tenant, &header.key_set_id)

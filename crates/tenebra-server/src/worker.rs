@@ -24,8 +24,7 @@ use tenebra_store::{now_ms, Outcome, StoreError, Task};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::tasks::resolve_circuit;
-use crate::{blobs, AppState};
+use crate::{blobs, functions, AppState};
 
 /// Memory one decompressed key set holds (server key ~172 MiB plus the public key).
 pub const KEY_SET_MEMORY: u64 = 200 << 20;
@@ -258,14 +257,40 @@ impl Worker {
             )),
             Ok(_) => None,
         };
-        if let Some((code, message)) = precheck {
-            let outcome = Outcome::Failed {
-                code: code.to_owned(),
-                message,
-            };
-            self.finish(&task, &outcome, started).await;
-            return;
-        }
+        let size = u32::try_from(task.size).unwrap_or(u32::MAX);
+        let circuit = match precheck {
+            Some(failure) => Err(failure),
+            None => {
+                let resolved = functions::resolve(
+                    &self.state,
+                    &task.tenant_id,
+                    &task.function,
+                    size,
+                    &task.circuit_id,
+                )
+                .await;
+                match resolved {
+                    Ok(c) => Ok(c),
+                    // The function was deleted or changed since the task was submitted.
+                    Err(e) if e.status.is_client_error() => Err((e.code, e.message)),
+                    Err(_) => {
+                        self.retry(&task, "reading the function failed").await;
+                        return;
+                    }
+                }
+            }
+        };
+        let circuit = match circuit {
+            Ok(c) => c,
+            Err((code, message)) => {
+                let outcome = Outcome::Failed {
+                    code: code.to_owned(),
+                    message,
+                };
+                self.finish(&task, &outcome, started).await;
+                return;
+            }
+        };
 
         let flag = Arc::new(StopFlag::default());
         let progress = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
@@ -277,7 +302,15 @@ impl Worker {
             let cache = self.keys.clone();
             // The engine blocks (rayon); it runs off the async threads.
             tokio::task::spawn_blocking(move || {
-                execute(&cache, &key_set_id, &key_path, &input, &flag, &progress)
+                execute(
+                    &cache,
+                    &key_set_id,
+                    &key_path,
+                    &input,
+                    circuit,
+                    &flag,
+                    &progress,
+                )
             })
         };
         tokio::pin!(run);
@@ -415,6 +448,7 @@ fn execute(
     key_set_id: &str,
     key_path: &Path,
     input: &Path,
+    circuit: tenebra_circuit::ValidCircuit,
     flag: &StopFlag,
     progress: &(AtomicUsize, AtomicUsize),
 ) -> Result<Vec<u8>, EngineError> {
@@ -429,10 +463,7 @@ fn execute(
         progress: Some(&report),
         timings: None,
     };
-    evaluate_bundle(
-        &keys,
-        &bytes,
-        |h| resolve_circuit(&h.function, h.size).map_err(|e| EngineError::BadInput(e.message)),
-        opts,
-    )
+    // The circuit was resolved from the task row; the engine checks the input's header
+    // names that very circuit and key set.
+    evaluate_bundle(&keys, &bytes, |_| Ok(circuit), opts)
 }

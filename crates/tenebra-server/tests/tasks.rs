@@ -315,3 +315,142 @@ async fn tasks_on_sqlite() {
 async fn tasks_on_postgres() {
     story(true).await;
 }
+
+/// A small tenant circuit: the sum and max of three bytes, and whether the max is over `t`.
+fn tenant_circuit(name: &str, extra: u64) -> tenebra_circuit::ValidCircuit {
+    use tenebra_circuit::builder::{max_of, sum, Builder};
+    use tenebra_circuit::ScalarType::Uint;
+    let b = Builder::new(name);
+    let xs = b.input_vec("xs", Uint(8), 3);
+    let t = b.input("t", Uint(8));
+    let wide: Vec<_> = xs.iter().map(|x| x.cast(Uint(16))).collect();
+    b.output("s", &(sum(&wide) + extra as i64));
+    let m = max_of(&xs);
+    b.output("m", &m);
+    b.output("over", &m.gt(&t));
+    b.build().unwrap()
+}
+
+async fn deployed_functions(postgres: bool) {
+    let mut s = start(postgres).await;
+    let (_, token_a) = create_tenant(&s.state, "acme").await.unwrap();
+    let (_, token_b) = create_tenant(&s.state, "globex").await.unwrap();
+    let a = Client::new(&s.base, &token_a);
+    let b = Client::new(&s.base, &token_b);
+    let keys = client_keys();
+
+    // Deploy: versions count up; the same circuit is the same version.
+    let v1 = tenant_circuit("stats3", 0);
+    let f1 = a.deploy_function(v1.canonical_json()).await.unwrap();
+    assert_eq!((f1.kind.as_str(), f1.version), ("deployed", Some(1)));
+    assert_eq!(
+        f1.signature,
+        "xs: u8[3], t: u8 -> s: u16, m: u8, over: bool"
+    );
+    assert_eq!(f1.at_size.as_ref().unwrap().circuit_id, v1.id().to_string());
+    let again = a.deploy_function(v1.canonical_json()).await.unwrap();
+    assert_eq!(again.version, Some(1));
+    let v2 = tenant_circuit("stats3", 1);
+    assert_eq!(
+        a.deploy_function(v2.canonical_json())
+            .await
+            .unwrap()
+            .version,
+        Some(2)
+    );
+    // Refused: invalid JSON, invalid circuits, a built-in's name.
+    let bad = [
+        (b"{".to_vec(), "invalid_circuit"),
+        (b"{\"version\": 99}".to_vec(), "invalid_circuit"),
+        (
+            tenant_circuit("weight_stats", 0).canonical_json(),
+            "name_taken",
+        ),
+        (
+            String::from_utf8(v1.canonical_json())
+                .unwrap()
+                .replace("stats3", "with space")
+                .into_bytes(),
+            "invalid_circuit",
+        ),
+    ];
+    for (body, code) in bad {
+        let (status, got) = api_code(a.deploy_function(body).await);
+        assert_eq!(got, code);
+        assert!(status == 400 || status == 409);
+    }
+    // The circuit comes back byte for byte; listed with the built-ins; invisible to b.
+    let got = a.function_circuit("stats3", None, Some(1)).await.unwrap();
+    assert_eq!(got, v1.canonical_json());
+    let listed = a.functions().await.unwrap();
+    assert_eq!(listed.iter().filter(|f| f.name == "stats3").count(), 2);
+    assert!(b
+        .functions()
+        .await
+        .unwrap()
+        .iter()
+        .all(|f| f.name != "stats3"));
+    assert_eq!(
+        api_code(b.function_circuit("stats3", None, None).await),
+        (404, "not_found".into())
+    );
+
+    // Run version 1 and version 2 encrypted; each input names its exact circuit.
+    a.upload_key_set(tenebra_engine::keys::read_upload(&test_key_dir()).unwrap())
+        .await
+        .unwrap();
+    s.start_worker(Duration::from_secs(3600));
+    let input = json!({"xs": [200, 255, 7], "t": 254});
+    for (circuit, sum) in [(&v1, 462), (&v2, 463)] {
+        let enc = tenebra_client::encrypt_circuit(keys, circuit, &input).unwrap();
+        let t = a.submit_task(enc, None).await.unwrap();
+        let t = a.wait_task(&t.id, |_| {}).await.unwrap();
+        assert_eq!(t.status, "succeeded", "{t:?}");
+        let res = a.task_result(&t.id).await.unwrap();
+        let got = tenebra_client::decrypt_circuit(keys, circuit, &res).unwrap();
+        let want = tenebra_circuit::io::decode_outputs(
+            circuit,
+            &tenebra_circuit::eval::evaluate(
+                circuit,
+                &tenebra_circuit::io::encode_inputs(circuit, &input).unwrap(),
+            ),
+        );
+        assert_eq!(got, want);
+        assert_eq!(got, json!({"s": sum, "m": 255, "over": true}));
+    }
+    b.upload_key_set(tenebra_engine::keys::read_upload(&test_key_dir()).unwrap())
+        .await
+        .unwrap();
+    // Another tenant cannot run a's function, even with the key set uploaded.
+    let enc = tenebra_client::encrypt_circuit(keys, &v1, &input).unwrap();
+    assert_eq!(
+        api_code(b.submit_task(enc.clone(), None).await),
+        (400, "unknown_function".into())
+    );
+    // Deleting version 1: its inputs are refused; version 2 stays.
+    a.delete_function("stats3", Some(1)).await.unwrap();
+    assert_eq!(
+        api_code(a.submit_task(enc, None).await),
+        (400, "circuit_mismatch".into())
+    );
+    assert_eq!(
+        api_code(a.delete_function("weight_stats", None).await),
+        (409, "builtin".into())
+    );
+    a.delete_function("stats3", None).await.unwrap();
+    assert_eq!(
+        api_code(a.delete_function("stats3", None).await),
+        (404, "not_found".into())
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployed_functions_on_sqlite() {
+    deployed_functions(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployed_functions_on_postgres() {
+    deployed_functions(true).await;
+}

@@ -136,8 +136,10 @@ macro_rules! on_pool {
     };
 }
 
+mod functions;
 mod tasks;
 
+pub use functions::{Deployed, Function};
 pub use tasks::{NewTask, Outcome, Submitted, Task, TaskListener, TaskPage, TaskStatus};
 
 /// Milliseconds since the Unix epoch.

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use tenebra_store::{NewTask, Outcome, Scope, Store, StoreError, Submitted, TaskStatus};
+use tenebra_store::{Deployed, NewTask, Outcome, Scope, Store, StoreError, Submitted, TaskStatus};
 
 const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
 
@@ -339,6 +339,49 @@ async fn task_story(store: &Store) {
         .is_err());
 }
 
+/// Deployed functions: versions count up per name, the same circuit is the same version,
+/// and tenants never see each other's functions.
+async fn function_story(store: &Store) {
+    let a = store.create_tenant("fa").await.unwrap().id;
+    let b = store.create_tenant("fb").await.unwrap().id;
+    let v1 = match store.deploy_function(&a, "f", "c1", "{}", 5).await.unwrap() {
+        Deployed::Created(f) => f,
+        Deployed::Existing(f) => panic!("{f:?} existed"),
+    };
+    assert_eq!(v1.version, 1);
+    match store.deploy_function(&a, "f", "c1", "{}", 5).await.unwrap() {
+        Deployed::Existing(f) => assert_eq!(f, v1),
+        Deployed::Created(f) => panic!("deployed twice: {f:?}"),
+    }
+    let Deployed::Created(v2) = store.deploy_function(&a, "f", "c2", "{}", 6).await.unwrap() else {
+        panic!("a new circuit is a new version")
+    };
+    assert_eq!(v2.version, 2);
+    let Deployed::Created(g) = store.deploy_function(&b, "f", "c1", "{}", 5).await.unwrap() else {
+        panic!("another tenant's name space is its own")
+    };
+    assert_eq!(g.version, 1);
+    assert_eq!(store.function(&a, "f", None).await.unwrap(), v2);
+    assert_eq!(store.function(&a, "f", Some(1)).await.unwrap(), v1);
+    assert_eq!(
+        store.function_by_circuit(&a, "f", "c2").await.unwrap(),
+        Some(v2.clone())
+    );
+    assert_eq!(
+        store.function_by_circuit(&b, "f", "c2").await.unwrap(),
+        None
+    );
+    assert_eq!(store.list_functions(&a).await.unwrap(), vec![v1, v2]);
+    assert!(matches!(
+        store.delete_function(&b, "f", Some(2)).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(store.delete_function(&a, "f", Some(1)).await.unwrap(), 1);
+    assert_eq!(store.delete_function(&a, "f", None).await.unwrap(), 1);
+    assert!(store.list_functions(&a).await.unwrap().is_empty());
+    assert_eq!(store.list_functions(&b).await.unwrap().len(), 1);
+}
+
 /// Many workers claiming at once never get the same task twice.
 async fn concurrent_claims(store: &Store) {
     store.migrate().await.unwrap();
@@ -377,6 +420,7 @@ async fn tasks_on_sqlite() {
     let url = format!("sqlite://{}", dir.path().join("tenebra.db").display());
     let store = Store::connect(&url).await.unwrap();
     task_story(&store).await;
+    function_story(&store).await;
     store.close().await;
     let store = Store::connect(&format!("sqlite://{}", dir.path().join("c.db").display()))
         .await
@@ -389,6 +433,7 @@ async fn tasks_on_sqlite() {
 async fn tasks_on_postgres() {
     let (store, db) = PgDb::create().await;
     task_story(&store).await;
+    function_story(&store).await;
     db.drop_db(store).await;
     let (store, db) = PgDb::create().await;
     concurrent_claims(&store).await;

@@ -14,7 +14,7 @@ use tenebra_functions::{builtins, find};
 use crate::service::{self, TaskCommand, WorkerArgs};
 
 /// Largest JSON input file read.
-const JSON_LIMIT: u64 = 16 << 20;
+pub(crate) const JSON_LIMIT: u64 = 16 << 20;
 /// Largest encrypted bundle read.
 pub(crate) const BUNDLE_LIMIT: u64 = 512 << 20;
 
@@ -265,8 +265,29 @@ enum BenchCommand {
 
 #[derive(Debug, Subcommand)]
 enum FunctionsCommand {
-    /// List built-in functions with their signature and cost.
-    List,
+    /// List functions with their signature and cost: the built-ins, or with an API key
+    /// (--api-key or TENEBRA_API_KEY) the server's, the tenant's deployed functions included.
+    List {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Deploy a circuit (canonical JSON from a builder) to a server as the next version of
+    /// its name; prints the version.
+    Deploy {
+        /// Circuit JSON file.
+        #[arg(long)]
+        circuit: PathBuf,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Delete a deployed function from a server: one version, or every version.
+    Delete {
+        name: String,
+        #[arg(long)]
+        version: Option<i64>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Print a function's circuit (canonical JSON) for an input size.
     Show {
         #[arg(long)]
@@ -297,8 +318,22 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Functions {
-            command: FunctionsCommand::List,
-        } => functions_list(),
+            command: FunctionsCommand::List { server },
+        } => match server.api_key {
+            Some(_) => service::functions_list(&server),
+            None => functions_list(),
+        },
+        Command::Functions {
+            command: FunctionsCommand::Deploy { circuit, server },
+        } => service::deploy(&server, &read_limited(&circuit, JSON_LIMIT)?),
+        Command::Functions {
+            command:
+                FunctionsCommand::Delete {
+                    name,
+                    version,
+                    server,
+                },
+        } => service::delete_function(&server, &name, version),
         Command::Functions {
             command: FunctionsCommand::Show { function, size },
         } => {

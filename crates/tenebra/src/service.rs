@@ -286,23 +286,85 @@ async fn ensure_uploaded(client: &Client, keys: &ClientKeys, dir: &Path) -> Resu
 }
 
 /// `tenebra run`: encrypt, upload the key set if needed, submit, wait, download, decrypt,
-/// and print the result JSON.
+/// and print the result JSON. `function` is a built-in or one of the tenant's deployed
+/// functions (its latest version).
 pub fn run_remote(server: &ServerArgs, keys: &Path, function: &str, input: &Path) -> Result<()> {
-    let f = find(function)?;
     let json = read_json(input)?;
-    f.encode(&json)?;
+    let builtin = find(function).ok();
+    if let Some(f) = builtin {
+        f.encode(&json)?;
+    }
     let client_keys = load_client_keys(keys)?;
     let client = server.client()?;
     let value = runtime()?.block_on(async {
+        let deployed = match builtin {
+            Some(_) => None,
+            None => {
+                let bytes = client.function_circuit(function, None, None).await?;
+                let limits = tenebra_circuit::validate::Limits::default();
+                Some(
+                    tenebra_circuit::validate::parse_circuit(&bytes, &limits)
+                        .context("the server sent an invalid circuit")?,
+                )
+            }
+        };
+        let enc = match (builtin, &deployed) {
+            (Some(f), _) => encrypt(&client_keys, f, &json)?,
+            (None, Some(c)) => tenebra_client::encrypt_circuit(&client_keys, c, &json)?,
+            (None, None) => bail!("unknown function `{function}`"),
+        };
         ensure_uploaded(&client, &client_keys, keys).await?;
-        let enc = encrypt(&client_keys, f, &json)?;
         let t = client.submit_task(enc, None).await?;
         let t = wait(&client, &t.id).await?;
         succeeded(&t)?;
         let bytes = client.task_result(&t.id).await?;
-        anyhow::Ok(decrypt(&client_keys, f, &bytes)?)
+        Ok(match (builtin, &deployed) {
+            (Some(f), _) => decrypt(&client_keys, f, &bytes)?,
+            (None, Some(c)) => tenebra_client::decrypt_circuit(&client_keys, c, &bytes)?,
+            (None, None) => bail!("unknown function `{function}`"),
+        })
     })?;
     print_json(&value)
+}
+
+/// `tenebra functions list` against a server.
+pub fn functions_list(server: &ServerArgs) -> Result<()> {
+    let client = server.client()?;
+    let functions = runtime()?.block_on(client.functions())?;
+    for f in functions {
+        match (f.version, &f.at_size) {
+            (Some(v), Some(at)) => println!(
+                "{} v{v}  {}  ({} CU, circuit {})",
+                f.name, f.signature, at.cost_cu, at.circuit_id
+            ),
+            _ => println!("{}  {}  [{}]", f.name, f.signature, f.kind),
+        }
+    }
+    Ok(())
+}
+
+/// `tenebra functions deploy`.
+pub fn deploy(server: &ServerArgs, circuit_json: &[u8]) -> Result<()> {
+    let client = server.client()?;
+    let f = runtime()?.block_on(client.deploy_function(circuit_json.to_vec()))?;
+    let at = f.at_size.as_ref();
+    eprintln!(
+        "deployed {} version {} ({}; circuit {}, {} CU)",
+        f.name,
+        f.version.unwrap_or(0),
+        f.signature,
+        at.map_or("?", |a| a.circuit_id.as_str()),
+        at.map_or(0, |a| a.cost_cu)
+    );
+    println!("{}", f.version.unwrap_or(0));
+    Ok(())
+}
+
+/// `tenebra functions delete`.
+pub fn delete_function(server: &ServerArgs, name: &str, version: Option<i64>) -> Result<()> {
+    let client = server.client()?;
+    runtime()?.block_on(client.delete_function(name, version))?;
+    Ok(())
 }
 
 /// The README's main job: start the service with embedded defaults, then act as a client:

@@ -1,0 +1,308 @@
+//! Functions: the built-ins, and circuits tenants deploy (validated, versioned per name,
+//! addressed by name and version or by content id).
+//!
+//! A deployed function is the canonical circuit JSON the builders make (Rust's
+//! `tenebra_circuit::builder`, later Python's). It is parsed under limits and validated
+//! before anything is stored; its name is the circuit's name and may not shadow a built-in.
+//! Inputs for it are encrypted against the circuit (`GET /v1/functions/{name}/circuit`);
+//! the input's header names the circuit id, so a task always runs the exact version the
+//! client encrypted for.
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Deserialize;
+use tenebra_api::{FunctionView, SizedCost};
+use tenebra_circuit::validate::{parse_circuit, Limits};
+use tenebra_circuit::{Circuit, ValidCircuit};
+use tenebra_store::{Deployed, Function, Scope, StoreError};
+
+use crate::{ApiError, AppState, Caller};
+
+/// Largest circuit JSON accepted for deployment.
+pub const CIRCUIT_LIMIT: usize = 4 << 20;
+
+fn limits() -> Limits {
+    Limits {
+        max_json_bytes: CIRCUIT_LIMIT,
+        ..Limits::default()
+    }
+}
+
+/// `a: u16[5], b: i8 -> c: u16`.
+fn signature(c: &Circuit) -> String {
+    let list = |items: Vec<String>| items.join(", ");
+    format!(
+        "{} -> {}",
+        list(
+            c.inputs
+                .iter()
+                .map(|i| format!("{}: {}", i.name, i.ty))
+                .collect()
+        ),
+        list(
+            c.outputs
+                .iter()
+                .map(|o| format!("{}: {}", o.name, o.ty))
+                .collect()
+        )
+    )
+}
+
+fn builtin_view(
+    f: &tenebra_functions::Builtin,
+    size: Option<u32>,
+) -> Result<FunctionView, ApiError> {
+    let at_size = match size {
+        None => None,
+        Some(n) => {
+            let c = f
+                .circuit(n)
+                .map_err(|e| ApiError::bad_request("invalid_size", e.to_string()))?;
+            let cost = tenebra_circuit::cost::cost(&c);
+            Some(SizedCost {
+                size: n,
+                circuit_id: c.id().to_string(),
+                cost_cu: cost.cu,
+                ops: cost.ops,
+            })
+        }
+    };
+    Ok(FunctionView {
+        name: f.name.to_owned(),
+        summary: f.summary.to_owned(),
+        signature: f.signature.to_owned(),
+        kind: "builtin".to_owned(),
+        min_size: *f.sizes.start(),
+        max_size: *f.sizes.end(),
+        at_size,
+        version: None,
+    })
+}
+
+/// A stored circuit, parsed again (it was validated before it was stored; limits may have
+/// changed since, so it goes through the same gate).
+fn parse_stored(f: &Function) -> Result<ValidCircuit, ApiError> {
+    parse_circuit(f.circuit_json.as_bytes(), &limits()).map_err(|e| ApiError::internal(&e))
+}
+
+fn deployed_view(f: &Function) -> Result<FunctionView, ApiError> {
+    let c = parse_stored(f)?;
+    let cost = tenebra_circuit::cost::cost(&c);
+    Ok(FunctionView {
+        name: f.name.clone(),
+        summary: format!("deployed circuit, version {}", f.version),
+        signature: signature(&c),
+        kind: "deployed".to_owned(),
+        min_size: 0,
+        max_size: 0,
+        at_size: Some(SizedCost {
+            size: 0,
+            circuit_id: f.circuit_id.clone(),
+            cost_cu: cost.cu,
+            ops: cost.ops,
+        }),
+        version: Some(f.version),
+    })
+}
+
+/// The circuit a task input names: a built-in at a size, or the tenant's deployed version
+/// with that content id.
+pub(crate) async fn resolve(
+    state: &AppState,
+    tenant: &str,
+    function: &str,
+    size: u32,
+    circuit_id: &str,
+) -> Result<ValidCircuit, ApiError> {
+    if let Ok(f) = tenebra_functions::find(function) {
+        return f
+            .circuit(size)
+            .map_err(|e| ApiError::bad_request("invalid_size", e.to_string()));
+    }
+    match state
+        .store
+        .function_by_circuit(tenant, function, circuit_id)
+        .await?
+    {
+        Some(f) => parse_stored(&f),
+        None => match state.store.function(tenant, function, None).await {
+            Ok(latest) => Err(ApiError::bad_request(
+                "circuit_mismatch",
+                format!(
+                    "no version of `{function}` has circuit {circuit_id} (the latest, version \
+                     {}, has {}): encrypt for a deployed version",
+                    latest.version, latest.circuit_id
+                ),
+            )),
+            Err(StoreError::NotFound) => Err(ApiError::bad_request(
+                "unknown_function",
+                format!("no function named `{function}`"),
+            )),
+            Err(e) => Err(e.into()),
+        },
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Selector {
+    /// A built-in's input size.
+    size: Option<u32>,
+    /// A deployed function's version (default: the latest).
+    version: Option<i64>,
+}
+
+fn selector(q: Result<Query<Selector>, QueryRejection>) -> Result<Selector, ApiError> {
+    q.map(|Query(s)| s)
+        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+}
+
+async fn deployed(
+    state: &AppState,
+    tenant: &str,
+    name: &str,
+    version: Option<i64>,
+) -> Result<Function, ApiError> {
+    match state.store.function(tenant, name, version).await {
+        Ok(f) => Ok(f),
+        Err(StoreError::NotFound) => Err(ApiError::not_found("function")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<FunctionView>>, ApiError> {
+    caller.require(Scope::Read)?;
+    let mut views = tenebra_functions::builtins()
+        .iter()
+        .map(|f| builtin_view(f, None))
+        .collect::<Result<Vec<_>, _>>()?;
+    for f in state.store.list_functions(&caller.tenant_id).await? {
+        views.push(deployed_view(&f)?);
+    }
+    Ok(Json(views))
+}
+
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    UrlPath(name): UrlPath<String>,
+    query: Result<Query<Selector>, QueryRejection>,
+) -> Result<Json<FunctionView>, ApiError> {
+    caller.require(Scope::Read)?;
+    let q = selector(query)?;
+    if let Ok(f) = tenebra_functions::find(&name) {
+        return builtin_view(f, q.size).map(Json);
+    }
+    let f = deployed(&state, &caller.tenant_id, &name, q.version).await?;
+    deployed_view(&f).map(Json)
+}
+
+/// `GET /v1/functions/{name}/circuit`: the canonical circuit JSON clients encrypt against.
+pub(crate) async fn circuit(
+    State(state): State<AppState>,
+    caller: Caller,
+    UrlPath(name): UrlPath<String>,
+    query: Result<Query<Selector>, QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.require(Scope::Read)?;
+    let q = selector(query)?;
+    let json = if let Ok(f) = tenebra_functions::find(&name) {
+        let size = q.size.ok_or_else(|| {
+            ApiError::bad_request("invalid_size", format!("`{name}` needs ?size=N"))
+        })?;
+        f.circuit(size)
+            .map_err(|e| ApiError::bad_request("invalid_size", e.to_string()))?
+            .canonical_json()
+    } else {
+        deployed(&state, &caller.tenant_id, &name, q.version)
+            .await?
+            .circuit_json
+            .into_bytes()
+    };
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        json,
+    ))
+}
+
+/// `POST /v1/functions`: deploys a circuit (its JSON is the body) as the next version of its
+/// name; the same circuit again returns the version that holds it.
+pub(crate) async fn deploy(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<FunctionView>), ApiError> {
+    caller.require(Scope::Compute)?;
+    let body = body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                r.status(),
+                "body_too_large",
+                format!("a circuit is at most {CIRCUIT_LIMIT} bytes of JSON"),
+            )
+        } else {
+            ApiError::bad_request("invalid_body", r.body_text())
+        }
+    })?;
+    let circuit = parse_circuit(&body, &limits())
+        .map_err(|e| ApiError::bad_request("invalid_circuit", e.to_string()))?;
+    // Validation restricted the name to 1 to 64 letters, digits, `_` or `-`: URL-safe.
+    let name = circuit.name.clone();
+    if tenebra_functions::find(&name).is_ok() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "name_taken",
+            format!("`{name}` is a built-in function; choose another name"),
+        ));
+    }
+    let json = String::from_utf8(circuit.canonical_json()).map_err(|e| ApiError::internal(&e))?;
+    let cost = i64::try_from(tenebra_circuit::cost::cost(&circuit).cu).unwrap_or(i64::MAX);
+    let deployed = state
+        .store
+        .deploy_function(
+            &caller.tenant_id,
+            &name,
+            &circuit.id().to_string(),
+            &json,
+            cost,
+        )
+        .await?;
+    match deployed {
+        Deployed::Created(f) => Ok((StatusCode::CREATED, Json(deployed_view(&f)?))),
+        Deployed::Existing(f) => Ok((StatusCode::OK, Json(deployed_view(&f)?))),
+    }
+}
+
+/// `DELETE /v1/functions/{name}[?version=N]`: one version, or every version.
+pub(crate) async fn remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    UrlPath(name): UrlPath<String>,
+    query: Result<Query<Selector>, QueryRejection>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Scope::Compute)?;
+    let q = selector(query)?;
+    if tenebra_functions::find(&name).is_ok() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "builtin",
+            format!("`{name}` is a built-in function and cannot be deleted"),
+        ));
+    }
+    match state
+        .store
+        .delete_function(&caller.tenant_id, &name, q.version)
+        .await
+    {
+        Ok(_) => Ok(StatusCode::NO_CONTENT),
+        Err(StoreError::NotFound) => Err(ApiError::not_found("function")),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,191 @@
+//! Functions deployed by tenants: versioned circuits, addressed by name and version or by
+//! content id. Versions count up from 1 per tenant and name; deploying a circuit that a
+//! version already holds returns that version.
+
+use sqlx::Row;
+
+use crate::{now_ms, unique_violation, Store, StoreError};
+
+/// A deployed function version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Function {
+    pub tenant_id: String,
+    pub name: String,
+    pub version: i64,
+    pub circuit_id: String,
+    /// The canonical circuit JSON (validated before it was stored).
+    pub circuit_json: String,
+    pub cost_cu: i64,
+    pub created_at: i64,
+}
+
+/// What deploying did.
+#[derive(Debug)]
+pub enum Deployed {
+    Created(Function),
+    /// The same circuit was already deployed under this name.
+    Existing(Function),
+}
+
+macro_rules! select_functions {
+    () => {
+        "SELECT tenant_id, name, version, circuit_id, circuit_json, cost_cu, created_at \
+         FROM functions "
+    };
+}
+
+macro_rules! function_from_row {
+    ($row:expr) => {{
+        let row = $row;
+        Ok::<Function, StoreError>(Function {
+            tenant_id: row.try_get("tenant_id")?,
+            name: row.try_get("name")?,
+            version: row.try_get("version")?,
+            circuit_id: row.try_get("circuit_id")?,
+            circuit_json: row.try_get("circuit_json")?,
+            cost_cu: row.try_get("cost_cu")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }};
+}
+
+macro_rules! fetch_function {
+    ($store:expr, $query:expr, $($arg:expr),*) => {{
+        let q: &'static str = $query;
+        let f = on_pool!($store, p => {
+            let row = sqlx::query(q)$(.bind($arg))*.fetch_optional(p).await?;
+            row.map(|r| function_from_row!(r)).transpose()?
+        });
+        Ok::<Option<Function>, StoreError>(f)
+    }};
+}
+
+impl Store {
+    /// Deploys a circuit as the next version of `name` (or returns the version that holds
+    /// the same circuit).
+    pub async fn deploy_function(
+        &self,
+        tenant: &str,
+        name: &str,
+        circuit_id: &str,
+        circuit_json: &str,
+        cost_cu: i64,
+    ) -> Result<Deployed, StoreError> {
+        // Two deployments racing for the same version number: the loser tries again.
+        for _ in 0..5 {
+            if let Some(f) = self.function_by_circuit(tenant, name, circuit_id).await? {
+                return Ok(Deployed::Existing(f));
+            }
+            let q = concat!(
+                "INSERT INTO functions (tenant_id, name, version, circuit_id, circuit_json, \
+                 cost_cu, created_at) \
+                 SELECT $1, $2, COALESCE(MAX(version), 0) + 1, $3, $4, $5, $6 \
+                 FROM functions WHERE tenant_id = $1 AND name = $2 \
+                 RETURNING tenant_id, name, version, circuit_id, circuit_json, cost_cu, created_at"
+            );
+            let r = on_pool!(self, p => {
+                let row = sqlx::query(q)
+                    .bind(tenant)
+                    .bind(name)
+                    .bind(circuit_id)
+                    .bind(circuit_json)
+                    .bind(cost_cu)
+                    .bind(now_ms())
+                    .fetch_one(p)
+                    .await;
+                row.map(|r| function_from_row!(r))
+            });
+            match r {
+                Ok(f) => return Ok(Deployed::Created(f?)),
+                Err(e) if unique_violation(&e) => continue,
+                Err(sqlx::Error::Database(d)) if d.is_foreign_key_violation() => {
+                    return Err(StoreError::NotFound)
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StoreError::Conflict(format!(
+            "too many concurrent deployments of `{name}`; try again"
+        )))
+    }
+
+    /// The version of the tenant's `name` that holds circuit `circuit_id`.
+    pub async fn function_by_circuit(
+        &self,
+        tenant: &str,
+        name: &str,
+        circuit_id: &str,
+    ) -> Result<Option<Function>, StoreError> {
+        let q = concat!(
+            select_functions!(),
+            "WHERE tenant_id = $1 AND name = $2 AND circuit_id = $3"
+        );
+        fetch_function!(self, q, tenant, name, circuit_id)
+    }
+
+    /// A version of the tenant's `name`, the latest when `version` is `None`.
+    pub async fn function(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: Option<i64>,
+    ) -> Result<Function, StoreError> {
+        let f = match version {
+            Some(v) => fetch_function!(
+                self,
+                concat!(
+                    select_functions!(),
+                    "WHERE tenant_id = $1 AND name = $2 AND version = $3"
+                ),
+                tenant,
+                name,
+                v
+            )?,
+            None => fetch_function!(
+                self,
+                concat!(
+                    select_functions!(),
+                    "WHERE tenant_id = $1 AND name = $2 ORDER BY version DESC LIMIT 1"
+                ),
+                tenant,
+                name
+            )?,
+        };
+        f.ok_or(StoreError::NotFound)
+    }
+
+    /// Every version of every function the tenant deployed, by name then version.
+    pub async fn list_functions(&self, tenant: &str) -> Result<Vec<Function>, StoreError> {
+        let q = concat!(
+            select_functions!(),
+            "WHERE tenant_id = $1 ORDER BY name, version"
+        );
+        on_pool!(self, p => {
+            let rows = sqlx::query(q).bind(tenant).fetch_all(p).await?;
+            rows.into_iter().map(|r| function_from_row!(r)).collect()
+        })
+    }
+
+    /// Deletes one version of the tenant's `name`, or all of them; returns how many went.
+    pub async fn delete_function(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: Option<i64>,
+    ) -> Result<u64, StoreError> {
+        let q = "DELETE FROM functions WHERE tenant_id = $1 AND name = $2 \
+                 AND ($3 = 0 OR version = $3)";
+        let n = on_pool!(self, p => sqlx::query(q)
+            .bind(tenant)
+            .bind(name)
+            .bind(version.unwrap_or(0))
+            .execute(p)
+            .await?
+            .rows_affected());
+        if n == 0 {
+            Err(StoreError::NotFound)
+        } else {
+            Ok(n)
+        }
+    }
+}
