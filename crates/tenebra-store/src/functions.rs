@@ -76,13 +76,12 @@ impl Store {
             if let Some(f) = self.function_by_circuit(tenant, name, circuit_id).await? {
                 return Ok(Deployed::Existing(f));
             }
-            let q = concat!(
-                "INSERT INTO functions (tenant_id, name, version, circuit_id, circuit_json, \
-                 cost_cu, created_at) \
-                 SELECT $1, $2, COALESCE(MAX(version), 0) + 1, $3, $4, $5, $6 \
-                 FROM functions WHERE tenant_id = $1 AND name = $2 \
-                 RETURNING tenant_id, name, version, circuit_id, circuit_json, cost_cu, created_at"
-            );
+            let q = "INSERT INTO functions (tenant_id, name, version, circuit_id, \
+                     circuit_json, cost_cu, created_at) \
+                     SELECT $1, $2, COALESCE(MAX(version), 0) + 1, $3, $4, $5, $6 \
+                     FROM functions WHERE tenant_id = $1 AND name = $2 \
+                     RETURNING tenant_id, name, version, circuit_id, circuit_json, cost_cu, \
+                     created_at";
             let r = on_pool!(self, p => {
                 let row = sqlx::query(q)
                     .bind(tenant)
