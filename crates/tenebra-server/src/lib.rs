@@ -9,6 +9,7 @@ pub mod error;
 mod functions;
 mod keysets;
 mod metrics_http;
+pub mod openapi;
 mod tasks;
 pub mod token;
 pub mod worker;
@@ -195,6 +196,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tasks/{id}/cancel", post(tasks::cancel))
         .route("/v1/tasks/{id}/result", get(tasks::result))
         .route("/metrics", get(metrics_http::render))
+        .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .fallback(|| async { ApiError::not_found("route") })
         .layer(axum::extract::DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .layer(axum::middleware::from_fn(metrics_http::track))

@@ -379,6 +379,49 @@ async fn key_sets(s: &Server, token_a: &str, token_b: &str, revoked: &str) {
     assert_eq!(st, StatusCode::NOT_FOUND);
 }
 
+/// Every operation /openapi.json documents is routed (no 404 or 405 for it), and the
+/// document lists every API route.
+#[tokio::test]
+async fn openapi_describes_the_routes() {
+    let s = start(false).await;
+    let (st, doc) = s.call("GET", "/openapi.json", None, None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().unwrap();
+    for route in [
+        "/v1/api-keys",
+        "/v1/api-keys/{id}",
+        "/v1/key-sets",
+        "/v1/key-sets/{id}",
+        "/v1/functions",
+        "/v1/functions/{name}",
+        "/v1/functions/{name}/circuit",
+        "/v1/tasks",
+        "/v1/tasks/{id}",
+        "/v1/tasks/{id}/cancel",
+        "/v1/tasks/{id}/result",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ] {
+        assert!(paths.contains_key(route), "{route} is not documented");
+    }
+    for (path, ops) in paths {
+        let concrete = path.replace("{id}", "x").replace("{name}", "x");
+        for (method, op) in ops.as_object().unwrap() {
+            let (st, _) = s.call(&method.to_uppercase(), &concrete, None, None).await;
+            assert!(
+                st != StatusCode::NOT_FOUND && st != StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path} is documented but answers {st}"
+            );
+            if op.get("security").is_some() {
+                assert_eq!(st, StatusCode::UNAUTHORIZED, "{method} {path}");
+            }
+        }
+    }
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn api_keys_on_sqlite() {
     story(false).await;
