@@ -22,6 +22,10 @@ pub(crate) const BUNDLE_LIMIT: u64 = 512 << 20;
 #[derive(Debug, Parser)]
 #[command(name = "tenebra", version, about)]
 pub struct Cli {
+    /// TOML config file: keys are the flags' `TENEBRA_*` names in lower case without the
+    /// prefix (e.g. `listen`, `database_url`); environment and flags override it.
+    #[arg(long, env = "TENEBRA_CONFIG", global = true)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -299,7 +303,9 @@ enum FunctionsCommand {
 }
 
 pub fn run(cli: Cli) -> Result<()> {
-    match cli.command {
+    // The config file was applied to the environment before parsing (config.rs).
+    let Cli { config: _, command } = cli;
+    match command {
         Command::Keys {
             command: KeysCommand::Generate { out },
         } => keys_generate(&out),

@@ -528,6 +528,41 @@ fn cluster_workers_take_over_from_a_killed_worker() {
     pg_admin(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
 }
 
+/// A config file sets flags; the environment overrides it; unknown keys are errors.
+#[test]
+fn config_file_sets_flags() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("from-config");
+    let config = write(
+        tmp.path(),
+        "tenebra.toml",
+        &format!("data_dir = {:?}\nlease_secs = 10\n", data.to_str().unwrap()),
+    );
+    ok(&["admin", "tenants", "create", "acme", "--config", &config]);
+    assert!(data.join("tenebra.db").exists());
+    let bad = write(tmp.path(), "bad.toml", "dat_dir = \"x\"\n");
+    fails(
+        &["admin", "tenants", "create", "x", "--config", &bad],
+        "unknown setting `dat_dir`",
+    );
+    let other = tmp.path().join("from-env");
+    let out = Command::new(env!("CARGO_BIN_EXE_tenebra"))
+        .args(["admin", "tenants", "create", "acme"])
+        .env("TENEBRA_CONFIG", &config)
+        .env("TENEBRA_DATA_DIR", &other)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        other.join("tenebra.db").exists(),
+        "the environment wins over the file"
+    );
+}
+
 /// A child process killed if the test fails before stopping it.
 struct KillOnDrop(std::process::Child);
 
