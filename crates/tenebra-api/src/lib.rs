@@ -48,6 +48,9 @@ pub struct KeySetView {
     pub fingerprint: String,
     pub size_bytes: i64,
     pub created_at: i64,
+    /// When the key set is deleted, if it was uploaded with a time to live.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub expires_at: Option<i64>,
 }
 
 /// A function: what it computes, its signature, and its price.

@@ -82,14 +82,27 @@ impl Client {
     /// Uploads a key set (the body of `tenebra_engine::keys::read_upload`); uploading the same
     /// set again returns the existing one.
     pub async fn upload_key_set(&self, upload: Vec<u8>) -> Result<KeySet, HttpError> {
+        self.upload_key_set_expiring(upload, None).await
+    }
+
+    /// Uploads a key set that the server deletes after `ttl_secs` (at least 60); a set
+    /// uploaded before keeps its own expiry.
+    pub async fn upload_key_set_expiring(
+        &self,
+        upload: Vec<u8>,
+        ttl_secs: Option<u64>,
+    ) -> Result<KeySet, HttpError> {
         // A cheap authenticated call first: a server refusing the API key closes the
         // connection while a 57 MiB body is still being sent, which hides its answer.
         self.key_sets().await?;
-        let req = self
+        let mut req = self
             .http
             .post(format!("{}/v1/key-sets", self.base))
             .header("content-type", "application/octet-stream")
             .body(upload);
+        if let Some(t) = ttl_secs {
+            req = req.query(&[("ttl_secs", t)]);
+        }
         self.send(req).await
     }
 

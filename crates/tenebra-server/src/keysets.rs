@@ -9,10 +9,12 @@
 use std::path::PathBuf;
 
 use axum::body::Body;
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use futures_util::StreamExt;
+use serde::Deserialize;
 use tenebra_engine::keys::{check_upload, UPLOAD_LIMIT};
 use tenebra_store::{new_id, KeySet, Scope, StoreError};
 use tokio::io::AsyncWriteExt;
@@ -25,6 +27,7 @@ fn view(k: KeySet) -> KeySetView {
         fingerprint: k.fingerprint,
         size_bytes: k.size_bytes,
         created_at: k.created_at,
+        expires_at: k.expires_at,
     }
 }
 
@@ -69,12 +72,38 @@ async fn receive(state: &AppState, body: Body) -> Result<(TempFile, u64), ApiErr
     Ok((tmp, total))
 }
 
+/// Query of an upload: an optional time to live.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UploadQuery {
+    /// Seconds until the key set is deleted (at least 60).
+    ttl_secs: Option<u64>,
+}
+
+/// Shortest key set time to live: a task queued behind others should not lose its key.
+const MIN_TTL_SECS: u64 = 60;
+
 pub(crate) async fn upload(
     State(state): State<AppState>,
     caller: Caller,
+    query: Result<Query<UploadQuery>, QueryRejection>,
     body: Body,
 ) -> Result<(StatusCode, Json<KeySetView>), ApiError> {
     caller.require(Scope::Compute)?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let expires_at = match q.ttl_secs {
+        None => None,
+        Some(t) if t >= MIN_TTL_SECS => Some(
+            tenebra_store::now_ms()
+                .saturating_add(i64::try_from(t.saturating_mul(1000)).unwrap_or(i64::MAX)),
+        ),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_ttl",
+                format!("ttl_secs must be at least {MIN_TTL_SECS}"),
+            ))
+        }
+    };
     let (mut tmp, size) = receive(&state, body).await?;
     let path = tmp
         .0
@@ -116,7 +145,7 @@ pub(crate) async fn upload(
         .map_err(|e| ApiError::internal(&e))?;
     match state
         .store
-        .create_key_set(tenant, &id, &fingerprint, size as i64)
+        .create_key_set(tenant, &id, &fingerprint, size as i64, expires_at)
         .await
     {
         Ok(k) => Ok((StatusCode::CREATED, Json(view(k)))),

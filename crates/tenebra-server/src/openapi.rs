@@ -97,7 +97,8 @@ pub fn document() -> Value {
                 "KeySet": {"type": "object", "required": ["id", "fingerprint", "size_bytes", "created_at"], "properties": {
                     "id": {"type": "string"},
                     "fingerprint": {"type": "string", "description": "SHA-256 of the server key and public key: the client-side key set id."},
-                    "size_bytes": {"type": "integer"}, "created_at": {"type": "integer"}
+                    "size_bytes": {"type": "integer"}, "created_at": {"type": "integer"},
+                    "expires_at": {"type": "integer", "description": "When the set is deleted (uploads with ttl_secs)."}
                 }},
                 "Function": {"type": "object", "required": ["name", "summary", "signature", "kind", "min_size", "max_size"], "properties": {
                     "name": {"type": "string"}, "summary": {"type": "string"}, "signature": {"type": "string"},
@@ -148,8 +149,9 @@ pub fn document() -> Value {
                 "get": op("List the tenant's key sets", "read", json!({"200": json_list("key sets", "KeySet")}), json!({})),
                 "post": op("Upload a key set (`tenebra keys upload`: compressed server key + compact public key, streamed, size-limited, conformance-checked); the same set again returns the existing one", "compute",
                     json!({"201": json_response("created", "KeySet"), "200": json_response("already uploaded", "KeySet"),
-                           "400": error_response("invalid_key_set"), "413": error_response("body_too_large")}),
-                    json!({"requestBody": {"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}))
+                           "400": error_response("invalid_key_set or invalid_ttl"), "413": error_response("body_too_large")}),
+                    json!({"parameters": [query("ttl_secs", "integer", "delete the set after this many seconds (>= 60)")],
+                           "requestBody": {"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}))
             },
             "/v1/key-sets/{id}": {
                 "get": op("A key set", "read", json!({"200": json_response("the key set", "KeySet"), "404": error_response("no such key set")}), json!({"parameters": [id_param("id")]})),

@@ -175,7 +175,7 @@ pub async fn run(
             break;
         }
         if last_sweep.is_none_or(|t| t.elapsed() >= SWEEP_EVERY) {
-            expire_results(&worker.state).await;
+            sweep(&worker.state).await;
             last_sweep = Some(Instant::now());
         }
         let permit = tokio::select! {
@@ -219,9 +219,20 @@ pub async fn run(
     Ok(())
 }
 
-/// Marks results past their time to live as expired and deletes their blobs (workers do
-/// it every minute).
-pub async fn expire_results(state: &AppState) {
+/// Marks results past their time to live as expired and deletes key sets past theirs,
+/// with their blobs (workers do it every minute).
+pub async fn sweep(state: &AppState) {
+    match state.store.expire_key_sets().await {
+        Ok(expired) => {
+            for k in expired {
+                let path = blobs::key_set(&state.blobs, &k.tenant_id, &k.id);
+                if let Err(e) = blobs::remove(&path).await {
+                    tracing::warn!(key_set = %k.id, error = %e, "removing an expired key set");
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "expiring key sets failed"),
+    }
     match state.store.expire_results().await {
         Ok(expired) => {
             for t in expired {

@@ -339,6 +339,14 @@ async fn key_sets(s: &Server, token_a: &str, token_b: &str, revoked: &str) {
     assert_eq!(blob_files(s), 0);
     let (st, _) = upload(s, revoked, body.clone()).await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let client = tenebra_client::http::Client::new(&s.base, token_a);
+    match client.upload_key_set_expiring(body.clone(), Some(5)).await {
+        Err(tenebra_client::http::HttpError::Api { status, code, .. }) => {
+            assert_eq!((status, code.as_str()), (400, "invalid_ttl"));
+        }
+        other => panic!("a 5 s TTL was accepted: {other:?}"),
+    }
+    assert_eq!(blob_files(s), 0);
 
     // The real key set: created once, idempotent, fingerprint = the client's key set id.
     let (st, ks) = upload(s, token_a, body.clone()).await;
@@ -367,6 +375,8 @@ async fn key_sets(s: &Server, token_a: &str, token_b: &str, revoked: &str) {
         .await;
     assert_eq!((st, &got), (StatusCode::OK, &ks));
 
+    assert!(ks.get("expires_at").is_none(), "no TTL asked, none set");
+
     // Deletion removes the row and the blob.
     let (st, _) = s
         .call("DELETE", &format!("/v1/key-sets/{id}"), Some(token_a), None)
@@ -377,6 +387,15 @@ async fn key_sets(s: &Server, token_a: &str, token_b: &str, revoked: &str) {
         .call("GET", &format!("/v1/key-sets/{id}"), Some(token_a), None)
         .await;
     assert_eq!(st, StatusCode::NOT_FOUND);
+    // With a time to live, the set says when it goes.
+    let ks = client
+        .upload_key_set_expiring(body.clone(), Some(3600))
+        .await
+        .unwrap();
+    let left = ks.expires_at.unwrap() - tenebra_store::now_ms();
+    assert!((3_590_000..=3_600_000).contains(&left), "{left}");
+    client.delete_key_set(&ks.id).await.unwrap();
+    assert_eq!(blob_files(s), 0);
 }
 
 /// Every operation /openapi.json documents is routed (no 404 or 405 for it), and the

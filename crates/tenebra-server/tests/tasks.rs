@@ -276,7 +276,7 @@ async fn story(postgres: bool) {
     let expires_at = d1.expires_at.unwrap();
     let wait_ms = (expires_at - tenebra_store::now_ms()).max(0) as u64 + 50;
     tokio::time::sleep(Duration::from_millis(wait_ms)).await;
-    tenebra_server::worker::expire_results(&s.state).await;
+    tenebra_server::worker::sweep(&s.state).await;
     assert_eq!(a.task(&t1.id).await.unwrap().status, "expired");
     assert_eq!(
         api_code(a.task_result(&t1.id).await),

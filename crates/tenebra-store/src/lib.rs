@@ -104,6 +104,8 @@ pub struct KeySet {
     pub fingerprint: String,
     pub size_bytes: i64,
     pub created_at: i64,
+    /// When the set is deleted, if it was uploaded with a time to live.
+    pub expires_at: Option<i64>,
 }
 
 macro_rules! key_set_from_row {
@@ -115,6 +117,7 @@ macro_rules! key_set_from_row {
             fingerprint: row.try_get("fingerprint")?,
             size_bytes: row.try_get("size_bytes")?,
             created_at: row.try_get("created_at")?,
+            expires_at: row.try_get("expires_at")?,
         })
     }};
 }
@@ -186,7 +189,7 @@ macro_rules! select_api_keys {
 /// The start of every query that reads `key_sets` rows.
 macro_rules! select_key_sets {
     () => {
-        "SELECT id, tenant_id, fingerprint, size_bytes, created_at FROM key_sets "
+        "SELECT id, tenant_id, fingerprint, size_bytes, created_at, expires_at FROM key_sets "
     };
 }
 
@@ -365,6 +368,7 @@ impl Store {
         id: &str,
         fingerprint: &str,
         size_bytes: i64,
+        expires_at: Option<i64>,
     ) -> Result<KeySet, StoreError> {
         let k = KeySet {
             id: id.to_owned(),
@@ -372,15 +376,17 @@ impl Store {
             fingerprint: fingerprint.to_owned(),
             size_bytes,
             created_at: now_ms(),
+            expires_at,
         };
-        let q = "INSERT INTO key_sets (id, tenant_id, fingerprint, size_bytes, created_at) \
-                 VALUES ($1, $2, $3, $4, $5)";
+        let q = "INSERT INTO key_sets (id, tenant_id, fingerprint, size_bytes, created_at, \
+                 expires_at) VALUES ($1, $2, $3, $4, $5, $6)";
         let r = on_pool!(self, p => sqlx::query(q)
             .bind(&k.id)
             .bind(&k.tenant_id)
             .bind(&k.fingerprint)
             .bind(k.size_bytes)
             .bind(k.created_at)
+            .bind(k.expires_at)
             .execute(p)
             .await
             .map(|r| r.rows_affected()));
@@ -449,5 +455,16 @@ impl Store {
         } else {
             Ok(())
         }
+    }
+
+    /// Deletes the rows of key sets past their time to live; returns them (the caller
+    /// removes the blobs).
+    pub async fn expire_key_sets(&self) -> Result<Vec<KeySet>, StoreError> {
+        let q = "DELETE FROM key_sets WHERE expires_at <= $1 \
+                 RETURNING id, tenant_id, fingerprint, size_bytes, created_at, expires_at";
+        on_pool!(self, p => {
+            let rows = sqlx::query(q).bind(now_ms()).fetch_all(p).await?;
+            rows.into_iter().map(|r| key_set_from_row!(r)).collect()
+        })
     }
 }

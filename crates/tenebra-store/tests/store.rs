@@ -112,12 +112,18 @@ async fn story(store: &Store) {
     // Revoking twice keeps the first revocation time.
     assert_eq!(store.revoke_api_key(&a.id, &ka.id).await.unwrap(), revoked);
     // Key sets: one per fingerprint per tenant, scoped.
-    let ks = store.create_key_set(&a.id, "ks_1", "ab", 10).await.unwrap();
+    let ks = store
+        .create_key_set(&a.id, "ks_1", "ab", 10, None)
+        .await
+        .unwrap();
     assert!(matches!(
-        store.create_key_set(&a.id, "ks_2", "ab", 10).await,
+        store.create_key_set(&a.id, "ks_2", "ab", 10, None).await,
         Err(StoreError::Conflict(_))
     ));
-    let other = store.create_key_set(&b.id, "ks_3", "ab", 10).await.unwrap();
+    let other = store
+        .create_key_set(&b.id, "ks_3", "ab", 10, None)
+        .await
+        .unwrap();
     assert_eq!(store.key_set_by_fingerprint(&a.id, "ab").await.unwrap(), ks);
     assert_eq!(store.key_set(&a.id, "ks_1").await.unwrap(), ks);
     assert!(matches!(
@@ -131,6 +137,20 @@ async fn story(store: &Store) {
     assert_eq!(store.list_key_sets(&b.id).await.unwrap(), vec![other]);
     store.delete_key_set(&a.id, "ks_1").await.unwrap();
     assert!(store.list_key_sets(&a.id).await.unwrap().is_empty());
+    // A key set with a time to live goes when it has passed, and only then.
+    let soon = tenebra_store::now_ms() + 60_000;
+    let past = tenebra_store::now_ms() - 1;
+    store
+        .create_key_set(&a.id, "ks_4", "cd", 10, Some(soon))
+        .await
+        .unwrap();
+    let gone = store
+        .create_key_set(&a.id, "ks_5", "ef", 10, Some(past))
+        .await
+        .unwrap();
+    assert_eq!(store.expire_key_sets().await.unwrap(), vec![gone]);
+    assert_eq!(store.list_key_sets(&a.id).await.unwrap().len(), 1);
+    store.delete_key_set(&a.id, "ks_4").await.unwrap();
     // Migrations are idempotent.
     store.migrate().await.unwrap();
 }

@@ -165,6 +165,9 @@ enum KeysCommand {
     Upload {
         #[arg(long)]
         keys: PathBuf,
+        /// Delete the key set from the server after this many seconds (at least 60).
+        #[arg(long)]
+        ttl_secs: Option<u64>,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -310,12 +313,17 @@ pub fn run(cli: Cli) -> Result<()> {
             command: KeysCommand::Generate { out },
         } => keys_generate(&out),
         Command::Keys {
-            command: KeysCommand::Upload { keys, server },
+            command:
+                KeysCommand::Upload {
+                    keys,
+                    ttl_secs,
+                    server,
+                },
         } => {
             let body = tenebra_engine::keys::read_upload(&keys)
                 .with_context(|| format!("reading keys from {}", keys.display()))?;
             let client = server.client()?;
-            let ks = runtime()?.block_on(client.upload_key_set(body))?;
+            let ks = runtime()?.block_on(client.upload_key_set_expiring(body, ttl_secs))?;
             eprintln!(
                 "key set {} ({} bytes) is on {}",
                 ks.fingerprint, ks.size_bytes, server.url
