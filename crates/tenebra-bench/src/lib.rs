@@ -33,7 +33,7 @@ pub fn machine() -> String {
     format!("{cpu}, {cores} cores")
 }
 
-fn today() -> String {
+pub fn today() -> String {
     std::process::Command::new("date")
         .arg("-u")
         .arg("+%Y-%m-%d")
@@ -371,7 +371,7 @@ pub struct CaseResult {
     pub hot: Vec<(String, f64, usize)>,
 }
 
-fn median(xs: &[f64]) -> f64 {
+pub fn median(xs: &[f64]) -> f64 {
     let mut v = xs.to_vec();
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)

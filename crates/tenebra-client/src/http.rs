@@ -238,21 +238,28 @@ impl Client {
             .await
     }
 
-    /// Polls a task until it is final, calling `on_update` with each status seen.
+    /// A task's status once it is final, or after `wait` (a long poll).
+    pub async fn task_wait(&self, id: &str, wait: Duration) -> Result<Task, HttpError> {
+        let req = self
+            .http
+            .get(self.url(&format!("/v1/tasks/{id}")))
+            .query(&[("wait", wait.as_secs())]);
+        self.send(req).await
+    }
+
+    /// Waits until a task is final, calling `on_update` with its status about every second
+    /// (for progress); learns the end as soon as the server does (long poll).
     pub async fn wait_task(
         &self,
         id: &str,
         mut on_update: impl FnMut(&Task),
     ) -> Result<Task, HttpError> {
-        let mut delay = Duration::from_millis(100);
         loop {
-            let t = self.task(id).await?;
+            let t = self.task_wait(id, Duration::from_secs(1)).await?;
             on_update(&t);
             if t.is_final() {
                 return Ok(t);
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(1));
         }
     }
 }

@@ -45,6 +45,9 @@ pub struct AppState {
     /// Wakes this process's workers when a task is submitted (PostgreSQL also notifies
     /// the workers of other processes).
     pub wake: Arc<tokio::sync::Notify>,
+    /// Announces that this process's workers ended a task (long polls wake up; other
+    /// processes' ends are seen by polling).
+    pub task_ended: Arc<tokio::sync::Notify>,
 }
 
 /// Where the server keeps its data, and which database it uses.
@@ -90,6 +93,7 @@ pub async fn open(settings: &Settings) -> Result<AppState, String> {
         secret,
         blobs,
         wake: Arc::new(tokio::sync::Notify::new()),
+        task_ended: Arc::new(tokio::sync::Notify::new()),
     })
 }
 

@@ -189,7 +189,9 @@ pub fn document() -> Value {
                            "requestBody": {"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}))
             },
             "/v1/tasks/{id}": {
-                "get": op("A task's status and progress", "read", json!({"200": json_response("the task", "Task"), "404": error_response("no such task")}), json!({"parameters": [task_id]}))
+                "get": op("A task's status and progress; with `wait`, a long poll that answers as soon as the task is final", "read",
+                    json!({"200": json_response("the task", "Task"), "404": error_response("no such task")}),
+                    json!({"parameters": [task_id, query("wait", "integer", "seconds to wait for the task to end (at most 60)")]}))
             },
             "/v1/tasks/{id}/cancel": {
                 "post": op("Cancel a task: a queued one at once, a running one at its next step", "compute",

@@ -6,6 +6,8 @@
 //! input is stored as a blob before its row is inserted, so a worker never claims a task
 //! without its input. Workers (see `worker.rs`) do the rest.
 
+use std::time::Duration;
+
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path as UrlPath, Query, State};
@@ -190,18 +192,45 @@ pub(crate) async fn submit(
     }
 }
 
+/// Longest long poll (`GET /v1/tasks/{id}?wait=SECS`).
+const MAX_WAIT_SECS: u64 = 60;
+/// How often a long poll looks at the task when no local worker announces its end.
+const WAIT_POLL: Duration = Duration::from_millis(250);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GetQuery {
+    /// Long poll: answer when the task is final, or after this many seconds.
+    wait: Option<u64>,
+}
+
 pub(crate) async fn get(
     State(state): State<AppState>,
     caller: Caller,
     UrlPath(id): UrlPath<String>,
+    query: Result<Query<GetQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<TaskView>, ApiError> {
     caller.require(Scope::Read)?;
-    let t = state
-        .store
-        .task(&caller.tenant_id, &id)
-        .await
-        .map_err(not_found)?;
-    Ok(Json(view(t)))
+    let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(0).min(MAX_WAIT_SECS));
+    loop {
+        // Registered before reading, so an end announced in between is not missed.
+        let ended = state.task_ended.notified();
+        let t = state
+            .store
+            .task(&caller.tenant_id, &id)
+            .await
+            .map_err(not_found)?;
+        if t.status.is_final() || tokio::time::Instant::now() >= deadline {
+            return Ok(Json(view(t)));
+        }
+        tokio::select! {
+            () = ended => {}
+            () = tokio::time::sleep(WAIT_POLL) => {}
+            () = tokio::time::sleep_until(deadline) => {}
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

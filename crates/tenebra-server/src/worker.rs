@@ -411,6 +411,7 @@ impl Worker {
             .await
         {
             Ok(t) => {
+                self.state.task_ended.notify_waiters();
                 tracing::info!(task = %t.id, status = t.status.as_str(), wall_ms = wall, "finished");
                 metrics::histogram!("tenebra_task_seconds", "function" => t.function.clone(), "status" => t.status.as_str())
                     .record(started.elapsed().as_secs_f64());

@@ -256,6 +256,18 @@ enum BenchCommand {
         #[arg(long, default_value = "crates/tenebra-circuit/calibration.json")]
         out: PathBuf,
     },
+    /// What the service adds: the same input evaluated in-process and through the embedded
+    /// service over HTTP, alternating, in one run.
+    Service {
+        /// Key set directory (generated there if missing).
+        #[arg(long)]
+        keys: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// Also write the section into this file (e.g. BENCHMARKS.md), replacing the old one.
+        #[arg(long)]
+        write: Option<PathBuf>,
+    },
     /// Time the built-ins against hand-written tfhe-rs code, in the same run.
     Compare {
         /// Key set directory (generated there if missing).
@@ -434,7 +446,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-fn ensure_keys(dir: &Path) -> Result<(ClientKeys, ServerKeys)> {
+pub(crate) fn ensure_keys(dir: &Path) -> Result<(ClientKeys, ServerKeys)> {
     if !dir.join(tenebra_engine::keys::MANIFEST_FILE).exists() {
         eprintln!("generating a key set in {} ...", dir.display());
         ClientKeys::generate(dir)?;
@@ -455,6 +467,7 @@ fn bench(command: BenchCommand) -> Result<()> {
             eprintln!("wrote {}", out.display());
             Ok(())
         }
+        BenchCommand::Service { keys, reps, write } => service::bench_service(&keys, reps, write),
         BenchCommand::Compare { keys, reps, write } => {
             let (client, server) = ensure_keys(&keys)?;
             let results = tenebra_bench::compare(
@@ -468,7 +481,12 @@ fn bench(command: BenchCommand) -> Result<()> {
             let report = tenebra_bench::report(&results, reps.max(1));
             print!("{report}");
             if let Some(path) = write {
-                write_file(&path, report.as_bytes())?;
+                // Keep the section `bench service` wrote.
+                let old = std::fs::read_to_string(&path).unwrap_or_default();
+                let kept = service::service_section(&old)
+                    .map(|s| format!("\n{s}\n"))
+                    .unwrap_or_default();
+                write_file(&path, format!("{report}{kept}").as_bytes())?;
             }
             Ok(())
         }
