@@ -361,6 +361,57 @@ fn serve_and_admin_create_a_tenant_then_stop_on_sigterm() {
     );
     let (good, _, err) = remote(&["task", "status", "task_nope"]);
     assert!(!good && err.contains("404 not_found"), "{err}");
+
+    // A tenant's own function, as the README shows it: deploy, run, list, delete.
+    let circuit = {
+        use tenebra_circuit::builder::{max_of, sum, Builder};
+        use tenebra_circuit::ScalarType::Uint;
+        let b = Builder::new("stats3");
+        let xs = b.input_vec("xs", Uint(8), 3);
+        let wide: Vec<_> = xs.iter().map(|x| x.cast(Uint(16))).collect();
+        b.output("s", &sum(&wide));
+        b.output("m", &max_of(&xs));
+        b.build().unwrap().canonical_json()
+    };
+    let circuit_file = tmp.path().join("stats3.json");
+    std::fs::write(&circuit_file, circuit).unwrap();
+    let (good, version, err) = remote(&[
+        "functions",
+        "deploy",
+        "--circuit",
+        circuit_file.to_str().unwrap(),
+    ]);
+    assert!(good, "{err}");
+    assert_eq!(version.trim(), "1");
+    let xs = write(tmp.path(), "xs.json", r#"{"xs": [200, 255, 7]}"#);
+    let (good, got, err) = remote(&[
+        "run",
+        "--keys",
+        keys_arg,
+        "--function",
+        "stats3",
+        "--input",
+        &xs,
+    ]);
+    assert!(good, "{err}");
+    assert_eq!(got.trim(), r#"{"m":255,"s":462}"#);
+    let (good, list, err) = remote(&["functions", "list"]);
+    assert!(
+        good && list.contains("stats3 v1") && list.contains("weight_stats"),
+        "{list}{err}"
+    );
+    let (good, _, err) = remote(&["functions", "delete", "stats3"]);
+    assert!(good, "{err}");
+    let (good, _, err) = remote(&[
+        "run",
+        "--keys",
+        keys_arg,
+        "--function",
+        "stats3",
+        "--input",
+        &xs,
+    ]);
+    assert!(!good && err.contains("404"), "{err}");
     // Graceful shutdown on SIGTERM.
     Command::new("kill")
         .args(["-TERM", &server.0.id().to_string()])
