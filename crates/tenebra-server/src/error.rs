@@ -55,6 +55,16 @@ impl ApiError {
     }
 }
 
+/// Maps a rejected raw body: 413 past the route's limit (`what` says what is limited), 400
+/// otherwise.
+pub fn body_error(r: &axum::extract::rejection::BytesRejection, what: &str) -> ApiError {
+    if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(r.status(), "body_too_large", what)
+    } else {
+        ApiError::bad_request("invalid_body", r.body_text())
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"code": self.code, "message": self.message}});

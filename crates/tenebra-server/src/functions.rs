@@ -241,15 +241,10 @@ pub(crate) async fn deploy(
 ) -> Result<(StatusCode, Json<FunctionView>), ApiError> {
     caller.require(Scope::Compute)?;
     let body = body.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                r.status(),
-                "body_too_large",
-                format!("a circuit is at most {CIRCUIT_LIMIT} bytes of JSON"),
-            )
-        } else {
-            ApiError::bad_request("invalid_body", r.body_text())
-        }
+        crate::error::body_error(
+            &r,
+            &format!("a circuit is at most {CIRCUIT_LIMIT} bytes of JSON"),
+        )
     })?;
     let circuit = parse_circuit(&body, &limits())
         .map_err(|e| ApiError::bad_request("invalid_circuit", e.to_string()))?;

@@ -95,15 +95,10 @@ pub(crate) async fn submit(
     caller.require(Scope::Compute)?;
     let idempotency_key = idempotency_key(&headers)?;
     let body = body.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                r.status(),
-                "body_too_large",
-                format!("an encrypted input is at most {TASK_INPUT_LIMIT} bytes"),
-            )
-        } else {
-            ApiError::bad_request("invalid_body", r.body_text())
-        }
+        crate::error::body_error(
+            &r,
+            &format!("an encrypted input is at most {TASK_INPUT_LIMIT} bytes"),
+        )
     })?;
     let (header, _) = bundle::read(&body, Kind::Input)
         .map_err(|e| ApiError::bad_request("invalid_input", e.to_string()))?;

@@ -2,60 +2,19 @@
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tenebra_server::{create_tenant, open, serve, AppState, Settings};
+use tenebra_server::create_tenant;
+
+mod common;
 
 struct Server {
-    base: String,
-    state: AppState,
+    h: common::Harness,
     http: reqwest::Client,
-    _dir: tempfile::TempDir,
-    pg_db: Option<String>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
-const PG: &str = "postgres://postgres@127.0.0.1:5432";
-
 async fn start(postgres: bool) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let pg_db = if postgres {
-        let name = format!(
-            "tenebra_api_{}",
-            tenebra_store::new_id("db").trim_start_matches("db_")
-        );
-        let admin = sqlx::PgPool::connect(&format!("{PG}/test")).await.unwrap();
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&admin)
-            .await
-            .unwrap();
-        admin.close().await;
-        Some(name)
-    } else {
-        None
-    };
-    let settings = Settings {
-        data_dir: dir.path().to_owned(),
-        database_url: pg_db.as_ref().map(|n| format!("{PG}/{n}")),
-        secret_hex: None,
-    };
-    let state = open(&settings).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let s = state.clone();
-    tokio::spawn(async move {
-        serve(listener, s, async {
-            let _ = rx.await;
-        })
-        .await
-        .unwrap();
-    });
     Server {
-        base,
-        state,
+        h: common::Harness::start(postgres).await,
         http: reqwest::Client::new(),
-        _dir: dir,
-        pg_db,
-        stop: Some(tx),
     }
 }
 
@@ -69,7 +28,7 @@ impl Server {
     ) -> (StatusCode, Value) {
         let mut req = self
             .http
-            .request(method.parse().unwrap(), format!("{}{path}", self.base));
+            .request(method.parse().unwrap(), format!("{}{path}", self.h.base));
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -85,19 +44,8 @@ impl Server {
         )
     }
 
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        self.state.store.close().await;
-        if let Some(name) = &self.pg_db {
-            let admin = sqlx::PgPool::connect(&format!("{PG}/test")).await.unwrap();
-            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .execute(&admin)
-                .await
-                .unwrap();
-            admin.close().await;
-        }
+    async fn stop(self) {
+        self.h.stop().await;
     }
 }
 
@@ -113,9 +61,9 @@ async fn story(postgres: bool) {
     );
     assert_eq!(s.call("GET", "/readyz", None, None).await.0, StatusCode::OK);
 
-    let (a, token_a) = create_tenant(&s.state, "acme").await.unwrap();
-    let (_b, token_b) = create_tenant(&s.state, "globex").await.unwrap();
-    assert!(create_tenant(&s.state, "acme").await.is_err());
+    let (a, token_a) = create_tenant(&s.h.state, "acme").await.unwrap();
+    let (_b, token_b) = create_tenant(&s.h.state, "globex").await.unwrap();
+    assert!(create_tenant(&s.h.state, "acme").await.is_err());
 
     // Authentication.
     let (st, body) = s.call("GET", "/v1/api-keys", None, None).await;
@@ -164,7 +112,7 @@ async fn story(postgres: bool) {
         )
         .await;
     assert_eq!((st, code(&body)), (StatusCode::NOT_FOUND, "not_found"));
-    assert_eq!(s.state.store.list_api_keys(&a.id).await.unwrap().len(), 2);
+    assert_eq!(s.h.state.store.list_api_keys(&a.id).await.unwrap().len(), 2);
 
     // Revocation takes effect at once.
     let (st, revoked) = s
@@ -221,7 +169,7 @@ async fn story(postgres: bool) {
             .await;
         assert_eq!((st, code(&resp)), (status, want), "{resp}");
     }
-    assert_eq!(s.state.store.list_api_keys(&a.id).await.unwrap().len(), 2);
+    assert_eq!(s.h.state.store.list_api_keys(&a.id).await.unwrap().len(), 2);
     // Functions: listed with signature and sizes, priced per size.
     let (st, fs) = s.call("GET", "/v1/functions", Some(&token_b), None).await;
     assert_eq!(st, StatusCode::OK);
@@ -285,7 +233,7 @@ async fn story(postgres: bool) {
 async fn upload(s: &Server, token: &str, body: Vec<u8>) -> (StatusCode, Value) {
     let resp = s
         .http
-        .post(format!("{}/v1/key-sets", s.base))
+        .post(format!("{}/v1/key-sets", s.h.base))
         .bearer_auth(token)
         .body(body)
         .send()
@@ -296,7 +244,7 @@ async fn upload(s: &Server, token: &str, body: Vec<u8>) -> (StatusCode, Value) {
 }
 
 fn blob_files(s: &Server) -> usize {
-    walk(&s.state.blobs)
+    walk(&s.h.state.blobs)
 }
 
 fn walk(dir: &std::path::Path) -> usize {
@@ -339,7 +287,7 @@ async fn key_sets(s: &Server, token_a: &str, token_b: &str, revoked: &str) {
     assert_eq!(blob_files(s), 0);
     let (st, _) = upload(s, revoked, body.clone()).await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
-    let client = tenebra_client::http::Client::new(&s.base, token_a);
+    let client = tenebra_client::http::Client::new(&s.h.base, token_a);
     match client.upload_key_set_expiring(body.clone(), Some(5)).await {
         Err(tenebra_client::http::HttpError::Api { status, code, .. }) => {
             assert_eq!((status, code.as_str()), (400, "invalid_ttl"));

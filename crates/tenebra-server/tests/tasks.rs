@@ -8,63 +8,21 @@ use tenebra_client::http::{Client, HttpError, Task};
 use tenebra_client::{decrypt, encrypt};
 use tenebra_engine::bundle::{self, Kind};
 use tenebra_engine::test_support::{client_keys, test_key_dir};
+use tenebra_server::create_tenant;
 use tenebra_server::worker::{self, WorkerConfig};
-use tenebra_server::{create_tenant, open, serve, AppState, Settings};
 use tokio::sync::watch;
 
-const PG: &str = "postgres://postgres@127.0.0.1:5432";
+mod common;
 
 struct Service {
-    base: String,
-    state: AppState,
-    stop: watch::Sender<bool>,
+    h: common::Harness,
     worker_stop: Option<watch::Sender<bool>>,
-    _dir: tempfile::TempDir,
-    pg_db: Option<String>,
 }
 
 async fn start(postgres: bool) -> Service {
-    let dir = tempfile::tempdir().unwrap();
-    let pg_db = if postgres {
-        let name = format!(
-            "tenebra_tasks_{}",
-            tenebra_store::new_id("db").trim_start_matches("db_")
-        );
-        let admin = sqlx::PgPool::connect(&format!("{PG}/test")).await.unwrap();
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&admin)
-            .await
-            .unwrap();
-        admin.close().await;
-        Some(name)
-    } else {
-        None
-    };
-    let settings = Settings {
-        data_dir: dir.path().to_owned(),
-        database_url: pg_db.as_ref().map(|n| format!("{PG}/{n}")),
-        secret_hex: None,
-    };
-    let state = open(&settings).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, rx) = watch::channel(false);
-    let s = state.clone();
-    tokio::spawn(async move {
-        let mut rx = rx;
-        serve(listener, s, async move {
-            let _ = rx.wait_for(|v| *v).await;
-        })
-        .await
-        .unwrap();
-    });
     Service {
-        base,
-        state,
-        stop,
+        h: common::Harness::start(postgres).await,
         worker_stop: None,
-        _dir: dir,
-        pg_db,
     }
 }
 
@@ -77,7 +35,7 @@ impl Service {
             result_ttl,
             ..WorkerConfig::default()
         };
-        tokio::spawn(worker::run(self.state.clone(), cfg, rx));
+        tokio::spawn(worker::run(self.h.state.clone(), cfg, rx));
         self.worker_stop = Some(tx);
     }
 
@@ -85,16 +43,7 @@ impl Service {
         if let Some(w) = &self.worker_stop {
             let _ = w.send(true);
         }
-        let _ = self.stop.send(true);
-        self.state.store.close().await;
-        if let Some(name) = &self.pg_db {
-            let admin = sqlx::PgPool::connect(&format!("{PG}/test")).await.unwrap();
-            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .execute(&admin)
-                .await
-                .unwrap();
-            admin.close().await;
-        }
+        self.h.stop().await;
     }
 }
 
@@ -125,10 +74,10 @@ async fn wait_until(client: &Client, id: &str, what: impl Fn(&Task) -> bool) -> 
 
 async fn story(postgres: bool) {
     let mut s = start(postgres).await;
-    let (_, token_a) = create_tenant(&s.state, "acme").await.unwrap();
-    let (_, token_b) = create_tenant(&s.state, "globex").await.unwrap();
-    let a = Client::new(&s.base, &token_a);
-    let b = Client::new(&s.base, &token_b);
+    let (_, token_a) = create_tenant(&s.h.state, "acme").await.unwrap();
+    let (_, token_b) = create_tenant(&s.h.state, "globex").await.unwrap();
+    let a = Client::new(&s.h.base, &token_a);
+    let b = Client::new(&s.h.base, &token_b);
     let keys = client_keys();
     let weights = tenebra_functions::find("weight_stats").unwrap();
     let sleep = tenebra_functions::find("sleep_quality").unwrap();
@@ -257,7 +206,7 @@ async fn story(postgres: bool) {
     );
 
     // Prometheus metrics.
-    let metrics = reqwest::get(format!("{}/metrics", s.base))
+    let metrics = reqwest::get(format!("{}/metrics", s.h.base))
         .await
         .unwrap()
         .text()
@@ -276,15 +225,15 @@ async fn story(postgres: bool) {
     let expires_at = d1.expires_at.unwrap();
     let wait_ms = (expires_at - tenebra_store::now_ms()).max(0) as u64 + 50;
     tokio::time::sleep(Duration::from_millis(wait_ms)).await;
-    tenebra_server::worker::sweep(&s.state).await;
+    tenebra_server::worker::sweep(&s.h.state).await;
     assert_eq!(a.task(&t1.id).await.unwrap().status, "expired");
     assert_eq!(
         api_code(a.task_result(&t1.id).await),
         (410, "result_expired".into())
     );
-    assert_eq!(blob_count(&s.state.blobs, "result"), 0);
+    assert_eq!(blob_count(&s.h.state.blobs, "result"), 0);
     assert_eq!(
-        blob_count(&s.state.blobs, "input"),
+        blob_count(&s.h.state.blobs, "input"),
         0,
         "inputs go when tasks end"
     );
@@ -333,10 +282,10 @@ fn tenant_circuit(name: &str, extra: u64) -> tenebra_circuit::ValidCircuit {
 
 async fn deployed_functions(postgres: bool) {
     let mut s = start(postgres).await;
-    let (_, token_a) = create_tenant(&s.state, "acme").await.unwrap();
-    let (_, token_b) = create_tenant(&s.state, "globex").await.unwrap();
-    let a = Client::new(&s.base, &token_a);
-    let b = Client::new(&s.base, &token_b);
+    let (_, token_a) = create_tenant(&s.h.state, "acme").await.unwrap();
+    let (_, token_b) = create_tenant(&s.h.state, "globex").await.unwrap();
+    let a = Client::new(&s.h.base, &token_a);
+    let b = Client::new(&s.h.base, &token_b);
     let keys = client_keys();
 
     // Deploy: versions count up; the same circuit is the same version.

@@ -367,6 +367,52 @@ pub fn delete_function(server: &ServerArgs, name: &str, version: Option<i64>) ->
     Ok(())
 }
 
+/// The service with embedded defaults, in this process, on a free loopback port.
+struct Embedded {
+    url: String,
+    state: tenebra_server::AppState,
+    stop: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    worker: tokio::task::JoinHandle<Result<(), tenebra_store::StoreError>>,
+}
+
+impl Embedded {
+    async fn start(data_dir: &Path) -> Result<Self> {
+        let settings = tenebra_server::Settings {
+            data_dir: data_dir.to_owned(),
+            database_url: None,
+            secret_hex: None,
+        };
+        let state = tenebra_server::open(&settings)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let (stop, rx) = watch::channel(false);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let server = tokio::spawn(tenebra_server::serve(
+            listener,
+            state.clone(),
+            stopped(rx.clone()),
+        ));
+        let worker = tokio::spawn(worker::run(state.clone(), WorkerConfig::default(), rx));
+        Ok(Self {
+            url,
+            state,
+            stop,
+            server,
+            worker,
+        })
+    }
+
+    async fn stop(self) -> Result<()> {
+        let _ = self.stop.send(true);
+        self.server.await??;
+        self.worker.await??;
+        self.state.store.close().await;
+        Ok(())
+    }
+}
+
 /// The README's main job: start the service with embedded defaults, then act as a client:
 /// keys, upload, and every built-in encrypted, run by the service, decrypted, and checked
 /// against its plaintext reference.
@@ -375,27 +421,8 @@ pub fn demo(keys: Option<PathBuf>, data_dir: Option<PathBuf>) -> Result<()> {
     let keys = keys.unwrap_or_else(|| tmp.path().join("keys"));
     let data_dir = data_dir.unwrap_or_else(|| tmp.path().join("data"));
     runtime()?.block_on(async {
-        let settings = tenebra_server::Settings {
-            data_dir: data_dir.clone(),
-            database_url: None,
-            secret_hex: None,
-        };
-        let state = tenebra_server::open(&settings)
-            .await
-            .map_err(anyhow::Error::msg)?;
-        let (tx, stop) = watch::channel(false);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let server = tokio::spawn(tenebra_server::serve(
-            listener,
-            state.clone(),
-            stopped(stop.clone()),
-        ));
-        let worker = tokio::spawn(worker::run(
-            state.clone(),
-            WorkerConfig::default(),
-            stop.clone(),
-        ));
+        let service = Embedded::start(&data_dir).await?;
+        let (url, state) = (service.url.clone(), service.state.clone());
         eprintln!(
             "service on {url} (SQLite and blobs in {}, in-process worker)",
             data_dir.display()
@@ -405,10 +432,7 @@ pub fn demo(keys: Option<PathBuf>, data_dir: Option<PathBuf>) -> Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("{}", e.message))?;
         let outcome = demo_client(&url, &token, &keys).await;
-        let _ = tx.send(true);
-        server.await??;
-        worker.await??;
-        state.store.close().await;
+        service.stop().await?;
         outcome
     })
 }
@@ -498,27 +522,8 @@ pub fn bench_service(keys_dir: &Path, reps: usize, write: Option<PathBuf>) -> Re
         ),
     ];
     let rows = runtime()?.block_on(async {
-        let settings = tenebra_server::Settings {
-            data_dir: tmp.path().join("data"),
-            database_url: None,
-            secret_hex: None,
-        };
-        let state = tenebra_server::open(&settings)
-            .await
-            .map_err(anyhow::Error::msg)?;
-        let (tx, stop) = watch::channel(false);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let server = tokio::spawn(tenebra_server::serve(
-            listener,
-            state.clone(),
-            stopped(stop.clone()),
-        ));
-        let worker = tokio::spawn(worker::run(
-            state.clone(),
-            WorkerConfig::default(),
-            stop.clone(),
-        ));
+        let service = Embedded::start(&tmp.path().join("data")).await?;
+        let (url, state) = (service.url.clone(), service.state.clone());
         let (_, token) = tenebra_server::create_tenant(&state, "bench")
             .await
             .map_err(|e| anyhow::anyhow!("{}", e.message))?;
@@ -580,10 +585,7 @@ pub fn bench_service(keys_dir: &Path, reps: usize, write: Option<PathBuf>) -> Re
                 first.then_some(cold),
             ));
         }
-        let _ = tx.send(true);
-        server.await??;
-        worker.await??;
-        state.store.close().await;
+        service.stop().await?;
         anyhow::Ok((rows, upload_s, upload_bytes))
     })?;
     let (rows, upload_s, upload_bytes) = rows;

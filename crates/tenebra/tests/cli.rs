@@ -292,21 +292,7 @@ fn serve_and_admin_create_a_tenant_then_stop_on_sigterm() {
         r#"{"weights": [680, 650, 690, 700, 705]}"#,
     );
     let keys_arg = keys.to_str().unwrap();
-    let remote = |args: &[&str]| {
-        let mut all = args.to_vec();
-        all.extend(["--server", &server_url]);
-        let out = Command::new(env!("CARGO_BIN_EXE_tenebra"))
-            .args(&all)
-            .env("TENEBRA_API_KEY", &token)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        (
-            out.status.success(),
-            String::from_utf8(out.stdout).unwrap(),
-            err,
-        )
-    };
+    let remote = |args: &[&str]| against(&server_url, &token, args);
     let want = ok(&["simulate", "--function", "weight_stats", "--input", &input]);
     let args = [
         "run",
@@ -420,6 +406,21 @@ fn serve_and_admin_create_a_tenant_then_stop_on_sigterm() {
     assert!(server.0.wait().unwrap().success());
 }
 
+/// Runs a command against a server with an API key: (success, stdout, stderr).
+fn against(server: &str, token: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tenebra"))
+        .args(args)
+        .args(["--server", server])
+        .env("TENEBRA_API_KEY", token)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 fn spawn(args: &[&str]) -> KillOnDrop {
     KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_tenebra"))
@@ -503,19 +504,9 @@ fn cluster_workers_take_over_from_a_killed_worker() {
         enc,
     ]);
     let remote = |args: &[&str]| {
-        let mut all = args.to_vec();
-        all.extend(["--server", &server_url]);
-        let out = Command::new(env!("CARGO_BIN_EXE_tenebra"))
-            .args(&all)
-            .env("TENEBRA_API_KEY", &token)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        let (good, out, err) = against(&server_url, &token, args);
+        assert!(good, "tenebra {args:?}: {err}");
+        out
     };
     remote(&["keys", "upload", "--keys", keys_arg]);
     let status = |id: &str| -> serde_json::Value {

@@ -1,0 +1,70 @@
+//! The real server on port 0, on SQLite or on a fresh database of the real PostgreSQL.
+
+use tenebra_server::{open, serve, AppState, Settings};
+use tokio::sync::watch;
+
+const PG: &str = "postgres://postgres@127.0.0.1:5432";
+
+/// A running server with its own data directory (and PostgreSQL database).
+pub struct Harness {
+    pub base: String,
+    pub state: AppState,
+    stop: watch::Sender<bool>,
+    _dir: tempfile::TempDir,
+    pg_db: Option<String>,
+}
+
+async fn pg_admin(sql: &str) {
+    let admin = sqlx::PgPool::connect(&format!("{PG}/test")).await.unwrap();
+    sqlx::query(sql).execute(&admin).await.unwrap();
+    admin.close().await;
+}
+
+impl Harness {
+    pub async fn start(postgres: bool) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let pg_db = if postgres {
+            let name = format!(
+                "tenebra_api_{}",
+                tenebra_store::new_id("db").trim_start_matches("db_")
+            );
+            pg_admin(&format!("CREATE DATABASE {name}")).await;
+            Some(name)
+        } else {
+            None
+        };
+        let settings = Settings {
+            data_dir: dir.path().to_owned(),
+            database_url: pg_db.as_ref().map(|n| format!("{PG}/{n}")),
+            secret_hex: None,
+        };
+        let state = open(&settings).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, mut rx) = watch::channel(false);
+        let s = state.clone();
+        tokio::spawn(async move {
+            serve(listener, s, async move {
+                let _ = rx.wait_for(|v| *v).await;
+            })
+            .await
+            .unwrap();
+        });
+        Self {
+            base,
+            state,
+            stop,
+            _dir: dir,
+            pg_db,
+        }
+    }
+
+    /// Stops the server and drops its PostgreSQL database.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        self.state.store.close().await;
+        if let Some(name) = &self.pg_db {
+            pg_admin(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+        }
+    }
+}
