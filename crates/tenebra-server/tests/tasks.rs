@@ -28,13 +28,16 @@ async fn start(postgres: bool) -> Service {
 
 impl Service {
     fn start_worker(&mut self, result_ttl: Duration) {
-        let (tx, rx) = watch::channel(false);
-        let cfg = WorkerConfig {
+        self.start_worker_with(WorkerConfig {
             lease: Duration::from_secs(6),
             poll: Duration::from_millis(500),
             result_ttl,
             ..WorkerConfig::default()
-        };
+        });
+    }
+
+    fn start_worker_with(&mut self, cfg: WorkerConfig) {
+        let (tx, rx) = watch::channel(false);
         tokio::spawn(worker::run(self.h.state.clone(), cfg, rx));
         self.worker_stop = Some(tx);
     }
@@ -402,4 +405,44 @@ async fn deployed_functions_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deployed_functions_on_postgres() {
     deployed_functions(true).await;
+}
+
+/// A failure on our side (here: the key set's blob is gone from storage) is retried with
+/// backoff, then fails for good with a generic message; the client's mistakes are not ours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_on_our_side_are_retried_then_fail() {
+    let mut s = start(false).await;
+    let (tenant, token) = create_tenant(&s.h.state, "acme").await.unwrap();
+    let a = Client::new(&s.h.base, &token);
+    let ks = a
+        .upload_key_set(tenebra_engine::keys::read_upload(&test_key_dir()).unwrap())
+        .await
+        .unwrap();
+    let blob =
+        s.h.state
+            .blobs
+            .join(&tenant.id)
+            .join(format!("{}.keyset", ks.id));
+    std::fs::remove_file(&blob).unwrap();
+    s.start_worker_with(WorkerConfig {
+        poll: Duration::from_millis(100),
+        retry_delay: Duration::from_millis(100),
+        max_attempts: 3,
+        ..WorkerConfig::default()
+    });
+    let weights = tenebra_functions::find("weight_stats").unwrap();
+    let enc = encrypt(client_keys(), weights, &json!({"weights": [1, 2, 3]})).unwrap();
+    let t = a.submit_task(enc, None).await.unwrap();
+    let t = a.wait_task(&t.id, |_| {}).await.unwrap();
+    assert_eq!(t.status, "failed");
+    assert_eq!(t.attempts, 3, "{t:?}");
+    let e = t.error.unwrap();
+    assert_eq!(e.code, "internal");
+    assert!(
+        !e.message.contains(".keyset"),
+        "no internal detail: {}",
+        e.message
+    );
+    assert_eq!(blob_count(&s.h.state.blobs, "input"), 0);
+    s.stop().await;
 }
