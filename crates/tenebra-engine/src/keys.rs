@@ -343,11 +343,75 @@ pub fn unpack_upload(bytes: &[u8]) -> Result<(&[u8], &[u8]), EngineError> {
     Ok((server, public))
 }
 
-/// Checks both keys of an upload (size limits, versions, conformance with this server's
-/// parameters) without decompressing anything, and returns the key set's id.
-pub fn check_upload(bytes: &[u8]) -> Result<KeySetId, EngineError> {
-    let (server, public) = unpack_upload(bytes)?;
-    check_server_key(server)?;
-    load_public_key(public)?;
-    Ok(KeySetId::of(server, public))
+/// A reader that hashes what passes through it.
+struct Hashing<'a, R> {
+    inner: R,
+    hasher: &'a mut Sha256,
+}
+
+impl<R: Read> Read for Hashing<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Checks both keys of an upload stored in a file (size limits, versions, conformance with
+/// this server's parameters) without decompressing anything, and returns the key set's id.
+/// The file is read as a stream: its bytes are never held in memory beside the keys.
+pub fn check_upload_file(path: &Path) -> Result<KeySetId, EngineError> {
+    let io = |e: std::io::Error| EngineError::Io(format!("{}: {e}", path.display()));
+    let bad = |m: &str| EngineError::BadInput(format!("not a key set upload: {m}"));
+    let file = fs::File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    if len > UPLOAD_LIMIT {
+        return Err(bad("larger than the upload limit"));
+    }
+    let mut reader = std::io::BufReader::with_capacity(1 << 16, file);
+    let mut header = [0u8; UPLOAD_HEADER];
+    reader
+        .read_exact(&mut header)
+        .map_err(|_| bad("it does not start with the key set marker"))?;
+    if &header[..4] != UPLOAD_MAGIC {
+        return Err(bad("it does not start with the key set marker"));
+    }
+    if header[4..8] != 1u32.to_le_bytes() {
+        return Err(bad("unsupported version"));
+    }
+    let word = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&header[at..at + 8]);
+        u64::from_le_bytes(b)
+    };
+    let (sl, pl) = (word(8), word(16));
+    if sl.checked_add(pl) != Some(len - UPLOAD_HEADER as u64) {
+        return Err(bad("the lengths do not match the body (truncated?)"));
+    }
+    let mut hasher = Sha256::new();
+    // Each key is read from its own span; what the deserializer leaves is hashed too, so
+    // the id is the same as `KeySetId::of` over the two files.
+    let mut server = Hashing {
+        inner: (&mut reader).take(sl),
+        hasher: &mut hasher,
+    };
+    safe_deserialize_conformant::<CompressedServerKey>(
+        &mut server,
+        SERVER_KEY_LIMIT,
+        &config().into(),
+    )
+    .map_err(|e| bad_key(SERVER_KEY_FILE, &e))?;
+    std::io::copy(&mut server, &mut std::io::sink()).map_err(io)?;
+    let mut public = Hashing {
+        inner: (&mut reader).take(pl),
+        hasher: &mut hasher,
+    };
+    safe_deserialize_conformant::<CompactPublicKey>(
+        &mut public,
+        PUBLIC_KEY_LIMIT,
+        &public_key_parameters()?,
+    )
+    .map_err(|e| bad_key(PUBLIC_KEY_FILE, &e))?;
+    std::io::copy(&mut public, &mut std::io::sink()).map_err(io)?;
+    Ok(KeySetId(hasher.finalize().into()))
 }

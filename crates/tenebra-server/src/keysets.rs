@@ -15,7 +15,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use futures_util::StreamExt;
 use serde::Deserialize;
-use tenebra_engine::keys::{check_upload, UPLOAD_LIMIT};
+use tenebra_engine::keys::{check_upload_file, UPLOAD_LIMIT};
+use tenebra_engine::EngineError;
 use tenebra_store::{new_id, KeySet, Scope, StoreError};
 use tokio::io::AsyncWriteExt;
 
@@ -109,16 +110,14 @@ pub(crate) async fn upload(
         .0
         .clone()
         .ok_or_else(|| ApiError::internal(&"temporary file lost"))?;
-    let checked = tokio::task::spawn_blocking(move || {
-        let bytes = std::fs::read(&path)?;
-        Ok::<_, std::io::Error>(check_upload(&bytes))
-    })
-    .await
-    .map_err(|e| ApiError::internal(&e))?
-    .map_err(|e| ApiError::internal(&e))?;
-    let fingerprint = checked
-        .map_err(|e| ApiError::bad_request("invalid_key_set", e.to_string()))?
-        .to_string();
+    let checked = tokio::task::spawn_blocking(move || check_upload_file(&path))
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    let fingerprint = match checked {
+        Ok(id) => id.to_string(),
+        Err(EngineError::Io(e)) => return Err(ApiError::internal(&e)),
+        Err(e) => return Err(ApiError::bad_request("invalid_key_set", e.to_string())),
+    };
     let tenant = &caller.tenant_id;
     match state
         .store
