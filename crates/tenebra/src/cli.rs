@@ -317,6 +317,13 @@ enum FunctionsCommand {
     },
 }
 
+impl Cli {
+    /// Whether the command runs the service (`serve`, `worker`), which logs its work.
+    pub fn is_service(&self) -> bool {
+        matches!(self.command, Command::Serve { .. } | Command::Worker { .. })
+    }
+}
+
 pub fn run(cli: Cli) -> Result<()> {
     // The config file was applied to the environment before parsing (config.rs).
     let Cli { config: _, command } = cli;

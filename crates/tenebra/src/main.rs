@@ -15,6 +15,7 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let args = cli::Cli::parse();
+    init_logs(args.is_service());
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -23,4 +24,16 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs go to stderr; `RUST_LOG` picks what (default: `info` for the service's own commands,
+/// which log each request and task, `warn` for the others, whose output is for people).
+fn init_logs(service: bool) {
+    let default = if service { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
