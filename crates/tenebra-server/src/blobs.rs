@@ -1,49 +1,161 @@
-//! Where blobs live under `<data dir>/blobs`, and the small file operations on them.
+//! The blob store: key sets, task inputs and results, on the local filesystem (embedded
+//! mode, or a filesystem every node mounts) or in S3-compatible object storage (cluster).
 //!
 //! Layout: `<tenant>/<key set>.keyset`, `<tenant>/tasks/<task>.input`, and
 //! `<tenant>/tasks/<task>.<fence>.result` (the claim's fence in the name, so a worker that
-//! lost its lease never touches the result of the worker that took over). Files are written
-//! to a temporary name and renamed, so a reader never sees half a blob.
+//! lost its lease never touches the result of the worker that took over). Writes are whole
+//! objects (the local store writes a temporary file and renames it), so a reader never sees
+//! half a blob.
 
-use std::io::ErrorKind;
-use std::path::{Path, PathBuf};
+use std::io::{Error, ErrorKind};
+use std::path::Path;
+use std::sync::Arc;
 
-use tenebra_store::new_id;
+use futures_util::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as BlobPath;
+use object_store::prefix::PrefixStore;
+use object_store::{ObjectStore, PutPayload, WriteMultipart};
+use tokio::io::AsyncReadExt;
 
-pub(crate) fn key_set(root: &Path, tenant: &str, id: &str) -> PathBuf {
-    root.join(tenant).join(format!("{id}.keyset"))
+/// Parts of a multipart upload (S3 needs at least 5 MiB per part).
+const PART_SIZE: usize = 8 << 20;
+
+/// Where blobs live.
+#[derive(Debug, Clone)]
+pub struct Blobs {
+    store: Arc<dyn ObjectStore>,
 }
 
-pub(crate) fn task_input(root: &Path, tenant: &str, task: &str) -> PathBuf {
-    root.join(tenant)
-        .join("tasks")
-        .join(format!("{task}.input"))
-}
-
-pub(crate) fn task_result(root: &Path, tenant: &str, task: &str, fence: i64) -> PathBuf {
-    root.join(tenant)
-        .join("tasks")
-        .join(format!("{task}.{fence}.result"))
-}
-
-/// Writes `bytes` to `path` atomically (temporary file in the same directory, then rename).
-pub(crate) async fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| std::io::Error::new(ErrorKind::InvalidInput, "blob path without parent"))?;
-    tokio::fs::create_dir_all(dir).await?;
-    let tmp = dir.join(format!(".{}.tmp", new_id("w")));
-    if let Err(e) = tokio::fs::write(&tmp, bytes).await {
-        let _ = tokio::fs::remove_file(&tmp).await;
-        return Err(e);
+fn io_error(e: object_store::Error) -> Error {
+    match e {
+        object_store::Error::NotFound { .. } => Error::new(ErrorKind::NotFound, e.to_string()),
+        e => Error::other(e.to_string()),
     }
-    tokio::fs::rename(&tmp, path).await
 }
 
-/// Removes a blob; one already gone is fine.
-pub(crate) async fn remove(path: &Path) -> std::io::Result<()> {
-    match tokio::fs::remove_file(path).await {
-        Err(e) if e.kind() != ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
+pub(crate) fn key_set(tenant: &str, id: &str) -> BlobPath {
+    BlobPath::from(format!("{tenant}/{id}.keyset"))
+}
+
+pub(crate) fn task_input(tenant: &str, task: &str) -> BlobPath {
+    BlobPath::from(format!("{tenant}/tasks/{task}.input"))
+}
+
+pub(crate) fn task_result(tenant: &str, task: &str, fence: i64) -> BlobPath {
+    BlobPath::from(format!("{tenant}/tasks/{task}.{fence}.result"))
+}
+
+impl Blobs {
+    /// Blobs in a local directory (created if missing).
+    pub fn local(dir: &Path) -> Result<Self, String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let store = LocalFileSystem::new_with_prefix(dir)
+            .map_err(|e| format!("opening {}: {e}", dir.display()))?;
+        Ok(Self {
+            store: Arc::new(store),
+        })
+    }
+
+    /// Blobs in S3-compatible storage: `s3://bucket[/prefix]`; credentials, region and
+    /// endpoint from the usual `AWS_*` variables (`AWS_ENDPOINT` and `AWS_ALLOW_HTTP=true`
+    /// for a local S3 such as MinIO).
+    pub fn s3(url: &str) -> Result<Self, String> {
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| format!("unsupported blob URL `{url}` (expected s3://bucket/prefix)"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let s3 = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .build()
+            .map_err(|e| format!("configuring S3 for {url}: {e}"))?;
+        let prefix = prefix.trim_matches('/');
+        let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+            Arc::new(s3)
+        } else {
+            Arc::new(PrefixStore::new(s3, prefix))
+        };
+        Ok(Self { store })
+    }
+
+    /// Stores a whole blob.
+    pub async fn put(&self, path: &BlobPath, bytes: Vec<u8>) -> std::io::Result<()> {
+        self.store
+            .put(path, PutPayload::from(bytes))
+            .await
+            .map(drop)
+            .map_err(io_error)
+    }
+
+    /// Stores a local file as a blob, streamed in parts (never whole in memory).
+    pub async fn put_file(&self, path: &BlobPath, file: &Path) -> std::io::Result<()> {
+        let mut f = tokio::fs::File::open(file).await?;
+        let upload = self.store.put_multipart(path).await.map_err(io_error)?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = match f.read(&mut buf).await {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = writer.abort().await;
+                    return Err(e);
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            writer.wait_for_capacity(4).await.map_err(io_error)?;
+            writer.write(&buf[..n]);
+        }
+        writer.finish().await.map(drop).map_err(io_error)
+    }
+
+    /// Reads a whole blob of at most `limit` bytes.
+    pub async fn get(&self, path: &BlobPath, limit: u64) -> std::io::Result<Vec<u8>> {
+        let r = self.store.get(path).await.map_err(io_error)?;
+        if r.meta.size > limit {
+            return Err(Error::other(format!(
+                "blob {path} is {} bytes, over its {limit}-byte limit",
+                r.meta.size
+            )));
+        }
+        Ok(r.bytes().await.map_err(io_error)?.to_vec())
+    }
+
+    /// Whether a blob exists.
+    pub async fn exists(&self, path: &BlobPath) -> std::io::Result<bool> {
+        match self.store.head(path).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(io_error(e)),
+        }
+    }
+
+    /// Removes a blob; one already gone is fine.
+    pub async fn remove(&self, path: &BlobPath) -> std::io::Result<()> {
+        match self.store.delete(path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(io_error(e)),
+        }
+    }
+
+    /// Number of blobs whose name ends with `suffix` (for operators and tests).
+    pub async fn count(&self, suffix: &str) -> std::io::Result<usize> {
+        let all: Vec<_> = self
+            .store
+            .list(None)
+            .try_collect()
+            .await
+            .map_err(io_error)?;
+        Ok(all
+            .iter()
+            .filter(|m| m.location.as_ref().ends_with(suffix))
+            .count())
+    }
+
+    /// Removes the key set blob of a tenant (tests simulate a lost blob with it).
+    pub async fn remove_key_set(&self, tenant: &str, id: &str) -> std::io::Result<()> {
+        self.remove(&key_set(tenant, id)).await
     }
 }

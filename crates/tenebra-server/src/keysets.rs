@@ -44,7 +44,7 @@ impl Drop for TempFile {
 }
 
 async fn receive(state: &AppState, body: Body) -> Result<(TempFile, u64), ApiError> {
-    let dir = state.blobs.join("tmp");
+    let dir = state.tmp.clone();
     tokio::fs::create_dir_all(&dir)
         .await
         .map_err(|e| ApiError::internal(&e))?;
@@ -105,7 +105,7 @@ pub(crate) async fn upload(
             ))
         }
     };
-    let (mut tmp, size) = receive(&state, body).await?;
+    let (tmp, size) = receive(&state, body).await?;
     let path = tmp
         .0
         .clone()
@@ -129,19 +129,17 @@ pub(crate) async fn upload(
         Err(e) => return Err(e.into()),
     }
     let id = new_id("ks");
-    let dest = blobs::key_set(&state.blobs, tenant, &id);
-    if let Some(parent) = dest.parent() {
-        tokio::fs::create_dir_all(parent)
-            .await
-            .map_err(|e| ApiError::internal(&e))?;
-    }
+    let dest = blobs::key_set(tenant, &id);
     let src = tmp
         .0
-        .take()
+        .clone()
         .ok_or_else(|| ApiError::internal(&"temporary file lost"))?;
-    tokio::fs::rename(&src, &dest)
+    state
+        .blobs
+        .put_file(&dest, &src)
         .await
         .map_err(|e| ApiError::internal(&e))?;
+    drop(tmp);
     match state
         .store
         .create_key_set(tenant, &id, &fingerprint, size as i64, expires_at)
@@ -149,7 +147,7 @@ pub(crate) async fn upload(
     {
         Ok(k) => Ok((StatusCode::CREATED, Json(view(k)))),
         Err(e) => {
-            let _ = tokio::fs::remove_file(&dest).await;
+            let _ = state.blobs.remove(&dest).await;
             match e {
                 // A concurrent upload of the same set won.
                 StoreError::Conflict(_) => {
@@ -195,7 +193,9 @@ pub(crate) async fn remove(
     caller.require(Scope::Compute)?;
     match state.store.delete_key_set(&caller.tenant_id, &id).await {
         Ok(()) => {
-            blobs::remove(&blobs::key_set(&state.blobs, &caller.tenant_id, &id))
+            state
+                .blobs
+                .remove(&blobs::key_set(&caller.tenant_id, &id))
                 .await
                 .map_err(|e| ApiError::internal(&e))?;
             Ok(StatusCode::NO_CONTENT)

@@ -4,7 +4,7 @@
 //! The app takes a bound listener and a shutdown future, so tests start the real server on
 //! port 0; `tenebra serve` binds the configured address and shuts down on SIGTERM/SIGINT.
 
-mod blobs;
+pub mod blobs;
 pub mod error;
 mod functions;
 mod keysets;
@@ -40,8 +40,10 @@ pub const JSON_BODY_LIMIT: usize = 64 << 10;
 pub struct AppState {
     pub store: Store,
     pub secret: Secret,
-    /// Where blobs (key sets, task inputs and results) live: `<data dir>/blobs`.
-    pub blobs: PathBuf,
+    /// Where blobs (key sets, task inputs and results) live.
+    pub blobs: blobs::Blobs,
+    /// Local scratch space for uploads being received: `<data dir>/tmp`.
+    pub tmp: PathBuf,
     /// Wakes this process's workers when a task is submitted (PostgreSQL also notifies
     /// the workers of other processes).
     pub wake: Arc<tokio::sync::Notify>,
@@ -59,6 +61,8 @@ pub struct Settings {
     /// Hex-encoded secret API tokens are hashed under (>= 32 bytes). `None`: read or create
     /// `secret.key` in `data_dir` (fine for one node; a cluster shares one secret).
     pub secret_hex: Option<String>,
+    /// `s3://bucket[/prefix]` for S3-compatible blob storage; `None`: `<data_dir>/blobs`.
+    pub blob_url: Option<String>,
 }
 
 /// Opens (and migrates) the database and loads the token secret.
@@ -87,11 +91,15 @@ pub async fn open(settings: &Settings) -> Result<AppState, String> {
             .ok_or("the secret must be at least 32 bytes, hex-encoded")?,
         None => load_or_create_secret(&settings.data_dir.join("secret.key"))?,
     };
-    let blobs = settings.data_dir.join("blobs");
+    let blobs = match &settings.blob_url {
+        Some(url) => blobs::Blobs::s3(url)?,
+        None => blobs::Blobs::local(&settings.data_dir.join("blobs"))?,
+    };
     Ok(AppState {
         store,
         secret,
         blobs,
+        tmp: settings.data_dir.join("tmp"),
         wake: Arc::new(tokio::sync::Notify::new()),
         task_ended: Arc::new(tokio::sync::Notify::new()),
     })

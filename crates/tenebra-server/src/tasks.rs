@@ -154,8 +154,10 @@ pub(crate) async fn submit(
         input_bytes: body.len() as i64,
         cost_cu: i64::try_from(tenebra_circuit::cost::cost(&circuit).cu).unwrap_or(i64::MAX),
     };
-    let input = blobs::task_input(&state.blobs, tenant, &new.id);
-    blobs::write_atomic(&input, &body)
+    let input = blobs::task_input(tenant, &new.id);
+    state
+        .blobs
+        .put(&input, body.to_vec())
         .await
         .map_err(|e| ApiError::internal(&e))?;
     let submitted = state.store.submit_task(tenant, &new).await;
@@ -165,7 +167,9 @@ pub(crate) async fn submit(
             Ok((StatusCode::ACCEPTED, Json(view(t))))
         }
         Ok(Submitted::Existing(t)) => {
-            blobs::remove(&input)
+            state
+                .blobs
+                .remove(&input)
                 .await
                 .map_err(|e| ApiError::internal(&e))?;
             if t.input_sha256 != new.input_sha256 {
@@ -181,7 +185,7 @@ pub(crate) async fn submit(
             Ok((StatusCode::OK, Json(view(t))))
         }
         Err(e) => {
-            let _ = blobs::remove(&input).await;
+            let _ = state.blobs.remove(&input).await;
             Err(e.into())
         }
     }
@@ -276,7 +280,9 @@ pub(crate) async fn cancel(
         .await
         .map_err(not_found)?;
     if was_queued {
-        blobs::remove(&blobs::task_input(&state.blobs, tenant, &id))
+        state
+            .blobs
+            .remove(&blobs::task_input(tenant, &id))
             .await
             .map_err(|e| ApiError::internal(&e))?;
     }
@@ -314,8 +320,11 @@ pub(crate) async fn result(
             ))
         }
     }
-    let path = blobs::task_result(&state.blobs, tenant, &id, t.fence);
-    let bytes = tokio::fs::read(&path)
+    let path = blobs::task_result(tenant, &id, t.fence);
+    let limit = t.result_bytes.unwrap_or(0).max(0) as u64;
+    let bytes = state
+        .blobs
+        .get(&path, limit)
         .await
         .map_err(|e| ApiError::internal(&e))?;
     Ok((

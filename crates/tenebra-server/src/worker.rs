@@ -13,17 +13,17 @@
 //! an LRU bounded by a memory budget and shared by the tasks of a key set.
 
 use std::collections::VecDeque;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tenebra_engine::keys::{read_limited, unpack_upload, UPLOAD_LIMIT};
+use tenebra_engine::keys::{unpack_upload, UPLOAD_LIMIT};
 use tenebra_engine::{evaluate_bundle, EngineError, Progress, RunOptions, ServerKeys};
 use tenebra_store::{now_ms, Outcome, StoreError, Task};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::tasks::TASK_INPUT_LIMIT;
 use crate::{blobs, functions, AppState};
 
 /// Memory one decompressed key set holds (server key ~172 MiB plus the public key).
@@ -84,25 +84,22 @@ impl KeyCache {
         }
     }
 
-    /// The key set `id`, loaded from `path` (an upload blob) unless cached.
-    fn get(&self, id: &str, path: &Path) -> Result<Arc<ServerKeys>, EngineError> {
-        {
-            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(i) = entries.iter().position(|(k, _)| k == id) {
-                if let Some(entry) = entries.remove(i) {
-                    let keys = entry.1.clone();
-                    entries.push_front(entry);
-                    metrics::counter!("tenebra_key_cache_hits_total").increment(1);
-                    return Ok(keys);
-                }
-            }
-        }
+    /// The key set `id` if it is cached (it becomes the most recently used).
+    fn cached(&self, id: &str) -> Option<Arc<ServerKeys>> {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let i = entries.iter().position(|(k, _)| k == id)?;
+        let entry = entries.remove(i)?;
+        let keys = entry.1.clone();
+        entries.push_front(entry);
+        metrics::counter!("tenebra_key_cache_hits_total").increment(1);
+        Some(keys)
+    }
+
+    /// Decompresses an uploaded key set (about a second) and caches it.
+    fn load(&self, id: &str, upload: &[u8]) -> Result<Arc<ServerKeys>, EngineError> {
         metrics::counter!("tenebra_key_cache_misses_total").increment(1);
-        // Loaded outside the lock: two tasks of a new key set may both load it, once.
-        let bytes = read_limited(path, UPLOAD_LIMIT)?;
-        let (server_key, public_key) = unpack_upload(&bytes)?;
+        let (server_key, public_key) = unpack_upload(upload)?;
         let keys = Arc::new(ServerKeys::from_bytes(server_key, public_key)?);
-        drop(bytes);
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries.retain(|(k, _)| k != id);
         entries.push_front((id.to_owned(), keys.clone()));
@@ -225,8 +222,8 @@ pub async fn sweep(state: &AppState) {
     match state.store.expire_key_sets().await {
         Ok(expired) => {
             for k in expired {
-                let path = blobs::key_set(&state.blobs, &k.tenant_id, &k.id);
-                if let Err(e) = blobs::remove(&path).await {
+                let path = blobs::key_set(&k.tenant_id, &k.id);
+                if let Err(e) = state.blobs.remove(&path).await {
                     tracing::warn!(key_set = %k.id, error = %e, "removing an expired key set");
                 }
             }
@@ -236,8 +233,8 @@ pub async fn sweep(state: &AppState) {
     match state.store.expire_results().await {
         Ok(expired) => {
             for t in expired {
-                let path = blobs::task_result(&state.blobs, &t.tenant_id, &t.id, t.fence);
-                if let Err(e) = blobs::remove(&path).await {
+                let path = blobs::task_result(&t.tenant_id, &t.id, t.fence);
+                if let Err(e) = state.blobs.remove(&path).await {
                     tracing::warn!(task = %t.id, error = %e, "removing an expired result");
                 }
             }
@@ -250,7 +247,7 @@ impl Worker {
     async fn process(&self, task: Task, mut stop: watch::Receiver<bool>) {
         let started = Instant::now();
         let store = &self.state.store;
-        let input = blobs::task_input(&self.state.blobs, &task.tenant_id, &task.id);
+        let input = blobs::task_input(&task.tenant_id, &task.id);
         tracing::info!(task = %task.id, function = %task.function, attempt = task.attempts, "running");
         // What the client broke fails at once, without retries.
         let precheck = match store.key_set(&task.tenant_id, &task.key_set_id).await {
@@ -262,7 +259,7 @@ impl Worker {
                 tracing::warn!(task = %task.id, error = %e, "reading the key set row");
                 None
             }
-            Ok(_) if tokio::fs::metadata(&input).await.is_err() => Some((
+            Ok(_) if !self.state.blobs.exists(&input).await.unwrap_or(true) => Some((
                 "input_lost",
                 "the encrypted input of this task is missing".to_owned(),
             )),
@@ -307,22 +304,33 @@ impl Worker {
         let progress = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
         let run = {
             let (flag, progress) = (flag.clone(), progress.clone());
-            let key_path = blobs::key_set(&self.state.blobs, &task.tenant_id, &task.key_set_id);
+            let cache = self.keys.clone();
+            let blobs = self.state.blobs.clone();
+            let key_path = blobs::key_set(&task.tenant_id, &task.key_set_id);
             let key_set_id = task.key_set_id.clone();
             let input = input.clone();
-            let cache = self.keys.clone();
-            // The engine blocks (rayon); it runs off the async threads.
-            tokio::task::spawn_blocking(move || {
-                execute(
-                    &cache,
-                    &key_set_id,
-                    &key_path,
-                    &input,
-                    circuit,
-                    &flag,
-                    &progress,
-                )
-            })
+            async move {
+                let io = |e: std::io::Error| EngineError::Io(e.to_string());
+                let cached = cache.cached(&key_set_id);
+                let key_bytes = match cached {
+                    Some(_) => None,
+                    None => Some(blobs.get(&key_path, UPLOAD_LIMIT).await.map_err(io)?),
+                };
+                let input = blobs
+                    .get(&input, TASK_INPUT_LIMIT as u64)
+                    .await
+                    .map_err(io)?;
+                // Decompressing the key and the engine block (rayon): off the async threads.
+                tokio::task::spawn_blocking(move || {
+                    let keys = match (cached, key_bytes) {
+                        (Some(k), _) => k,
+                        (None, bytes) => cache.load(&key_set_id, &bytes.unwrap_or_default())?,
+                    };
+                    execute(&keys, &input, circuit, &flag, &progress)
+                })
+                .await
+                .unwrap_or_else(|e| Err(EngineError::Internal(e.to_string())))
+            }
         };
         tokio::pin!(run);
         let grace = self.cfg.shutdown_grace;
@@ -353,7 +361,6 @@ impl Worker {
                 }
             }
         };
-        let result = result.unwrap_or_else(|e| Err(EngineError::Internal(e.to_string())));
         let reason = flag.reason();
         if reason == Stop::LeaseLost {
             tracing::warn!(task = %task.id, "lease lost; another worker has the task");
@@ -361,21 +368,21 @@ impl Worker {
         }
         match result {
             Ok(bytes) => {
-                let path =
-                    blobs::task_result(&self.state.blobs, &task.tenant_id, &task.id, task.fence);
-                if let Err(e) = blobs::write_atomic(&path, &bytes).await {
+                let path = blobs::task_result(&task.tenant_id, &task.id, task.fence);
+                let result_bytes = bytes.len() as i64;
+                if let Err(e) = self.state.blobs.put(&path, bytes).await {
                     tracing::error!(task = %task.id, error = %e, "storing a result");
                     self.retry(&task, "storing the result failed").await;
                     return;
                 }
                 let outcome = Outcome::Succeeded {
-                    result_bytes: bytes.len() as i64,
+                    result_bytes,
                     expires_at: now_ms().saturating_add(
                         i64::try_from(self.cfg.result_ttl.as_millis()).unwrap_or(i64::MAX),
                     ),
                 };
                 if !self.finish(&task, &outcome, started).await {
-                    let _ = blobs::remove(&path).await;
+                    let _ = self.state.blobs.remove(&path).await;
                 }
             }
             Err(EngineError::Cancelled { .. }) if reason == Stop::Shutdown => {
@@ -415,8 +422,8 @@ impl Worker {
                 tracing::info!(task = %t.id, status = t.status.as_str(), wall_ms = wall, "finished");
                 metrics::histogram!("tenebra_task_seconds", "function" => t.function.clone(), "status" => t.status.as_str())
                     .record(started.elapsed().as_secs_f64());
-                let input = blobs::task_input(&self.state.blobs, &t.tenant_id, &t.id);
-                if let Err(e) = blobs::remove(&input).await {
+                let input = blobs::task_input(&t.tenant_id, &t.id);
+                if let Err(e) = self.state.blobs.remove(&input).await {
                     tracing::warn!(task = %t.id, error = %e, "removing a finished task's input");
                 }
                 true
@@ -445,8 +452,8 @@ impl Worker {
             .await
         {
             Ok(t) if t.status.is_final() => {
-                let input = blobs::task_input(&self.state.blobs, &t.tenant_id, &t.id);
-                let _ = blobs::remove(&input).await;
+                let input = blobs::task_input(&t.tenant_id, &t.id);
+                let _ = self.state.blobs.remove(&input).await;
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(task = %task.id, error = %e, "scheduling a retry"),
@@ -454,18 +461,14 @@ impl Worker {
     }
 }
 
-/// The blocking part of a run: key (cached), input, engine.
+/// The blocking part of a run: the engine on the input.
 fn execute(
-    cache: &KeyCache,
-    key_set_id: &str,
-    key_path: &Path,
-    input: &Path,
+    keys: &ServerKeys,
+    input: &[u8],
     circuit: tenebra_circuit::ValidCircuit,
     flag: &StopFlag,
     progress: &(AtomicUsize, AtomicUsize),
 ) -> Result<Vec<u8>, EngineError> {
-    let keys = cache.get(key_set_id, key_path)?;
-    let bytes = std::fs::read(input).map_err(|e| EngineError::Io(e.to_string()))?;
     let report = |p: Progress| {
         progress.0.store(p.done, Ordering::Relaxed);
         progress.1.store(p.total, Ordering::Relaxed);
@@ -477,5 +480,5 @@ fn execute(
     };
     // The circuit was resolved from the task row; the engine checks the input's header
     // names that very circuit and key set.
-    evaluate_bundle(&keys, &bytes, |_| Ok(circuit), opts)
+    evaluate_bundle(keys, input, |_| Ok(circuit), opts)
 }

@@ -234,28 +234,13 @@ async fn story(postgres: bool) {
         api_code(a.task_result(&t1.id).await),
         (410, "result_expired".into())
     );
-    assert_eq!(blob_count(&s.h.state.blobs, "result"), 0);
+    assert_eq!(s.h.state.blobs.count(".result").await.unwrap(), 0);
     assert_eq!(
-        blob_count(&s.h.state.blobs, "input"),
+        s.h.state.blobs.count(".input").await.unwrap(),
         0,
         "inputs go when tasks end"
     );
     s.stop().await;
-}
-
-fn blob_count(dir: &std::path::Path, ext: &str) -> usize {
-    std::fs::read_dir(dir).map_or(0, |rd| {
-        rd.flatten()
-            .map(|e| {
-                let p = e.path();
-                if p.is_dir() {
-                    blob_count(&p, ext)
-                } else {
-                    usize::from(p.extension().is_some_and(|x| x == ext))
-                }
-            })
-            .sum()
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -418,12 +403,11 @@ async fn failures_on_our_side_are_retried_then_fail() {
         .upload_key_set(tenebra_engine::keys::read_upload(&test_key_dir()).unwrap())
         .await
         .unwrap();
-    let blob =
-        s.h.state
-            .blobs
-            .join(&tenant.id)
-            .join(format!("{}.keyset", ks.id));
-    std::fs::remove_file(&blob).unwrap();
+    s.h.state
+        .blobs
+        .remove_key_set(&tenant.id, &ks.id)
+        .await
+        .unwrap();
     s.start_worker_with(WorkerConfig {
         poll: Duration::from_millis(100),
         retry_delay: Duration::from_millis(100),
@@ -443,6 +427,6 @@ async fn failures_on_our_side_are_retried_then_fail() {
         "no internal detail: {}",
         e.message
     );
-    assert_eq!(blob_count(&s.h.state.blobs, "input"), 0);
+    assert_eq!(s.h.state.blobs.count(".input").await.unwrap(), 0);
     s.stop().await;
 }

@@ -218,6 +218,10 @@ pub struct StorageArgs {
     /// data directory, created on first start. API nodes of one cluster share one secret.
     #[arg(long, env = "TENEBRA_SECRET", hide_env_values = true, global = true)]
     secret: Option<String>,
+    /// `s3://bucket[/prefix]` to keep blobs (key sets, inputs, results) in S3-compatible
+    /// storage (credentials, region and endpoint from `AWS_*`); default: `<data dir>/blobs`.
+    #[arg(long, env = "TENEBRA_BLOB_URL", global = true)]
+    blob_url: Option<String>,
 }
 
 impl StorageArgs {
@@ -226,6 +230,7 @@ impl StorageArgs {
             data_dir: self.data_dir.clone(),
             database_url: self.database_url.clone(),
             secret_hex: self.secret.clone(),
+            blob_url: self.blob_url.clone(),
         }
     }
 }

@@ -382,6 +382,7 @@ impl Embedded {
             data_dir: data_dir.to_owned(),
             database_url: None,
             secret_hex: None,
+            blob_url: None,
         };
         let state = tenebra_server::open(&settings)
             .await

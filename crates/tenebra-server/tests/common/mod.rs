@@ -37,6 +37,7 @@ impl Harness {
             data_dir: dir.path().to_owned(),
             database_url: pg_db.as_ref().map(|n| format!("{PG}/{n}")),
             secret_hex: None,
+            blob_url: None,
         };
         let state = open(&settings).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
