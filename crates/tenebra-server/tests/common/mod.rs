@@ -22,6 +22,11 @@ async fn pg_admin(sql: &str) {
 
 impl Harness {
     pub async fn start(postgres: bool) -> Self {
+        Self::start_with(postgres, None).await
+    }
+
+    /// With blobs at `blob_url` (`s3://...`) instead of the data directory.
+    pub async fn start_with(postgres: bool, blob_url: Option<String>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let pg_db = if postgres {
             let name = format!(
@@ -37,7 +42,7 @@ impl Harness {
             data_dir: dir.path().to_owned(),
             database_url: pg_db.as_ref().map(|n| format!("{PG}/{n}")),
             secret_hex: None,
-            blob_url: None,
+            blob_url,
         };
         let state = open(&settings).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
