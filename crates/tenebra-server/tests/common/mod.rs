@@ -1,4 +1,6 @@
 //! The real server on port 0, on SQLite or on a fresh database of the real PostgreSQL.
+// Each test binary uses a part of the harness.
+#![allow(dead_code)]
 
 use tenebra_server::{open, serve, AppState, Settings};
 use tokio::sync::watch;
