@@ -116,6 +116,28 @@ impl Client {
             .await
     }
 
+    /// The tenant's API keys (admin scope).
+    pub async fn api_keys(&self) -> Result<Vec<ApiKey>, HttpError> {
+        self.send(self.http.get(self.url("/v1/api-keys"))).await
+    }
+
+    /// Creates an API key of `scope` (`admin`, `compute` or `read`); the response carries
+    /// its token, shown this once.
+    pub async fn create_api_key(&self, name: &str, scope: &str) -> Result<ApiKey, HttpError> {
+        let body = tenebra_api::CreateApiKey {
+            name: name.to_owned(),
+            scope: scope.to_owned(),
+        };
+        self.send(self.http.post(self.url("/v1/api-keys")).json(&body))
+            .await
+    }
+
+    /// Revokes one of the tenant's API keys.
+    pub async fn revoke_api_key(&self, id: &str) -> Result<ApiKey, HttpError> {
+        self.send(self.http.delete(self.url(&format!("/v1/api-keys/{id}"))))
+            .await
+    }
+
     /// The tenant's key set with this fingerprint (the client-side key set id), if uploaded.
     pub async fn key_set_by_fingerprint(
         &self,
@@ -143,6 +165,19 @@ impl Client {
             .header("content-type", "application/json")
             .body(circuit_json);
         self.send(req).await
+    }
+
+    /// The circuit JSON of a deployed function version by its content id.
+    pub async fn function_circuit_by_id(
+        &self,
+        name: &str,
+        circuit_id: &str,
+    ) -> Result<Vec<u8>, HttpError> {
+        let req = self
+            .http
+            .get(self.url(&format!("/v1/functions/{name}/circuit")))
+            .query(&[("circuit_id", circuit_id)]);
+        self.send_raw(req).await
     }
 
     /// The circuit JSON of a function: a built-in at `size`, or a deployed function's

@@ -154,6 +154,8 @@ pub(crate) struct Selector {
     size: Option<u32>,
     /// A deployed function's version (default: the latest).
     version: Option<i64>,
+    /// A deployed function's version by its content id.
+    circuit_id: Option<String>,
 }
 
 fn selector(q: Result<Query<Selector>, QueryRejection>) -> Result<Selector, ApiError> {
@@ -165,9 +167,15 @@ async fn deployed(
     state: &AppState,
     tenant: &str,
     name: &str,
-    version: Option<i64>,
+    q: &Selector,
 ) -> Result<Function, ApiError> {
-    match state.store.function(tenant, name, version).await {
+    if let Some(id) = &q.circuit_id {
+        return match state.store.function_by_circuit(tenant, name, id).await? {
+            Some(f) if q.version.is_none_or(|v| v == f.version) => Ok(f),
+            _ => Err(ApiError::not_found("function")),
+        };
+    }
+    match state.store.function(tenant, name, q.version).await {
         Ok(f) => Ok(f),
         Err(StoreError::NotFound) => Err(ApiError::not_found("function")),
         Err(e) => Err(e.into()),
@@ -200,7 +208,7 @@ pub(crate) async fn get(
     if let Ok(f) = tenebra_functions::find(&name) {
         return builtin_view(f, q.size).map(Json);
     }
-    let f = deployed(&state, &caller.tenant_id, &name, q.version).await?;
+    let f = deployed(&state, &caller.tenant_id, &name, &q).await?;
     deployed_view(&f).map(Json)
 }
 
@@ -221,7 +229,7 @@ pub(crate) async fn circuit(
             .map_err(|e| ApiError::bad_request("invalid_size", e.to_string()))?
             .canonical_json()
     } else {
-        deployed(&state, &caller.tenant_id, &name, q.version)
+        deployed(&state, &caller.tenant_id, &name, &q)
             .await?
             .circuit_json
             .into_bytes()

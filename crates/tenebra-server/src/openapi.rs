@@ -167,7 +167,7 @@ pub fn document() -> Value {
             "/v1/functions/{name}": {
                 "get": op("A function; `size` prices a built-in at that size, `version` picks a deployed version (default: the latest)", "read",
                     json!({"200": json_response("the function", "Function"), "400": error_response("invalid_size or invalid_query"), "404": error_response("no such function")}),
-                    json!({"parameters": [id_param("name"), query("size", "integer", "built-ins: input size"), query("version", "integer", "deployed: version")]})),
+                    json!({"parameters": [id_param("name"), query("size", "integer", "built-ins: input size"), query("version", "integer", "deployed: version"), query("circuit_id", "string", "deployed: the version with this content id")]})),
                 "delete": op("Delete a deployed function (one version with `version`, else all)", "compute",
                     json!({"204": {"description": "deleted"}, "404": error_response("no such function"), "409": error_response("builtin")}),
                     json!({"parameters": [id_param("name"), query("version", "integer", "the version to delete")]}))
@@ -175,7 +175,7 @@ pub fn document() -> Value {
             "/v1/functions/{name}/circuit": {
                 "get": op("The canonical circuit JSON inputs are encrypted against", "read",
                     json!({"200": {"description": "circuit JSON", "content": {"application/json": {"schema": {"type": "object"}}}}, "400": error_response("invalid_size"), "404": error_response("no such function")}),
-                    json!({"parameters": [id_param("name"), query("size", "integer", "built-ins: input size"), query("version", "integer", "deployed: version")]}))
+                    json!({"parameters": [id_param("name"), query("size", "integer", "built-ins: input size"), query("version", "integer", "deployed: version"), query("circuit_id", "string", "deployed: the version with this content id")]}))
             },
             "/v1/tasks": {
                 "get": op("List the tenant's tasks, newest first", "read",

@@ -319,6 +319,30 @@ async fn deployed_functions(postgres: bool) {
     // The circuit comes back byte for byte; listed with the built-ins; invisible to b.
     let got = a.function_circuit("stats3", None, Some(1)).await.unwrap();
     assert_eq!(got, v1.canonical_json());
+    let by_id = a
+        .function_circuit_by_id("stats3", &v2.id().to_string())
+        .await
+        .unwrap();
+    assert_eq!(by_id, v2.canonical_json());
+    assert_eq!(
+        api_code(
+            b.function_circuit_by_id("stats3", &v2.id().to_string())
+                .await
+        ),
+        (404, "not_found".into())
+    );
+    // A read-only key sees functions but cannot deploy; keys are managed with the client.
+    let reader = a.create_api_key("reader", "read").await.unwrap();
+    let r = Client::new(&s.h.base, reader.token.as_deref().unwrap());
+    assert!(r.functions().await.is_ok());
+    assert_eq!(
+        api_code(r.deploy_function(v1.canonical_json()).await),
+        (403, "forbidden".into())
+    );
+    assert_eq!(a.api_keys().await.unwrap().len(), 2);
+    let revoked = a.revoke_api_key(&reader.id).await.unwrap();
+    assert!(revoked.revoked_at.is_some());
+    assert_eq!(api_code(r.functions().await), (401, "unauthorized".into()));
     let listed = a.functions().await.unwrap();
     assert_eq!(listed.iter().filter(|f| f.name == "stats3").count(), 2);
     assert!(b
