@@ -27,10 +27,16 @@ pub enum Deployed {
     Existing(Function),
 }
 
+/// The columns a `Function` is read from.
+macro_rules! function_columns {
+    () => {
+        "tenant_id, name, version, circuit_id, circuit_json, cost_cu, created_at"
+    };
+}
+
 macro_rules! select_functions {
     () => {
-        "SELECT tenant_id, name, version, circuit_id, circuit_json, cost_cu, created_at \
-         FROM functions "
+        concat!("SELECT ", function_columns!(), " FROM functions ")
     };
 }
 
@@ -50,14 +56,9 @@ macro_rules! function_from_row {
 }
 
 macro_rules! fetch_function {
-    ($store:expr, $query:expr, $($arg:expr),*) => {{
-        let q: &'static str = $query;
-        let f = on_pool!($store, p => {
-            let row = sqlx::query(q)$(.bind($arg))*.fetch_optional(p).await?;
-            row.map(|r| function_from_row!(r)).transpose()?
-        });
-        Ok::<Option<Function>, StoreError>(f)
-    }};
+    ($store:expr, $query:expr, $($arg:expr),*) => {
+        fetch_optional!($store, function_from_row, $query, $($arg),*)
+    };
 }
 
 impl Store {
@@ -76,12 +77,13 @@ impl Store {
             if let Some(f) = self.function_by_circuit(tenant, name, circuit_id).await? {
                 return Ok(Deployed::Existing(f));
             }
-            let q = "INSERT INTO functions (tenant_id, name, version, circuit_id, \
-                     circuit_json, cost_cu, created_at) \
-                     SELECT $1, $2, COALESCE(MAX(version), 0) + 1, $3, $4, $5, $6 \
-                     FROM functions WHERE tenant_id = $1 AND name = $2 \
-                     RETURNING tenant_id, name, version, circuit_id, circuit_json, cost_cu, \
-                     created_at";
+            let q = concat!(
+                "INSERT INTO functions (",
+                function_columns!(),
+                ") SELECT $1, $2, COALESCE(MAX(version), 0) + 1, $3, $4, $5, $6 \
+                 FROM functions WHERE tenant_id = $1 AND name = $2 RETURNING ",
+                function_columns!()
+            );
             let r = on_pool!(self, p => {
                 let row = sqlx::query(q)
                     .bind(tenant)

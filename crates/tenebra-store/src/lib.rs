@@ -139,6 +139,18 @@ macro_rules! on_pool {
     };
 }
 
+/// Runs a query returning at most one row, read with the `$from_row` macro.
+macro_rules! fetch_optional {
+    ($store:expr, $from_row:ident, $query:expr, $($arg:expr),*) => {{
+        let q: &'static str = $query;
+        let v = on_pool!($store, p => {
+            let row = sqlx::query(q)$(.bind($arg))*.fetch_optional(p).await?;
+            row.map(|r| $from_row!(r)).transpose()?
+        });
+        Ok::<_, StoreError>(v)
+    }};
+}
+
 mod functions;
 mod tasks;
 
@@ -186,10 +198,17 @@ macro_rules! select_api_keys {
     };
 }
 
+/// The columns a `KeySet` is read from.
+macro_rules! key_set_columns {
+    () => {
+        "id, tenant_id, fingerprint, size_bytes, created_at, expires_at"
+    };
+}
+
 /// The start of every query that reads `key_sets` rows.
 macro_rules! select_key_sets {
     () => {
-        "SELECT id, tenant_id, fingerprint, size_bytes, created_at, expires_at FROM key_sets "
+        concat!("SELECT ", key_set_columns!(), " FROM key_sets ")
     };
 }
 
@@ -321,11 +340,8 @@ impl Store {
     /// The key a token hash belongs to, revoked or not (the caller decides).
     pub async fn api_key_by_hash(&self, token_hash: &[u8; 32]) -> Result<ApiKey, StoreError> {
         let q = concat!(select_api_keys!(), "WHERE token_hash = $1");
-        let key = on_pool!(self, p => {
-            let row = sqlx::query(q).bind(token_hash.as_slice()).fetch_optional(p).await?;
-            row.map(|r| api_key_from_row!(r))
-        });
-        key.ok_or(StoreError::NotFound)?
+        fetch_optional!(self, api_key_from_row, q, token_hash.as_slice())?
+            .ok_or(StoreError::NotFound)
     }
 
     /// The tenant's API keys, oldest first.
@@ -353,11 +369,7 @@ impl Store {
             .map(|_| ()))?;
         // Revoked now or before: either way the stored revocation time is the answer.
         let q = concat!(select_api_keys!(), "WHERE tenant_id = $1 AND id = $2");
-        let key = on_pool!(self, p => {
-            let row = sqlx::query(q).bind(tenant).bind(id).fetch_optional(p).await?;
-            row.map(|r| api_key_from_row!(r))
-        });
-        key.ok_or(StoreError::NotFound)?
+        fetch_optional!(self, api_key_from_row, q, tenant, id)?.ok_or(StoreError::NotFound)
     }
 
     /// Records an uploaded key set; a set with the same fingerprint in the same tenant is a
@@ -412,21 +424,13 @@ impl Store {
             select_key_sets!(),
             "WHERE tenant_id = $1 AND fingerprint = $2"
         );
-        let k = on_pool!(self, p => {
-            let row = sqlx::query(q).bind(tenant).bind(fingerprint).fetch_optional(p).await?;
-            row.map(|r| key_set_from_row!(r))
-        });
-        k.ok_or(StoreError::NotFound)?
+        fetch_optional!(self, key_set_from_row, q, tenant, fingerprint)?.ok_or(StoreError::NotFound)
     }
 
     /// One of the tenant's key sets; another tenant's is not found.
     pub async fn key_set(&self, tenant: &str, id: &str) -> Result<KeySet, StoreError> {
         let q = concat!(select_key_sets!(), "WHERE tenant_id = $1 AND id = $2");
-        let k = on_pool!(self, p => {
-            let row = sqlx::query(q).bind(tenant).bind(id).fetch_optional(p).await?;
-            row.map(|r| key_set_from_row!(r))
-        });
-        k.ok_or(StoreError::NotFound)?
+        fetch_optional!(self, key_set_from_row, q, tenant, id)?.ok_or(StoreError::NotFound)
     }
 
     /// The tenant's key sets, oldest first.
@@ -460,8 +464,10 @@ impl Store {
     /// Deletes the rows of key sets past their time to live; returns them (the caller
     /// removes the blobs).
     pub async fn expire_key_sets(&self) -> Result<Vec<KeySet>, StoreError> {
-        let q = "DELETE FROM key_sets WHERE expires_at <= $1 \
-                 RETURNING id, tenant_id, fingerprint, size_bytes, created_at, expires_at";
+        let q = concat!(
+            "DELETE FROM key_sets WHERE expires_at <= $1 RETURNING ",
+            key_set_columns!()
+        );
         on_pool!(self, p => {
             let rows = sqlx::query(q).bind(now_ms()).fetch_all(p).await?;
             rows.into_iter().map(|r| key_set_from_row!(r)).collect()

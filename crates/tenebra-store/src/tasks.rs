@@ -145,22 +145,44 @@ pub enum Submitted {
     Existing(Task),
 }
 
-macro_rules! select_tasks {
+/// The columns a `Task` is read from.
+macro_rules! task_columns {
     () => {
-        "SELECT id, tenant_id, api_key_id, function, size, circuit_id, key_set_id, status, \
+        "id, tenant_id, api_key_id, function, size, circuit_id, key_set_id, status, \
          idempotency_key, input_sha256, input_bytes, result_bytes, cost_cu, progress_done, \
          progress_total, error_code, error_message, cancel_requested, attempts, fence, \
-         worker_id, lease_until, created_at, started_at, finished_at, wall_ms, expires_at \
-         FROM tasks "
+         worker_id, lease_until, created_at, started_at, finished_at, wall_ms, expires_at"
+    };
+}
+
+macro_rules! select_tasks {
+    () => {
+        concat!("SELECT ", task_columns!(), " FROM tasks ")
     };
 }
 
 macro_rules! returning_tasks {
     () => {
-        " RETURNING id, tenant_id, api_key_id, function, size, circuit_id, key_set_id, status, \
-         idempotency_key, input_sha256, input_bytes, result_bytes, cost_cu, progress_done, \
-         progress_total, error_code, error_message, cancel_requested, attempts, fence, \
-         worker_id, lease_until, created_at, started_at, finished_at, wall_ms, expires_at"
+        concat!(" RETURNING ", task_columns!())
+    };
+}
+
+/// The claim: the oldest runnable row (queued and due, or running with an expired lease),
+/// locked with `$lock` (PostgreSQL skips rows other claims hold; SQLite needs nothing).
+macro_rules! claim_query {
+    ($lock:literal) => {
+        concat!(
+            "UPDATE tasks SET status = 'running', attempts = attempts + 1, \
+             fence = fence + 1, worker_id = $1, lease_until = $2, \
+             started_at = COALESCE(started_at, $3) \
+             WHERE id = (SELECT id FROM tasks \
+                WHERE (status = 'queued' AND run_after <= $3) \
+                   OR (status = 'running' AND lease_until < $3) \
+                ORDER BY run_after, created_at, id LIMIT 1",
+            $lock,
+            ")",
+            returning_tasks!()
+        )
     };
 }
 
@@ -202,14 +224,9 @@ macro_rules! task_from_row {
 
 /// Runs a query returning at most one task row.
 macro_rules! fetch_task {
-    ($store:expr, $query:expr, $($arg:expr),*) => {{
-        let q: &'static str = $query;
-        let t = on_pool!($store, p => {
-            let row = sqlx::query(q)$(.bind($arg))*.fetch_optional(p).await?;
-            row.map(|r| task_from_row!(r)).transpose()?
-        });
-        Ok::<Option<Task>, StoreError>(t)
-    }};
+    ($store:expr, $query:expr, $($arg:expr),*) => {
+        fetch_optional!($store, task_from_row, $query, $($arg),*)
+    };
 }
 
 fn ms(d: Duration) -> i64 {
@@ -388,41 +405,11 @@ impl Store {
                 .await?;
         });
         let lease_until = now.saturating_add(ms(lease));
-        let t = match self {
-            Store::Postgres(_) => fetch_task!(
-                self,
-                concat!(
-                    "UPDATE tasks SET status = 'running', attempts = attempts + 1, \
-                     fence = fence + 1, worker_id = $1, lease_until = $2, \
-                     started_at = COALESCE(started_at, $3) \
-                     WHERE id = (SELECT id FROM tasks \
-                        WHERE (status = 'queued' AND run_after <= $3) \
-                           OR (status = 'running' AND lease_until < $3) \
-                        ORDER BY run_after, created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)",
-                    returning_tasks!()
-                ),
-                worker,
-                lease_until,
-                now
-            )?,
-            Store::Sqlite(_) => fetch_task!(
-                self,
-                concat!(
-                    "UPDATE tasks SET status = 'running', attempts = attempts + 1, \
-                     fence = fence + 1, worker_id = $1, lease_until = $2, \
-                     started_at = COALESCE(started_at, $3) \
-                     WHERE id = (SELECT id FROM tasks \
-                        WHERE (status = 'queued' AND run_after <= $3) \
-                           OR (status = 'running' AND lease_until < $3) \
-                        ORDER BY run_after, created_at, id LIMIT 1)",
-                    returning_tasks!()
-                ),
-                worker,
-                lease_until,
-                now
-            )?,
+        let q = match self {
+            Store::Postgres(_) => claim_query!(" FOR UPDATE SKIP LOCKED"),
+            Store::Sqlite(_) => claim_query!(""),
         };
-        Ok(t)
+        fetch_task!(self, q, worker, lease_until, now)
     }
 
     /// Extends a claimed task's lease and records its progress; returns whether the tenant
