@@ -123,15 +123,6 @@ impl Blobs {
         Ok(r.bytes().await.map_err(io_error)?.to_vec())
     }
 
-    /// Whether a blob exists.
-    pub async fn exists(&self, path: &BlobPath) -> std::io::Result<bool> {
-        match self.store.head(path).await {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(io_error(e)),
-        }
-    }
-
     /// Removes a blob; one already gone is fine.
     pub async fn remove(&self, path: &BlobPath) -> std::io::Result<()> {
         match self.store.delete(path).await {

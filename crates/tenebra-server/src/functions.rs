@@ -9,8 +9,8 @@
 //! client encrypted for.
 
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path as UrlPath, Query, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
@@ -20,7 +20,7 @@ use tenebra_circuit::validate::{parse_circuit, Limits};
 use tenebra_circuit::{Circuit, ValidCircuit};
 use tenebra_store::{Deployed, Function, Scope, StoreError};
 
-use crate::{ApiError, AppState, Caller};
+use crate::{ApiError, AppState, Caller, QueryParams};
 
 /// Largest circuit JSON accepted for deployment.
 pub const CIRCUIT_LIMIT: usize = 4 << 20;
@@ -52,6 +52,12 @@ fn signature(c: &Circuit) -> String {
     )
 }
 
+/// A built-in's circuit at `size`; a size out of its range is the client's mistake.
+fn builtin_circuit(f: &tenebra_functions::Builtin, size: u32) -> Result<ValidCircuit, ApiError> {
+    f.circuit(size)
+        .map_err(|e| ApiError::bad_request("invalid_size", e.to_string()))
+}
+
 fn builtin_view(
     f: &tenebra_functions::Builtin,
     size: Option<u32>,
@@ -59,9 +65,7 @@ fn builtin_view(
     let at_size = match size {
         None => None,
         Some(n) => {
-            let c = f
-                .circuit(n)
-                .map_err(|e| ApiError::bad_request("invalid_size", e.to_string()))?;
+            let c = builtin_circuit(f, n)?;
             let cost = tenebra_circuit::cost::cost(&c);
             Some(SizedCost {
                 size: n,
@@ -119,9 +123,7 @@ pub(crate) async fn resolve(
     circuit_id: &str,
 ) -> Result<ValidCircuit, ApiError> {
     if let Ok(f) = tenebra_functions::find(function) {
-        return f
-            .circuit(size)
-            .map_err(|e| ApiError::bad_request("invalid_size", e.to_string()));
+        return builtin_circuit(f, size);
     }
     match state
         .store
@@ -156,11 +158,6 @@ pub(crate) struct Selector {
     version: Option<i64>,
     /// A deployed function's version by its content id.
     circuit_id: Option<String>,
-}
-
-fn selector(q: Result<Query<Selector>, QueryRejection>) -> Result<Selector, ApiError> {
-    q.map(|Query(s)| s)
-        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
 }
 
 async fn deployed(
@@ -201,10 +198,9 @@ pub(crate) async fn get(
     State(state): State<AppState>,
     caller: Caller,
     UrlPath(name): UrlPath<String>,
-    query: Result<Query<Selector>, QueryRejection>,
+    QueryParams(q): QueryParams<Selector>,
 ) -> Result<Json<FunctionView>, ApiError> {
     caller.require(Scope::Read)?;
-    let q = selector(query)?;
     if let Ok(f) = tenebra_functions::find(&name) {
         return builtin_view(f, q.size).map(Json);
     }
@@ -217,17 +213,14 @@ pub(crate) async fn circuit(
     State(state): State<AppState>,
     caller: Caller,
     UrlPath(name): UrlPath<String>,
-    query: Result<Query<Selector>, QueryRejection>,
+    QueryParams(q): QueryParams<Selector>,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Scope::Read)?;
-    let q = selector(query)?;
     let json = if let Ok(f) = tenebra_functions::find(&name) {
         let size = q.size.ok_or_else(|| {
             ApiError::bad_request("invalid_size", format!("`{name}` needs ?size=N"))
         })?;
-        f.circuit(size)
-            .map_err(|e| ApiError::bad_request("invalid_size", e.to_string()))?
-            .canonical_json()
+        builtin_circuit(f, size)?.canonical_json()
     } else {
         deployed(&state, &caller.tenant_id, &name, &q)
             .await?
@@ -288,10 +281,9 @@ pub(crate) async fn remove(
     State(state): State<AppState>,
     caller: Caller,
     UrlPath(name): UrlPath<String>,
-    query: Result<Query<Selector>, QueryRejection>,
+    QueryParams(q): QueryParams<Selector>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Scope::Compute)?;
-    let q = selector(query)?;
     if tenebra_functions::find(&name).is_ok() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -9,8 +9,7 @@
 use std::path::PathBuf;
 
 use axum::body::Body;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path as UrlPath, Query, State};
+use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::Json;
 use futures_util::StreamExt;
@@ -20,7 +19,7 @@ use tenebra_engine::EngineError;
 use tenebra_store::{new_id, KeySet, Scope, StoreError};
 use tokio::io::AsyncWriteExt;
 
-use crate::{blobs, ApiError, AppState, Caller, KeySetView};
+use crate::{blobs, ApiError, AppState, Caller, KeySetView, QueryParams};
 
 fn view(k: KeySet) -> KeySetView {
     KeySetView {
@@ -87,11 +86,10 @@ const MIN_TTL_SECS: u64 = 60;
 pub(crate) async fn upload(
     State(state): State<AppState>,
     caller: Caller,
-    query: Result<Query<UploadQuery>, QueryRejection>,
+    QueryParams(q): QueryParams<UploadQuery>,
     body: Body,
 ) -> Result<(StatusCode, Json<KeySetView>), ApiError> {
     caller.require(Scope::Compute)?;
-    let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let expires_at = match q.ttl_secs {
         None => None,
         Some(t) if t >= MIN_TTL_SECS => Some(

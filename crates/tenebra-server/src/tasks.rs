@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path as UrlPath, Query, State};
+use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
@@ -20,7 +20,7 @@ use tenebra_api::{ErrorView, ProgressView, TaskPage, TaskView};
 use tenebra_engine::bundle::{self, Kind};
 use tenebra_store::{new_id, NewTask, Scope, StoreError, Submitted, Task, TaskStatus};
 
-use crate::{blobs, functions, ApiError, AppState, Caller};
+use crate::{blobs, functions, ApiError, AppState, Caller, QueryParams};
 
 /// Largest encrypted input accepted.
 pub const TASK_INPUT_LIMIT: usize = 32 << 20;
@@ -207,10 +207,9 @@ pub(crate) async fn get(
     State(state): State<AppState>,
     caller: Caller,
     UrlPath(id): UrlPath<String>,
-    query: Result<Query<GetQuery>, axum::extract::rejection::QueryRejection>,
+    QueryParams(q): QueryParams<GetQuery>,
 ) -> Result<Json<TaskView>, ApiError> {
     caller.require(Scope::Read)?;
-    let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let deadline =
         tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(0).min(MAX_WAIT_SECS));
     loop {
@@ -243,10 +242,9 @@ pub(crate) struct ListQuery {
 pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    QueryParams(q): QueryParams<ListQuery>,
 ) -> Result<Json<TaskPage>, ApiError> {
     caller.require(Scope::Read)?;
-    let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let status = q
         .status
         .as_deref()

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tenebra_circuit::ValidCircuit;
 use tenebra_engine::keys::{unpack_upload, UPLOAD_LIMIT};
 use tenebra_engine::{evaluate_bundle, EngineError, Progress, RunOptions, ServerKeys};
 use tenebra_store::{now_ms, Outcome, StoreError, Task};
@@ -243,59 +244,79 @@ pub async fn sweep(state: &AppState) {
     }
 }
 
+/// Why a task cannot start.
+enum Prep {
+    /// The client's doing (deleted key set or function, lost input): fail at once.
+    Fail(&'static str, String),
+    /// Ours: try again later.
+    Retry(&'static str),
+}
+
 impl Worker {
-    async fn process(&self, task: Task, mut stop: watch::Receiver<bool>) {
-        let started = Instant::now();
-        let store = &self.state.store;
-        let input = blobs::task_input(&task.tenant_id, &task.id);
-        tracing::info!(task = %task.id, function = %task.function, attempt = task.attempts, "running");
-        // What the client broke fails at once, without retries.
-        let precheck = match store.key_set(&task.tenant_id, &task.key_set_id).await {
-            Err(StoreError::NotFound) => Some((
-                "key_set_not_found",
-                "the key set of this task was deleted before it ran".to_owned(),
-            )),
-            Err(e) => {
-                tracing::warn!(task = %task.id, error = %e, "reading the key set row");
-                None
+    /// What a run needs besides the key: the circuit the task names and its input.
+    async fn prepare(&self, task: &Task) -> Result<(ValidCircuit, Vec<u8>), Prep> {
+        match self
+            .state
+            .store
+            .key_set(&task.tenant_id, &task.key_set_id)
+            .await
+        {
+            Err(StoreError::NotFound) => {
+                return Err(Prep::Fail(
+                    "key_set_not_found",
+                    "the key set of this task was deleted before it ran".to_owned(),
+                ))
             }
-            Ok(_) if !self.state.blobs.exists(&input).await.unwrap_or(true) => Some((
+            Err(e) => tracing::warn!(task = %task.id, error = %e, "reading the key set row"),
+            Ok(_) => {}
+        }
+        let size = u32::try_from(task.size).unwrap_or(u32::MAX);
+        let circuit = functions::resolve(
+            &self.state,
+            &task.tenant_id,
+            &task.function,
+            size,
+            &task.circuit_id,
+        )
+        .await
+        .map_err(|e| {
+            if e.status.is_client_error() {
+                // The function was deleted or changed since the task was submitted.
+                Prep::Fail(e.code, e.message)
+            } else {
+                Prep::Retry("reading the function failed")
+            }
+        })?;
+        let path = blobs::task_input(&task.tenant_id, &task.id);
+        match self.state.blobs.get(&path, TASK_INPUT_LIMIT as u64).await {
+            Ok(input) => Ok((circuit, input)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Prep::Fail(
                 "input_lost",
                 "the encrypted input of this task is missing".to_owned(),
             )),
-            Ok(_) => None,
-        };
-        let size = u32::try_from(task.size).unwrap_or(u32::MAX);
-        let circuit = match precheck {
-            Some(failure) => Err(failure),
-            None => {
-                let resolved = functions::resolve(
-                    &self.state,
-                    &task.tenant_id,
-                    &task.function,
-                    size,
-                    &task.circuit_id,
-                )
-                .await;
-                match resolved {
-                    Ok(c) => Ok(c),
-                    // The function was deleted or changed since the task was submitted.
-                    Err(e) if e.status.is_client_error() => Err((e.code, e.message)),
-                    Err(_) => {
-                        self.retry(&task, "reading the function failed").await;
-                        return;
-                    }
-                }
+            Err(e) => {
+                tracing::error!(task = %task.id, error = %e, "reading a task's input");
+                Err(Prep::Retry("the run failed on our side"))
             }
-        };
-        let circuit = match circuit {
-            Ok(c) => c,
-            Err((code, message)) => {
+        }
+    }
+
+    async fn process(&self, task: Task, mut stop: watch::Receiver<bool>) {
+        let started = Instant::now();
+        let store = &self.state.store;
+        tracing::info!(task = %task.id, function = %task.function, attempt = task.attempts, "running");
+        let (circuit, input) = match self.prepare(&task).await {
+            Ok(ready) => ready,
+            Err(Prep::Fail(code, message)) => {
                 let outcome = Outcome::Failed {
                     code: code.to_owned(),
                     message,
                 };
                 self.finish(&task, &outcome, started).await;
+                return;
+            }
+            Err(Prep::Retry(why)) => {
+                self.retry(&task, why).await;
                 return;
             }
         };
@@ -308,7 +329,6 @@ impl Worker {
             let blobs = self.state.blobs.clone();
             let key_path = blobs::key_set(&task.tenant_id, &task.key_set_id);
             let key_set_id = task.key_set_id.clone();
-            let input = input.clone();
             async move {
                 let io = |e: std::io::Error| EngineError::Io(e.to_string());
                 let cached = cache.cached(&key_set_id);
@@ -316,10 +336,6 @@ impl Worker {
                     Some(_) => None,
                     None => Some(blobs.get(&key_path, UPLOAD_LIMIT).await.map_err(io)?),
                 };
-                let input = blobs
-                    .get(&input, TASK_INPUT_LIMIT as u64)
-                    .await
-                    .map_err(io)?;
                 // Decompressing the key and the engine block (rayon): off the async threads.
                 tokio::task::spawn_blocking(move || {
                     let keys = match (cached, key_bytes) {
