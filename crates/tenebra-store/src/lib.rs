@@ -29,6 +29,9 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("migration error: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The request would pass one of the tenant's limits; nothing was written.
+    #[error("quota exceeded: {0}")]
+    Quota(QuotaExceeded),
 }
 
 /// What an API key may do.
@@ -151,9 +154,17 @@ macro_rules! fetch_optional {
     }};
 }
 
+#[macro_use]
+pub mod audit;
+#[macro_use]
+pub mod billing;
 mod functions;
 mod tasks;
 
+pub use audit::{AuditBreak, AuditCheck, AuditEntry, AuditRecord};
+pub use billing::{
+    InvoiceLine, Plan, QuotaExceeded, TenantUsage, UsageFilter, UsagePage, UsageRecord, UsageTotals,
+};
 pub use functions::{Deployed, Function};
 pub use tasks::{NewTask, Outcome, Submitted, Task, TaskListener, TaskPage, TaskStatus};
 
@@ -373,7 +384,8 @@ impl Store {
     }
 
     /// Records an uploaded key set; a set with the same fingerprint in the same tenant is a
-    /// `Conflict` (the caller then returns the existing one).
+    /// `Conflict` (the caller then returns the existing one). Checks the tenant's key set and
+    /// storage limits (`Quota`).
     pub async fn create_key_set(
         &self,
         tenant: &str,
@@ -392,18 +404,37 @@ impl Store {
         };
         let q = "INSERT INTO key_sets (id, tenant_id, fingerprint, size_bytes, created_at, \
                  expires_at) VALUES ($1, $2, $3, $4, $5, $6)";
-        let r = on_pool!(self, p => sqlx::query(q)
-            .bind(&k.id)
-            .bind(&k.tenant_id)
-            .bind(&k.fingerprint)
-            .bind(k.size_bytes)
-            .bind(k.created_at)
-            .bind(k.expires_at)
-            .execute(p)
-            .await
-            .map(|r| r.rows_affected()));
+        let r: Result<(), sqlx::Error> = on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            lock_tenant!(tx, tenant);
+            if let Some(plan) = tenant_plan_in!(tx, tenant) {
+                let used = tenant_usage_in!(tx, tenant);
+                if let Some(limit) = plan.max_key_sets.filter(|l| used.key_sets >= *l) {
+                    return Err(StoreError::Quota(QuotaExceeded::KeySets { limit }));
+                }
+                if let Some(q) = billing::check_bytes(&plan, &used, size_bytes) {
+                    return Err(StoreError::Quota(q));
+                }
+            }
+            match sqlx::query(q)
+                .bind(&k.id)
+                .bind(&k.tenant_id)
+                .bind(&k.fingerprint)
+                .bind(k.size_bytes)
+                .bind(k.created_at)
+                .bind(k.expires_at)
+                .execute(&mut *tx)
+                .await
+            {
+                Ok(_) => {
+                    tx.commit().await?;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        });
         match r {
-            Ok(_) => Ok(k),
+            Ok(()) => Ok(k),
             Err(sqlx::Error::Database(d)) if d.is_foreign_key_violation() => {
                 Err(StoreError::NotFound)
             }

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use sqlx::Row;
 
-use crate::{now_ms, unique_violation, Store, StoreError};
+use crate::audit::AuditEntry;
+use crate::{billing, now_ms, unique_violation, Store, StoreError};
 
 /// Channel PostgreSQL announces new tasks on.
 pub const TASKS_CHANNEL: &str = "tenebra_tasks";
@@ -229,13 +230,64 @@ macro_rules! fetch_task {
     };
 }
 
+/// Runs a query returning at most one task row inside the transaction `$tx`.
+macro_rules! fetch_task_in {
+    ($tx:expr, $query:expr, $($arg:expr),*) => {{
+        let q: &'static str = $query;
+        let row = sqlx::query(q)$(.bind($arg))*.fetch_optional(&mut *$tx).await?;
+        row.map(|r| task_from_row!(r)).transpose()?
+    }};
+}
+
+/// Runs a query returning task rows inside the transaction `$tx`.
+macro_rules! fetch_tasks_in {
+    ($tx:expr, $query:expr, $($arg:expr),*) => {{
+        let q: &'static str = $query;
+        let rows = sqlx::query(q)$(.bind($arg))*.fetch_all(&mut *$tx).await?;
+        rows.into_iter().map(|r| task_from_row!(r)).collect::<Result<Vec<Task>, StoreError>>()?
+    }};
+}
+
+/// Records, inside `$tx`, that `$task` changed status: an audit record, and the usage
+/// record when the task ended.
+macro_rules! task_changed {
+    ($tx:expr, $task:expr, $actor:expr) => {{
+        let t: &Task = $task;
+        if matches!(
+            t.status,
+            TaskStatus::Succeeded | TaskStatus::Failed | TaskStatus::Cancelled
+        ) {
+            meter_task!($tx, t);
+        }
+        let outcome = match (&t.error_code, t.status) {
+            (Some(code), TaskStatus::Failed) => code.clone(),
+            (_, TaskStatus::Running) => format!("attempt {}", t.attempts),
+            (_, s) => s.as_str().to_owned(),
+        };
+        let entry = AuditEntry {
+            tenant_id: Some(t.tenant_id.clone()),
+            actor: $actor.to_owned(),
+            action: format!("task.{}", t.status.as_str()),
+            target: t.id.clone(),
+            outcome,
+            request_id: String::new(),
+        };
+        append_audit!($tx, &entry);
+    }};
+}
+
+/// The actor of task transitions nobody asked for (reaping abandoned tasks, expiry).
+const SYSTEM: &str = "system";
+/// The actor of a claimed task's transitions (the claim itself names the worker).
+const WORKER: &str = "worker";
+
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 impl Store {
     /// Queues a task. With an idempotency key the tenant already used, nothing is inserted
-    /// and the earlier task is returned.
+    /// and the earlier task is returned. The tenant's plan is checked first (`Quota`).
     pub async fn submit_task(&self, tenant: &str, new: &NewTask) -> Result<Submitted, StoreError> {
         let now = now_ms();
         let q = concat!(
@@ -245,8 +297,24 @@ impl Store {
              VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', $8, $9, $10, $11, $12, $12)",
             returning_tasks!()
         );
-        let inserted = on_pool!(self, p => {
+        if let Some(key) = &new.idempotency_key {
+            let q = concat!(
+                select_tasks!(),
+                "WHERE tenant_id = $1 AND idempotency_key = $2"
+            );
+            if let Some(t) = fetch_task!(self, q, tenant, key)? {
+                return Ok(Submitted::Existing(t));
+            }
+        }
+        let inserted: Result<Task, sqlx::Error> = on_pool!(self, p => {
             let mut tx = p.begin().await?;
+            lock_tenant!(tx, tenant);
+            if let Some(plan) = tenant_plan_in!(tx, tenant) {
+                let used = tenant_usage_in!(tx, tenant);
+                if let Some(q) = billing::check_task(&plan, &used, new.cost_cu, new.input_bytes) {
+                    return Err(StoreError::Quota(q));
+                }
+            }
             let r = sqlx::query(q)
                 .bind(&new.id)
                 .bind(tenant)
@@ -265,6 +333,7 @@ impl Store {
             match r {
                 Ok(row) => {
                     let t = task_from_row!(row)?;
+                    task_changed!(tx, &t, &new.api_key_id);
                     if matches!(self, Store::Postgres(_)) {
                         // Delivered at commit, so a woken worker finds the row.
                         sqlx::query("SELECT pg_notify($1, '')")
@@ -363,7 +432,16 @@ impl Store {
              WHERE tenant_id = $2 AND id = $3 AND status = 'queued'",
             returning_tasks!()
         );
-        if let Some(t) = fetch_task!(self, q, now_ms(), tenant, id)? {
+        let cancelled = on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let t = fetch_task_in!(tx, q, now_ms(), tenant, id);
+            if let Some(t) = &t {
+                task_changed!(tx, t, &t.api_key_id);
+            }
+            tx.commit().await?;
+            t
+        });
+        if let Some(t) = cancelled {
             return Ok((t, true));
         }
         let q = concat!(
@@ -388,28 +466,39 @@ impl Store {
         max_attempts: u32,
     ) -> Result<Option<Task>, StoreError> {
         let now = now_ms();
-        let reap_cancelled = "UPDATE tasks SET status = 'cancelled', finished_at = $1, \
-                              worker_id = NULL, lease_until = NULL \
-                              WHERE status = 'running' AND lease_until < $1 AND cancel_requested";
-        let reap_failed = "UPDATE tasks SET status = 'failed', finished_at = $1, \
-                           error_code = 'worker_lost', \
-                           error_message = 'the workers running this task stopped responding', \
-                           worker_id = NULL, lease_until = NULL \
-                           WHERE status = 'running' AND lease_until < $1 AND attempts >= $2";
-        on_pool!(self, p => {
-            sqlx::query(reap_cancelled).bind(now).execute(p).await?;
-            sqlx::query(reap_failed)
-                .bind(now)
-                .bind(i64::from(max_attempts))
-                .execute(p)
-                .await?;
-        });
+        let reap_cancelled = concat!(
+            "UPDATE tasks SET status = 'cancelled', finished_at = $1, \
+             worker_id = NULL, lease_until = NULL \
+             WHERE status = 'running' AND lease_until < $1 AND cancel_requested",
+            returning_tasks!()
+        );
+        let reap_failed = concat!(
+            "UPDATE tasks SET status = 'failed', finished_at = $1, \
+             error_code = 'worker_lost', \
+             error_message = 'the workers running this task stopped responding', \
+             worker_id = NULL, lease_until = NULL \
+             WHERE status = 'running' AND lease_until < $1 AND attempts >= $2",
+            returning_tasks!()
+        );
         let lease_until = now.saturating_add(ms(lease));
-        let q = match self {
+        let claim = match self {
             Store::Postgres(_) => claim_query!(" FOR UPDATE SKIP LOCKED"),
             Store::Sqlite(_) => claim_query!(""),
         };
-        fetch_task!(self, q, worker, lease_until, now)
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let mut reaped = fetch_tasks_in!(tx, reap_cancelled, now);
+            reaped.extend(fetch_tasks_in!(tx, reap_failed, now, i64::from(max_attempts)));
+            for t in &reaped {
+                task_changed!(tx, t, SYSTEM);
+            }
+            let t = fetch_task_in!(tx, claim, worker, lease_until, now);
+            if let Some(t) = &t {
+                task_changed!(tx, t, &format!("worker:{worker}"));
+            }
+            tx.commit().await?;
+            Ok(t)
+        })
     }
 
     /// Extends a claimed task's lease and records its progress; returns whether the tenant
@@ -477,20 +566,26 @@ impl Store {
              WHERE id = $8 AND fence = $9 AND status = 'running'",
             returning_tasks!()
         );
-        let t = fetch_task!(
-            self,
-            q,
-            status,
-            result_bytes,
-            expires_at,
-            code,
-            message,
-            now_ms(),
-            wall_ms,
-            id,
-            fence
-        )?;
-        t.ok_or(StoreError::LeaseLost)
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let t = fetch_task_in!(
+                tx,
+                q,
+                status,
+                result_bytes,
+                expires_at,
+                code,
+                message,
+                now_ms(),
+                wall_ms,
+                id,
+                fence
+            );
+            let t = t.ok_or(StoreError::LeaseLost)?;
+            task_changed!(tx, &t, WORKER);
+            tx.commit().await?;
+            Ok(t)
+        })
     }
 
     /// Puts a claimed task back in the queue to run again after `delay` (a failure that may
@@ -514,37 +609,42 @@ impl Store {
              WHERE id = $5 AND fence = $6 AND status = 'running'",
             returning_tasks!()
         );
-        let t = fetch_task!(
-            self,
-            q,
-            i64::from(max_attempts),
-            message,
-            now,
-            now.saturating_add(ms(delay)),
-            id,
-            fence
-        )?;
-        t.ok_or(StoreError::LeaseLost)
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let t = fetch_task_in!(
+                tx,
+                q,
+                i64::from(max_attempts),
+                message,
+                now,
+                now.saturating_add(ms(delay)),
+                id,
+                fence
+            );
+            let t = t.ok_or(StoreError::LeaseLost)?;
+            task_changed!(tx, &t, WORKER);
+            tx.commit().await?;
+            Ok(t)
+        })
     }
 
     /// Gives a claimed task back to the queue untouched (a worker shutting down); the
     /// attempt does not count.
     pub async fn release_task(&self, id: &str, fence: i64) -> Result<(), StoreError> {
-        let q = "UPDATE tasks SET status = 'queued', attempts = attempts - 1, run_after = $1, \
-                 worker_id = NULL, lease_until = NULL \
-                 WHERE id = $2 AND fence = $3 AND status = 'running'";
-        let n = on_pool!(self, p => sqlx::query(q)
-            .bind(now_ms())
-            .bind(id)
-            .bind(fence)
-            .execute(p)
-            .await?
-            .rows_affected());
-        if n == 0 {
-            Err(StoreError::LeaseLost)
-        } else {
+        let q = concat!(
+            "UPDATE tasks SET status = 'queued', attempts = attempts - 1, \
+                 run_after = $1, worker_id = NULL, lease_until = NULL \
+                 WHERE id = $2 AND fence = $3 AND status = 'running'",
+            returning_tasks!()
+        );
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let t = fetch_task_in!(tx, q, now_ms(), id, fence);
+            let t = t.ok_or(StoreError::LeaseLost)?;
+            task_changed!(tx, &t, WORKER);
+            tx.commit().await?;
             Ok(())
-        }
+        })
     }
 
     /// Marks succeeded tasks whose result passed its time to live as expired; returns them
@@ -556,8 +656,13 @@ impl Store {
             returning_tasks!()
         );
         on_pool!(self, p => {
-            let rows = sqlx::query(q).bind(now_ms()).fetch_all(p).await?;
-            rows.into_iter().map(|r| task_from_row!(r)).collect()
+            let mut tx = p.begin().await?;
+            let tasks = fetch_tasks_in!(tx, q, now_ms());
+            for t in &tasks {
+                task_changed!(tx, t, SYSTEM);
+            }
+            tx.commit().await?;
+            Ok(tasks)
         })
     }
 

@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use tenebra_store::{Deployed, NewTask, Outcome, Scope, Store, StoreError, Submitted, TaskStatus};
+use tenebra_store::{
+    AuditEntry, Deployed, NewTask, Outcome, Plan, QuotaExceeded, Scope, Store, StoreError,
+    Submitted, TaskStatus, UsageFilter,
+};
 
 const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
 
@@ -491,4 +494,378 @@ async fn bad_urls_are_errors() {
         Store::connect("mysql://x").await,
         Err(StoreError::Invalid(_))
     ));
+}
+
+fn costing(cu: i64, key: Option<&str>) -> NewTask {
+    NewTask {
+        cost_cu: cu,
+        ..new_task(key)
+    }
+}
+
+fn quota(r: Result<impl std::fmt::Debug, StoreError>) -> QuotaExceeded {
+    match r {
+        Err(StoreError::Quota(q)) => q,
+        other => panic!("expected a quota error, got {other:?}"),
+    }
+}
+
+/// Plans, quotas at submit and upload, usage records (exactly one per ended task, priced),
+/// totals, invoices, meter-event bookkeeping and rate counters.
+async fn billing_story(store: &Store) {
+    store.migrate().await.unwrap();
+    let a = store.create_tenant("acme").await.unwrap().id;
+    let b = store.create_tenant("globex").await.unwrap().id;
+    let lease = Duration::from_secs(30);
+    assert_eq!(store.tenant_plan(&a).await.unwrap().name, "default");
+
+    let mut pro = Plan::new("pro", 2000);
+    pro.function_prices = vec![("weight_stats".into(), 3000)];
+    pro.max_task_cu = Some(100);
+    pro.max_active_tasks = Some(2);
+    pro.cu_per_period = Some(150);
+    pro.max_stored_bytes = Some(1000);
+    pro.max_key_sets = Some(1);
+    store.put_plan(&pro).await.unwrap();
+    assert!(matches!(
+        store.set_tenant_plan(&a, "nope").await,
+        Err(StoreError::NotFound)
+    ));
+    store.set_tenant_plan(&a, "pro").await.unwrap();
+    assert_eq!(store.tenant_plan(&a).await.unwrap(), pro);
+    assert_eq!(store.list_plans().await.unwrap().len(), 2);
+
+    // Per-task cap, then active tasks; an idempotent resubmission still answers.
+    assert_eq!(
+        quota(store.submit_task(&a, &costing(101, None)).await),
+        QuotaExceeded::TaskCu {
+            cost: 101,
+            cap: 100
+        }
+    );
+    let t1 = created(
+        store
+            .submit_task(&a, &costing(42, Some("i1")))
+            .await
+            .unwrap(),
+    );
+    let t2 = created(store.submit_task(&a, &costing(42, None)).await.unwrap());
+    assert_eq!(
+        quota(store.submit_task(&a, &costing(1, None)).await),
+        QuotaExceeded::ActiveTasks { limit: 2 }
+    );
+    assert!(matches!(
+        store.submit_task(&a, &costing(42, Some("i1"))).await,
+        Ok(Submitted::Existing(t)) if t.id == t1.id
+    ));
+    // Another tenant on the default plan is not limited.
+    for _ in 0..3 {
+        created(store.submit_task(&b, &costing(500, None)).await.unwrap());
+    }
+
+    // A success is charged in full at the function's price, once.
+    let c = claim(store, &t1.id).await;
+    let done = Outcome::Succeeded {
+        result_bytes: 200,
+        expires_at: i64::MAX,
+    };
+    store.finish_task(&c.id, c.fence, &done, 7).await.unwrap();
+    assert!(matches!(
+        store.finish_task(&c.id, c.fence, &done, 7).await,
+        Err(StoreError::LeaseLost)
+    ));
+    // A cancelled task is charged for the nodes it ran.
+    let c = claim(store, &t2.id).await;
+    store
+        .heartbeat_task(&c.id, c.fence, lease, 5, 10)
+        .await
+        .unwrap();
+    store
+        .finish_task(&c.id, c.fence, &Outcome::Cancelled, 3)
+        .await
+        .unwrap();
+    let page = store
+        .list_usage(Some(&a), &UsageFilter::default(), 10, None)
+        .await
+        .unwrap();
+    let got: Vec<_> = page
+        .records
+        .iter()
+        .map(|u| {
+            (
+                u.task_id.as_str(),
+                u.outcome.as_str(),
+                u.cu,
+                u.charged_cu,
+                u.amount_nanos,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (t1.id.as_str(), "succeeded", 42, 42, 126_000),
+            (t2.id.as_str(), "cancelled", 21, 21, 63_000)
+        ]
+    );
+    assert_eq!(page.records[0].result_bytes, 200);
+    assert_eq!(page.records[0].price_nanos_per_cu, 3000);
+
+    // Our failure (retries used up) is recorded but not charged.
+    let t3 = created(store.submit_task(&a, &costing(42, None)).await.unwrap());
+    let c = claim(store, &t3.id).await;
+    store
+        .retry_task(&c.id, c.fence, Duration::ZERO, 1, "boom")
+        .await
+        .unwrap();
+    // 63 charged so far: 63 + 90 passes the period's 150.
+    let used = store.tenant_usage(&a).await.unwrap();
+    assert_eq!((used.period_cu, used.active_tasks), (63, 0));
+    assert!(matches!(
+        quota(store.submit_task(&a, &costing(90, None)).await),
+        QuotaExceeded::PeriodCu {
+            used: 63,
+            cost: 90,
+            limit: 150,
+            ..
+        }
+    ));
+
+    // Storage and key set counts (200 bytes of results are stored).
+    store
+        .create_key_set(&a, "ks_a", "fp1", 500, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        quota(store.create_key_set(&a, "ks_b", "fp2", 10, None).await),
+        QuotaExceeded::KeySets { limit: 1 }
+    );
+    store.delete_key_set(&a, "ks_a").await.unwrap();
+    assert_eq!(
+        quota(store.create_key_set(&a, "ks_c", "fp3", 900, None).await),
+        QuotaExceeded::StoredBytes {
+            used: 200,
+            adding: 900,
+            limit: 1000
+        }
+    );
+
+    // Totals and invoices reconcile with the records; paging walks them all.
+    let all = UsageFilter::default();
+    let totals = store.usage_totals(Some(&a), &all).await.unwrap();
+    assert_eq!(
+        (
+            totals.tasks,
+            totals.cu,
+            totals.charged_cu,
+            totals.amount_nanos
+        ),
+        (3, 63, 63, 189_000)
+    );
+    let (from, to) = tenebra_store::billing::period_of(tenebra_store::now_ms());
+    let lines = store.invoice_lines(&a, from, to).await.unwrap();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(
+        lines.iter().map(|l| l.amount_nanos).sum::<i64>(),
+        totals.amount_nanos
+    );
+    let first = store.list_usage(Some(&a), &all, 2, None).await.unwrap();
+    let rest = store
+        .list_usage(Some(&a), &all, 2, first.next.as_deref())
+        .await
+        .unwrap();
+    assert_eq!((first.records.len(), rest.records.len()), (2, 1));
+    assert!(rest.next.is_none());
+    let only_b = UsageFilter {
+        function: Some("sleep_quality".into()),
+        ..UsageFilter::default()
+    };
+    assert_eq!(
+        store.usage_totals(Some(&a), &only_b).await.unwrap().tasks,
+        0
+    );
+    // Tenant b sees none of a's usage.
+    for u in store
+        .list_usage(Some(&b), &all, 100, None)
+        .await
+        .unwrap()
+        .records
+    {
+        assert_eq!(u.tenant_id, b);
+    }
+
+    // Meter events: each charged record once.
+    let pending = store.unexported_usage(100).await.unwrap();
+    assert!(pending.iter().all(|u| u.charged_cu > 0));
+    assert!(pending.iter().any(|u| u.task_id == t1.id));
+    for u in &pending {
+        assert!(store.mark_exported(&u.task_id).await.unwrap());
+        assert!(!store.mark_exported(&u.task_id).await.unwrap());
+    }
+    assert!(store.unexported_usage(100).await.unwrap().is_empty());
+
+    // Rate counters are shared through the database.
+    assert!(store.count_request("key_x").await.unwrap() >= 1);
+    let n = store.count_request("key_x").await.unwrap();
+    assert!(n >= 2, "{n}");
+    store.prune_rate_windows().await.unwrap();
+}
+
+/// Claims tasks until `id` comes (the others end cancelled: same-millisecond submissions
+/// have no set order).
+async fn claim(store: &Store, id: &str) -> tenebra_store::Task {
+    loop {
+        let c = store
+            .claim_task("w1", Duration::from_secs(30), 3)
+            .await
+            .unwrap()
+            .unwrap();
+        if c.id == id {
+            return c;
+        }
+        store
+            .finish_task(&c.id, c.fence, &Outcome::Cancelled, 1)
+            .await
+            .unwrap();
+    }
+}
+
+/// The audit chain: task transitions are chained, tenants read their own records, and every
+/// kind of tampering is found at the right sequence number.
+async fn audit_story(store: &Store) {
+    store.migrate().await.unwrap();
+    let a = store.create_tenant("acme").await.unwrap().id;
+    let b = store.create_tenant("globex").await.unwrap().id;
+    let check = store.verify_audit().await.unwrap();
+    assert_eq!((check.records, check.first_bad), (0, None));
+    let first = created(store.submit_task(&a, &new_task(None)).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    for t in [&b, &a] {
+        created(store.submit_task(t, &new_task(None)).await.unwrap());
+    }
+    let c = store
+        .claim_task("w1", Duration::from_secs(30), 3)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.id, first.id, "the oldest task is claimed first");
+    store
+        .finish_task(&c.id, c.fence, &Outcome::Cancelled, 1)
+        .await
+        .unwrap();
+    let entry = AuditEntry {
+        tenant_id: None,
+        actor: "operator".into(),
+        action: "plan.put".into(),
+        target: "pro".into(),
+        outcome: "200".into(),
+        request_id: "req_1".into(),
+    };
+    let last = store.append_audit(&entry).await.unwrap();
+    assert_eq!(last.seq, 6);
+    let mine = store.audit_records(Some(&a), 0, 100).await.unwrap();
+    assert_eq!(
+        mine.iter()
+            .map(|r| r.entry.action.as_str())
+            .collect::<Vec<_>>(),
+        [
+            "task.queued",
+            "task.queued",
+            "task.running",
+            "task.cancelled"
+        ]
+    );
+    assert!(store
+        .audit_records(Some(&b), 0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .all(|r| r.entry.tenant_id.as_deref() == Some(b.as_str())));
+    let check = store.verify_audit().await.unwrap();
+    assert_eq!(
+        (check.records, check.last_seq, check.first_bad),
+        (6, 6, None)
+    );
+    assert_eq!(check.last_hash, last.hash);
+
+    // Tampering, each kind from a clean copy.
+    raw(
+        store,
+        "CREATE TABLE audit_backup AS SELECT * FROM audit_log",
+    )
+    .await;
+    let cases: [(&[&str], i64); 6] = [
+        (&["UPDATE audit_log SET outcome = 'ok' WHERE seq = 3"], 3),
+        (&["DELETE FROM audit_log WHERE seq = 4"], 4),
+        (&["DELETE FROM audit_log WHERE seq = 6"], 6),
+        (
+            &[
+                "UPDATE audit_log SET seq = -2 WHERE seq = 2",
+                "UPDATE audit_log SET seq = 2 WHERE seq = 3",
+                "UPDATE audit_log SET seq = 3 WHERE seq = -2",
+            ],
+            2,
+        ),
+        (
+            &[
+                "INSERT INTO audit_log SELECT 7, at, tenant_id, actor, action, target, \
+               outcome, request_id, hash, hash FROM audit_log WHERE seq = 6",
+            ],
+            7,
+        ),
+        (
+            &[
+                "UPDATE audit_log SET seq = -seq - 1 WHERE seq >= 4",
+                "UPDATE audit_log SET seq = -seq WHERE seq < 0",
+                "INSERT INTO audit_log SELECT 4, at, tenant_id, actor, 'task.succeeded', \
+                 target, outcome, request_id, hash, hash FROM audit_log WHERE seq = 3",
+            ],
+            4,
+        ),
+    ];
+    for (edits, seq) in cases {
+        for e in edits {
+            raw(store, e).await;
+        }
+        let check = store.verify_audit().await.unwrap();
+        assert_eq!(
+            check.first_bad.as_ref().map(|b| b.seq),
+            Some(seq),
+            "{edits:?}: {check:?}"
+        );
+        raw(store, "DELETE FROM audit_log").await;
+        raw(store, "INSERT INTO audit_log SELECT * FROM audit_backup").await;
+        assert_eq!(store.verify_audit().await.unwrap().first_bad, None);
+    }
+}
+
+async fn raw(store: &Store, sql: &str) {
+    match store {
+        Store::Sqlite(p) => sqlx::query(sql).execute(p).await.map(|_| ()),
+        Store::Postgres(p) => sqlx::query(sql).execute(p).await.map(|_| ()),
+    }
+    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+#[tokio::test]
+async fn billing_and_audit_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("b.db").display());
+    let store = Store::connect(&url).await.unwrap();
+    billing_story(&store).await;
+    store.close().await;
+    let url = format!("sqlite://{}", dir.path().join("a.db").display());
+    let store = Store::connect(&url).await.unwrap();
+    audit_story(&store).await;
+    store.close().await;
+}
+
+#[tokio::test]
+async fn billing_and_audit_on_postgres() {
+    let (store, db) = PgDb::create().await;
+    billing_story(&store).await;
+    db.drop_db(store).await;
+    let (store, db) = PgDb::create().await;
+    audit_story(&store).await;
+    db.drop_db(store).await;
 }
