@@ -139,3 +139,191 @@ pub struct TaskPage {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub next: Option<String>,
 }
+
+/// Body of `POST /v1/quote`: which function, at which size (and optionally which version or
+/// content id of a deployed one).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct QuoteRequest {
+    pub function: String,
+    pub size: u32,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub version: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub circuit_id: Option<String>,
+}
+
+/// What running a function costs, before anything runs. Money is in nano-units of the
+/// billing currency (1e-9), so sums are exact.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct QuoteView {
+    pub function: String,
+    pub size: u32,
+    pub circuit_id: String,
+    pub cu: i64,
+    pub plan: String,
+    pub price_nanos_per_cu: i64,
+    pub amount_nanos: i64,
+}
+
+/// One ended task's metered usage.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UsageRecordView {
+    pub task_id: String,
+    pub api_key_id: String,
+    pub function: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub function_version: Option<i64>,
+    pub circuit_id: String,
+    pub key_set_id: String,
+    /// `succeeded`, `failed` or `cancelled`.
+    pub outcome: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error_code: Option<String>,
+    /// CU of the nodes that ran.
+    pub cu: i64,
+    /// CU billed: `cu`, or 0 when the task failed by the service's fault.
+    pub charged_cu: i64,
+    pub price_nanos_per_cu: i64,
+    pub amount_nanos: i64,
+    pub wall_ms: i64,
+    pub input_bytes: i64,
+    pub result_bytes: i64,
+    pub attempts: i64,
+    pub recorded_at: i64,
+}
+
+/// Sums over usage records.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UsageTotalsView {
+    pub tasks: i64,
+    pub cu: i64,
+    pub charged_cu: i64,
+    pub amount_nanos: i64,
+}
+
+/// `GET /v1/usage`: a page of records, oldest first, and the totals of everything the
+/// filter selects (all pages).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UsageView {
+    pub records: Vec<UsageRecordView>,
+    pub totals: UsageTotalsView,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub next: Option<String>,
+}
+
+/// An invoice line: one function at one price.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InvoiceLineView {
+    pub function: String,
+    pub price_nanos_per_cu: i64,
+    pub tasks: i64,
+    pub charged_cu: i64,
+    pub amount_nanos: i64,
+}
+
+/// A tenant's invoice for one billing period (a calendar month, UTC).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InvoiceView {
+    pub tenant_id: String,
+    /// `YYYY-MM`.
+    pub period: String,
+    pub from: i64,
+    pub to: i64,
+    pub lines: Vec<InvoiceLineView>,
+    pub total_nanos: i64,
+}
+
+/// A plan's prices and limits (`null`: no limit).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PlanView {
+    pub name: String,
+    pub price_nanos_per_cu: i64,
+    #[serde(default)]
+    pub function_prices: std::collections::BTreeMap<String, i64>,
+    #[serde(default)]
+    pub cu_per_period: Option<i64>,
+    #[serde(default)]
+    pub max_active_tasks: Option<i64>,
+    #[serde(default)]
+    pub max_stored_bytes: Option<i64>,
+    #[serde(default)]
+    pub max_key_sets: Option<i64>,
+    #[serde(default)]
+    pub max_task_cu: Option<i64>,
+    #[serde(default)]
+    pub requests_per_second: Option<i64>,
+}
+
+/// What a tenant uses now against its limits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LimitsView {
+    pub plan: PlanView,
+    /// The current billing period, `[from, to)` in Unix ms.
+    pub period: String,
+    pub period_from: i64,
+    pub period_to: i64,
+    /// CU charged this period plus the cost of queued and running tasks.
+    pub period_cu: i64,
+    pub active_tasks: i64,
+    pub stored_bytes: i64,
+    pub key_sets: i64,
+}
+
+/// Body of `PUT /v1/admin/tenants/{id}/plan`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SetPlan {
+    pub plan: String,
+}
+
+/// One audit record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditRecordView {
+    pub seq: i64,
+    pub at: i64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub tenant_id: Option<String>,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub outcome: String,
+    pub request_id: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// What verifying the audit log found.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditVerifyView {
+    pub ok: bool,
+    pub records: i64,
+    pub last_seq: i64,
+    pub last_hash: String,
+    /// Signed checkpoints checked (signature valid and matching the chain).
+    pub checkpoints: i64,
+    /// The first sequence number that does not hold, and why.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub first_bad_seq: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
+}
+
+/// A usage record as a billing provider's meter event (Stripe's shape): `event_name`,
+/// `payload.stripe_customer_id` and `payload.value`, `timestamp` (Unix seconds) and
+/// `identifier` (idempotency: the task id).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MeterEvent {
+    pub event_name: String,
+    pub payload: MeterPayload,
+    pub identifier: String,
+    pub timestamp: i64,
+}
+
+/// The customer and value of a meter event (Stripe sends values as strings).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MeterPayload {
+    pub stripe_customer_id: String,
+    pub value: String,
+}

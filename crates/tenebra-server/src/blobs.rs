@@ -145,6 +145,20 @@ impl Blobs {
             .count())
     }
 
+    /// The names of the blobs under `prefix`, sorted.
+    pub async fn list(&self, prefix: &str) -> std::io::Result<Vec<String>> {
+        let prefix = BlobPath::from(prefix);
+        let all: Vec<_> = self
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(io_error)?;
+        let mut names: Vec<String> = all.into_iter().map(|m| m.location.to_string()).collect();
+        names.sort();
+        Ok(names)
+    }
+
     /// Removes the key set blob of a tenant (tests simulate a lost blob with it).
     pub async fn remove_key_set(&self, tenant: &str, id: &str) -> std::io::Result<()> {
         self.remove(&key_set(tenant, id)).await

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
-use tenebra_store::StoreError;
+use tenebra_store::{QuotaExceeded, StoreError};
 
 /// An error answered as `{"error": {"code": "...", "message": "..."}}`.
 #[derive(Debug)]
@@ -13,6 +13,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds to wait before trying again (`Retry-After`), for 429s.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -21,6 +23,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -68,8 +71,42 @@ pub fn body_error(r: &axum::extract::rejection::BytesRejection, what: &str) -> A
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"code": self.code, "message": self.message}});
-        (self.status, Json(body)).into_response()
+        let mut resp = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        resp
     }
+}
+
+/// A passed limit: 429 with `Retry-After` when waiting helps soon (rate, running tasks),
+/// 402 when the period's CU are spent (until the next period), 403 otherwise.
+fn quota_error(q: &QuotaExceeded) -> ApiError {
+    let (status, code, retry_after) = match q {
+        QuotaExceeded::Rate { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", Some(1)),
+        QuotaExceeded::ActiveTasks { .. } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_active_tasks",
+            Some(5),
+        ),
+        QuotaExceeded::PeriodCu { period_end, .. } => {
+            let secs = (period_end - tenebra_store::now_ms()).max(0) / 1000 + 1;
+            (
+                StatusCode::PAYMENT_REQUIRED,
+                "cu_quota_exceeded",
+                u64::try_from(secs).ok(),
+            )
+        }
+        QuotaExceeded::TaskCu { .. } => (StatusCode::FORBIDDEN, "task_cu_cap", None),
+        QuotaExceeded::StoredBytes { .. } => {
+            (StatusCode::FORBIDDEN, "storage_quota_exceeded", None)
+        }
+        QuotaExceeded::KeySets { .. } => (StatusCode::FORBIDDEN, "key_set_quota_exceeded", None),
+    };
+    let mut e = ApiError::new(status, code, q.to_string());
+    e.retry_after = retry_after;
+    e
 }
 
 impl From<StoreError> for ApiError {
@@ -78,6 +115,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound => ApiError::not_found("resource"),
             StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
             StoreError::Invalid(m) => ApiError::bad_request("invalid_request", m),
+            StoreError::Quota(q) => quota_error(&q),
             e @ (StoreError::Database(_) | StoreError::Migrate(_) | StoreError::LeaseLost) => {
                 ApiError::internal(&e)
             }

@@ -149,6 +149,30 @@ pub(crate) async fn resolve(
     }
 }
 
+/// The circuit id and cost of running `function`: a built-in at `size`, or a deployed
+/// version (the latest, or the one `version` or `circuit_id` names).
+pub(crate) async fn priced(
+    state: &AppState,
+    tenant: &str,
+    function: &str,
+    size: u32,
+    version: Option<i64>,
+    circuit_id: Option<String>,
+) -> Result<(String, i64), ApiError> {
+    if let Ok(f) = tenebra_functions::find(function) {
+        let c = builtin_circuit(f, size)?;
+        let cu = tenebra_circuit::cost::cost(&c).cu;
+        return Ok((c.id().to_string(), i64::try_from(cu).unwrap_or(i64::MAX)));
+    }
+    let q = Selector {
+        size: None,
+        version,
+        circuit_id,
+    };
+    let f = deployed(state, tenant, function, &q).await?;
+    Ok((f.circuit_id, f.cost_cu))
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Selector {

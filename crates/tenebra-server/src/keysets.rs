@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use axum::body::Body;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
-use axum::Json;
+use axum::{Extension, Json};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use tenebra_engine::keys::{check_upload_file, UPLOAD_LIMIT};
@@ -19,6 +19,7 @@ use tenebra_engine::EngineError;
 use tenebra_store::{new_id, KeySet, Scope, StoreError};
 use tokio::io::AsyncWriteExt;
 
+use crate::audit::AuditTarget;
 use crate::{blobs, ApiError, AppState, Caller, KeySetView, QueryParams};
 
 fn view(k: KeySet) -> KeySetView {
@@ -88,7 +89,7 @@ pub(crate) async fn upload(
     caller: Caller,
     QueryParams(q): QueryParams<UploadQuery>,
     body: Body,
-) -> Result<(StatusCode, Json<KeySetView>), ApiError> {
+) -> Result<(StatusCode, Extension<AuditTarget>, Json<KeySetView>), ApiError> {
     caller.require(Scope::Compute)?;
     let expires_at = match q.ttl_secs {
         None => None,
@@ -122,7 +123,13 @@ pub(crate) async fn upload(
         .key_set_by_fingerprint(tenant, &fingerprint)
         .await
     {
-        Ok(existing) => return Ok((StatusCode::OK, Json(view(existing)))),
+        Ok(existing) => {
+            return Ok((
+                StatusCode::OK,
+                Extension(AuditTarget(existing.id.clone())),
+                Json(view(existing)),
+            ))
+        }
         Err(StoreError::NotFound) => {}
         Err(e) => return Err(e.into()),
     }
@@ -143,7 +150,11 @@ pub(crate) async fn upload(
         .create_key_set(tenant, &id, &fingerprint, size as i64, expires_at)
         .await
     {
-        Ok(k) => Ok((StatusCode::CREATED, Json(view(k)))),
+        Ok(k) => Ok((
+            StatusCode::CREATED,
+            Extension(AuditTarget(k.id.clone())),
+            Json(view(k)),
+        )),
         Err(e) => {
             let _ = state.blobs.remove(&dest).await;
             match e {
@@ -153,7 +164,11 @@ pub(crate) async fn upload(
                         .store
                         .key_set_by_fingerprint(tenant, &fingerprint)
                         .await?;
-                    Ok((StatusCode::OK, Json(view(existing))))
+                    Ok((
+                        StatusCode::OK,
+                        Extension(AuditTarget(existing.id.clone())),
+                        Json(view(existing)),
+                    ))
                 }
                 e => Err(e.into()),
             }

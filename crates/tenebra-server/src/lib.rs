@@ -4,6 +4,9 @@
 //! The app takes a bound listener and a shutdown future, so tests start the real server on
 //! port 0; `tenebra serve` binds the configured address and shuts down on SIGTERM/SIGINT.
 
+mod admin;
+pub mod audit;
+pub mod billing;
 pub mod blobs;
 pub mod error;
 mod functions;
@@ -14,9 +17,11 @@ mod tasks;
 pub mod token;
 pub mod worker;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Path as UrlPath, Request, State};
@@ -27,7 +32,7 @@ use axum::{Json, Router};
 pub use tenebra_api::{
     ApiKeyView, CreateApiKey, FunctionView, KeySetView, SizedCost, TaskPage, TaskView,
 };
-use tenebra_store::{ApiKey, Scope, Store, StoreError, Tenant};
+use tenebra_store::{ApiKey, QuotaExceeded, Scope, Store, StoreError, Tenant};
 
 pub use error::ApiError;
 pub use token::Secret;
@@ -50,10 +55,16 @@ pub struct AppState {
     /// Announces that this process's workers ended a task (long polls wake up; other
     /// processes' ends are seen by polling).
     pub task_ended: Arc<tokio::sync::Notify>,
+    /// HMAC of the operator token under `secret`; `None`: the operator API is off.
+    pub operator_hash: Option<[u8; 32]>,
+    /// Signs the audit log's checkpoints.
+    pub audit_signer: audit::AuditSigner,
+    /// Each tenant's requests-per-second limit, read at most every few seconds.
+    rate_limits: Arc<std::sync::Mutex<HashMap<String, (Instant, Option<i64>)>>>,
 }
 
 /// Where the server keeps its data, and which database it uses.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Settings {
     pub data_dir: PathBuf,
     /// `postgres://...` for a cluster; `None` for the embedded SQLite file in `data_dir`.
@@ -63,6 +74,11 @@ pub struct Settings {
     pub secret_hex: Option<String>,
     /// `s3://bucket[/prefix]` for S3-compatible blob storage; `None`: `<data_dir>/blobs`.
     pub blob_url: Option<String>,
+    /// The token of the operator API (`/v1/admin/...`); `None` turns that API off.
+    pub operator_token: Option<String>,
+    /// The audit checkpoints' signing key (32 bytes, created if missing); `None`:
+    /// `<data_dir>/audit-signing.key`. A cluster shares one file.
+    pub audit_key_file: Option<PathBuf>,
 }
 
 /// Opens (and migrates) the database and loads the token secret.
@@ -95,6 +111,17 @@ pub async fn open(settings: &Settings) -> Result<AppState, String> {
         Some(url) => blobs::Blobs::s3(url)?,
         None => blobs::Blobs::local(&settings.data_dir.join("blobs"))?,
     };
+    let operator_hash = match settings.operator_token.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(t) if t.len() < 32 => {
+            return Err("the operator token must be at least 32 characters".into())
+        }
+        Some(t) => Some(token::hash(&secret, t)),
+    };
+    let audit_key = settings
+        .audit_key_file
+        .clone()
+        .unwrap_or_else(|| settings.data_dir.join("audit-signing.key"));
     Ok(AppState {
         store,
         secret,
@@ -102,6 +129,9 @@ pub async fn open(settings: &Settings) -> Result<AppState, String> {
         tmp: settings.data_dir.join("tmp"),
         wake: Arc::new(tokio::sync::Notify::new()),
         task_ended: Arc::new(tokio::sync::Notify::new()),
+        operator_hash,
+        audit_signer: audit::AuditSigner::load_or_create(&audit_key)?,
+        rate_limits: Arc::default(),
     })
 }
 
@@ -118,7 +148,7 @@ fn load_or_create_secret(path: &Path) -> Result<Secret, String> {
 }
 
 #[cfg(unix)]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -131,7 +161,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 #[cfg(not(unix))]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::write(path, bytes)
 }
 
@@ -207,10 +237,30 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tasks/{id}", get(tasks::get))
         .route("/v1/tasks/{id}/cancel", post(tasks::cancel))
         .route("/v1/tasks/{id}/result", get(tasks::result))
+        .route("/v1/quote", post(billing::quote))
+        .route("/v1/usage", get(billing::usage))
+        .route("/v1/invoices", get(billing::invoices))
+        .route("/v1/limits", get(billing::limits))
+        .route("/v1/audit", get(tenant_audit))
+        .route("/v1/audit/verify", get(admin::verify))
+        .route("/v1/admin/plans", get(admin::list_plans))
+        .route(
+            "/v1/admin/plans/{name}",
+            axum::routing::put(admin::put_plan),
+        )
+        .route(
+            "/v1/admin/tenants/{id}/plan",
+            axum::routing::put(admin::set_tenant_plan),
+        )
+        .route("/v1/admin/audit", get(admin::audit_all))
         .route("/metrics", get(metrics_http::render))
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .fallback(|| async { ApiError::not_found("route") })
         .layer(axum::extract::DefaultBodyLimit::max(JSON_BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            audit::track,
+        ))
         .layer(axum::middleware::from_fn(metrics_http::track))
         .with_state(state)
 }
@@ -280,12 +330,51 @@ impl FromRequestParts<AppState> for Caller {
         if key.revoked_at.is_some() {
             return Err(ApiError::unauthorized("this API key has been revoked"));
         }
+        if let Some(slot) = parts.extensions.get::<audit::ActorSlot>() {
+            slot.set(Some(key.tenant_id.clone()), key.id.clone());
+        }
+        if let Some(limit) = rate_limit(state, &key.tenant_id).await? {
+            if state.store.count_request(&key.id).await? > limit {
+                return Err(StoreError::Quota(QuotaExceeded::Rate { limit }).into());
+            }
+        }
         Ok(Caller {
             tenant_id: key.tenant_id,
             key_id: key.id,
             scope: key.scope,
         })
     }
+}
+
+/// How long a tenant's rate limit is cached per process (a plan change takes this long).
+const RATE_LIMIT_TTL: Duration = Duration::from_secs(5);
+
+/// The tenant's requests-per-second limit per API key, if its plan has one.
+async fn rate_limit(state: &AppState, tenant: &str) -> Result<Option<i64>, ApiError> {
+    let cached = state
+        .rate_limits
+        .lock()
+        .ok()
+        .and_then(|m| m.get(tenant).copied())
+        .filter(|(at, _)| at.elapsed() < RATE_LIMIT_TTL);
+    if let Some((_, limit)) = cached {
+        return Ok(limit);
+    }
+    let limit = state.store.tenant_plan(tenant).await?.requests_per_second;
+    if let Ok(mut m) = state.rate_limits.lock() {
+        m.insert(tenant.to_owned(), (Instant::now(), limit));
+    }
+    Ok(limit)
+}
+
+/// `GET /v1/audit`: the tenant's own audit records.
+async fn tenant_audit(
+    State(state): State<AppState>,
+    caller: Caller,
+    q: QueryParams<audit::AuditQuery>,
+) -> Result<Json<Vec<tenebra_api::AuditRecordView>>, ApiError> {
+    caller.require(Scope::Read)?;
+    Ok(Json(audit::page(&state, Some(&caller.tenant_id), q).await?))
 }
 
 /// A JSON body whose rejections use the API's error format (and 413 past the size limit).

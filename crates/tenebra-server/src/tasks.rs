@@ -13,13 +13,14 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use axum::Json;
+use axum::{Extension, Json};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tenebra_api::{ErrorView, ProgressView, TaskPage, TaskView};
 use tenebra_engine::bundle::{self, Kind};
 use tenebra_store::{new_id, NewTask, Scope, StoreError, Submitted, Task, TaskStatus};
 
+use crate::audit::AuditTarget;
 use crate::{blobs, functions, ApiError, AppState, Caller, QueryParams};
 
 /// Largest encrypted input accepted.
@@ -91,7 +92,7 @@ pub(crate) async fn submit(
     caller: Caller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<TaskView>), ApiError> {
+) -> Result<(StatusCode, Extension<AuditTarget>, Json<TaskView>), ApiError> {
     caller.require(Scope::Compute)?;
     let idempotency_key = idempotency_key(&headers)?;
     let body = body.map_err(|r| {
@@ -164,7 +165,11 @@ pub(crate) async fn submit(
     match submitted {
         Ok(Submitted::Created(t)) => {
             state.wake.notify_one();
-            Ok((StatusCode::ACCEPTED, Json(view(t))))
+            Ok((
+                StatusCode::ACCEPTED,
+                Extension(AuditTarget(t.id.clone())),
+                Json(view(t)),
+            ))
         }
         Ok(Submitted::Existing(t)) => {
             state
@@ -182,7 +187,11 @@ pub(crate) async fn submit(
                     ),
                 ));
             }
-            Ok((StatusCode::OK, Json(view(t))))
+            Ok((
+                StatusCode::OK,
+                Extension(AuditTarget(t.id.clone())),
+                Json(view(t)),
+            ))
         }
         Err(e) => {
             let _ = state.blobs.remove(&input).await;

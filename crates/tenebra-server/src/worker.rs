@@ -242,6 +242,12 @@ pub async fn sweep(state: &AppState) {
         }
         Err(e) => tracing::warn!(error = %e, "expiring results failed"),
     }
+    if let Err(e) = state.store.prune_rate_windows().await {
+        tracing::warn!(error = %e, "pruning rate-limit counters failed");
+    }
+    if let Err(e) = crate::audit::checkpoint(state).await {
+        tracing::warn!(error = %e, "signing an audit checkpoint failed");
+    }
 }
 
 /// Why a task cannot start.

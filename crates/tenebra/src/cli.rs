@@ -222,6 +222,19 @@ pub struct StorageArgs {
     /// storage (credentials, region and endpoint from `AWS_*`); default: `<data dir>/blobs`.
     #[arg(long, env = "TENEBRA_BLOB_URL", global = true)]
     blob_url: Option<String>,
+    /// Token (>= 32 characters) of the operator API (`/v1/admin/...`: plans, audit);
+    /// without one that API is off. Operators can always use `tenebra admin` locally.
+    #[arg(
+        long,
+        env = "TENEBRA_OPERATOR_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    operator_token: Option<String>,
+    /// The key that signs audit checkpoints (32 bytes, created 0600 if missing); default:
+    /// `audit-signing.key` in the data directory. Keep it off the database's machine.
+    #[arg(long, env = "TENEBRA_AUDIT_KEY_FILE", global = true)]
+    audit_key_file: Option<PathBuf>,
 }
 
 impl StorageArgs {
@@ -231,6 +244,8 @@ impl StorageArgs {
             database_url: self.database_url.clone(),
             secret_hex: self.secret.clone(),
             blob_url: self.blob_url.clone(),
+            operator_token: self.operator_token.clone(),
+            audit_key_file: self.audit_key_file.clone(),
         }
     }
 }

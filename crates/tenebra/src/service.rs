@@ -380,9 +380,7 @@ impl Embedded {
     async fn start(data_dir: &Path) -> Result<Self> {
         let settings = tenebra_server::Settings {
             data_dir: data_dir.to_owned(),
-            database_url: None,
-            secret_hex: None,
-            blob_url: None,
+            ..Default::default()
         };
         let state = tenebra_server::open(&settings)
             .await

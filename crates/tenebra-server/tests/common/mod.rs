@@ -6,6 +6,8 @@ use tenebra_server::{open, serve, AppState, Settings};
 use tokio::sync::watch;
 
 const PG: &str = "postgres://postgres@127.0.0.1:5432";
+/// The operator token every harness server accepts.
+pub const OPERATOR_TOKEN: &str = "test-operator-token-0123456789abcdef";
 
 /// A running server with its own data directory (and PostgreSQL database).
 pub struct Harness {
@@ -43,8 +45,9 @@ impl Harness {
         let settings = Settings {
             data_dir: dir.path().to_owned(),
             database_url: pg_db.as_ref().map(|n| format!("{PG}/{n}")),
-            secret_hex: None,
             blob_url,
+            operator_token: Some(OPERATOR_TOKEN.into()),
+            ..Default::default()
         };
         let state = open(&settings).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1,0 +1,108 @@
+//! The operator's API (`/v1/admin/...`, and `/v1/audit/verify`): plans, which plan a tenant
+//! is on, the whole audit log and its verification. Authenticated by the operator token the
+//! server was started with (`TENEBRA_OPERATOR_TOKEN`); without one these routes answer 403.
+
+use axum::extract::{FromRequestParts, Path as UrlPath, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::Json;
+use tenebra_api::{AuditRecordView, AuditVerifyView, PlanView, SetPlan};
+use tenebra_store::StoreError;
+
+use crate::audit::{self, ActorSlot, AuditQuery};
+use crate::billing::{plan_from_view, plan_view};
+use crate::{token, ApiError, AppState, JsonBody, QueryParams};
+
+/// The operator: whoever holds the operator token.
+#[derive(Debug)]
+pub struct Operator;
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Some(expected) = &state.operator_hash else {
+            return Err(ApiError::forbidden(
+                "the operator API is disabled: start the server with an operator token \
+                 (TENEBRA_OPERATOR_TOKEN)",
+            ));
+        };
+        let presented = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or_else(|| {
+                ApiError::unauthorized("missing `Authorization: Bearer <operator token>`")
+            })?;
+        if token::hash(&state.secret, presented) != *expected {
+            return Err(ApiError::unauthorized("not the operator token"));
+        }
+        if let Some(slot) = parts.extensions.get::<ActorSlot>() {
+            slot.set(None, "operator".to_owned());
+        }
+        Ok(Operator)
+    }
+}
+
+/// `GET /v1/admin/plans`.
+pub(crate) async fn list_plans(
+    State(state): State<AppState>,
+    _: Operator,
+) -> Result<Json<Vec<PlanView>>, ApiError> {
+    let plans = state.store.list_plans().await?;
+    Ok(Json(plans.iter().map(plan_view).collect()))
+}
+
+/// `PUT /v1/admin/plans/{name}`: creates or replaces a plan.
+pub(crate) async fn put_plan(
+    State(state): State<AppState>,
+    _: Operator,
+    UrlPath(name): UrlPath<String>,
+    JsonBody(body): JsonBody<PlanView>,
+) -> Result<Json<PlanView>, ApiError> {
+    if body.name != name {
+        return Err(ApiError::bad_request(
+            "invalid_plan",
+            format!("the body names plan `{}`, the path `{name}`", body.name),
+        ));
+    }
+    let plan = plan_from_view(body)?;
+    state.store.put_plan(&plan).await?;
+    Ok(Json(plan_view(&plan)))
+}
+
+/// `PUT /v1/admin/tenants/{id}/plan`.
+pub(crate) async fn set_tenant_plan(
+    State(state): State<AppState>,
+    _: Operator,
+    UrlPath(tenant): UrlPath<String>,
+    JsonBody(body): JsonBody<SetPlan>,
+) -> Result<StatusCode, ApiError> {
+    match state.store.set_tenant_plan(&tenant, &body.plan).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(StoreError::NotFound) => Err(ApiError::not_found("tenant or plan")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `GET /v1/admin/audit`: every tenant's records and the operator's.
+pub(crate) async fn audit_all(
+    State(state): State<AppState>,
+    _: Operator,
+    q: QueryParams<AuditQuery>,
+) -> Result<Json<Vec<AuditRecordView>>, ApiError> {
+    Ok(Json(audit::page(&state, None, q).await?))
+}
+
+/// `GET /v1/audit/verify`: recomputes the chain and checks the signed checkpoints.
+pub(crate) async fn verify(
+    State(state): State<AppState>,
+    _: Operator,
+) -> Result<Json<AuditVerifyView>, ApiError> {
+    audit::verify(&state)
+        .await
+        .map(Json)
+        .map_err(|e| ApiError::internal(&e))
+}

@@ -1,0 +1,277 @@
+//! Metering over HTTP: quotes before running, usage records, invoices (JSON or CSV), the
+//! tenant's limits, and the meter-event shape billing providers ingest.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use tenebra_api::{
+    InvoiceLineView, InvoiceView, LimitsView, MeterEvent, MeterPayload, PlanView, QuoteRequest,
+    QuoteView, UsageRecordView, UsageTotalsView, UsageView,
+};
+use tenebra_store::billing::{self, period_name, period_of};
+use tenebra_store::{now_ms, Plan, Scope, UsageFilter, UsageRecord};
+
+use crate::{functions, ApiError, AppState, Caller, JsonBody, QueryParams};
+
+/// The meter events' name (the billing provider's meter must use it).
+pub const METER_EVENT_NAME: &str = "tenebra_cu";
+
+pub fn plan_view(p: &Plan) -> PlanView {
+    PlanView {
+        name: p.name.clone(),
+        price_nanos_per_cu: p.price_nanos_per_cu,
+        function_prices: p.function_prices.iter().cloned().collect(),
+        cu_per_period: p.cu_per_period,
+        max_active_tasks: p.max_active_tasks,
+        max_stored_bytes: p.max_stored_bytes,
+        max_key_sets: p.max_key_sets,
+        max_task_cu: p.max_task_cu,
+        requests_per_second: p.requests_per_second,
+    }
+}
+
+/// The stored plan a view describes; limits must be positive and prices not negative.
+pub fn plan_from_view(v: PlanView) -> Result<Plan, ApiError> {
+    crate::check_name("plan", &v.name)?;
+    let limits = [
+        v.cu_per_period,
+        v.max_active_tasks,
+        v.max_stored_bytes,
+        v.max_key_sets,
+        v.max_task_cu,
+        v.requests_per_second,
+    ];
+    if limits.iter().flatten().any(|l| *l < 0)
+        || v.price_nanos_per_cu < 0
+        || v.function_prices.values().any(|p| *p < 0)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_plan",
+            "prices and limits cannot be negative",
+        ));
+    }
+    Ok(Plan {
+        name: v.name,
+        price_nanos_per_cu: v.price_nanos_per_cu,
+        cu_per_period: v.cu_per_period,
+        max_active_tasks: v.max_active_tasks,
+        max_stored_bytes: v.max_stored_bytes,
+        max_key_sets: v.max_key_sets,
+        max_task_cu: v.max_task_cu,
+        requests_per_second: v.requests_per_second,
+        function_prices: v.function_prices.into_iter().collect(),
+    })
+}
+
+pub fn usage_view(u: UsageRecord) -> UsageRecordView {
+    UsageRecordView {
+        task_id: u.task_id,
+        api_key_id: u.api_key_id,
+        function: u.function,
+        function_version: u.function_version,
+        circuit_id: u.circuit_id,
+        key_set_id: u.key_set_id,
+        outcome: u.outcome,
+        error_code: u.error_code,
+        cu: u.cu,
+        charged_cu: u.charged_cu,
+        price_nanos_per_cu: u.price_nanos_per_cu,
+        amount_nanos: u.amount_nanos,
+        wall_ms: u.wall_ms,
+        input_bytes: u.input_bytes,
+        result_bytes: u.result_bytes,
+        attempts: u.attempts,
+        recorded_at: u.recorded_at,
+    }
+}
+
+/// A charged usage record as a meter event (customer: the tenant id).
+pub fn meter_event(u: &UsageRecord) -> MeterEvent {
+    MeterEvent {
+        event_name: METER_EVENT_NAME.to_owned(),
+        payload: MeterPayload {
+            stripe_customer_id: u.tenant_id.clone(),
+            value: u.charged_cu.to_string(),
+        },
+        identifier: u.task_id.clone(),
+        timestamp: u.recorded_at / 1000,
+    }
+}
+
+/// `POST /v1/quote`: the CU and price of running a function, before anything runs.
+pub(crate) async fn quote(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(q): JsonBody<QuoteRequest>,
+) -> Result<Json<QuoteView>, ApiError> {
+    caller.require(Scope::Read)?;
+    let (circuit_id, cu) = functions::priced(
+        &state,
+        &caller.tenant_id,
+        &q.function,
+        q.size,
+        q.version,
+        q.circuit_id,
+    )
+    .await?;
+    let plan = state.store.tenant_plan(&caller.tenant_id).await?;
+    let price = plan.price_of(&q.function);
+    Ok(Json(QuoteView {
+        function: q.function,
+        size: q.size,
+        circuit_id,
+        cu,
+        plan: plan.name,
+        price_nanos_per_cu: price,
+        amount_nanos: cu.saturating_mul(price),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UsageQuery {
+    /// Unix ms, inclusive.
+    from: Option<i64>,
+    /// Unix ms, exclusive.
+    to: Option<i64>,
+    function: Option<String>,
+    api_key_id: Option<String>,
+    limit: Option<u32>,
+    after: Option<String>,
+}
+
+/// `GET /v1/usage`: the tenant's usage records (oldest first, paged) and their totals.
+pub(crate) async fn usage(
+    State(state): State<AppState>,
+    caller: Caller,
+    QueryParams(q): QueryParams<UsageQuery>,
+) -> Result<Json<UsageView>, ApiError> {
+    caller.require(Scope::Read)?;
+    let filter = UsageFilter {
+        from: q.from,
+        to: q.to,
+        function: q.function,
+        api_key_id: q.api_key_id,
+    };
+    let tenant = Some(caller.tenant_id.as_str());
+    let page = state
+        .store
+        .list_usage(tenant, &filter, q.limit.unwrap_or(100), q.after.as_deref())
+        .await?;
+    let t = state.store.usage_totals(tenant, &filter).await?;
+    Ok(Json(UsageView {
+        records: page.records.into_iter().map(usage_view).collect(),
+        totals: UsageTotalsView {
+            tasks: t.tasks,
+            cu: t.cu,
+            charged_cu: t.charged_cu,
+            amount_nanos: t.amount_nanos,
+        },
+        next: page.next,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct InvoiceQuery {
+    /// `YYYY-MM` (default: the current period).
+    period: Option<String>,
+    /// `json` (default) or `csv`.
+    format: Option<String>,
+}
+
+/// The tenant's invoice for a period.
+pub async fn invoice(
+    state: &AppState,
+    tenant: &str,
+    period: Option<&str>,
+) -> Result<InvoiceView, ApiError> {
+    let (name, (from, to)) = match period {
+        None => (period_name(now_ms()), period_of(now_ms())),
+        Some(p) => (
+            p.to_owned(),
+            billing::parse_period(p).ok_or_else(|| {
+                ApiError::bad_request("invalid_period", format!("`{p}` is not a YYYY-MM period"))
+            })?,
+        ),
+    };
+    let lines: Vec<InvoiceLineView> = state
+        .store
+        .invoice_lines(tenant, from, to)
+        .await?
+        .into_iter()
+        .map(|l| InvoiceLineView {
+            function: l.function,
+            price_nanos_per_cu: l.price_nanos_per_cu,
+            tasks: l.tasks,
+            charged_cu: l.charged_cu,
+            amount_nanos: l.amount_nanos,
+        })
+        .collect();
+    Ok(InvoiceView {
+        tenant_id: tenant.to_owned(),
+        period: name,
+        from,
+        to,
+        total_nanos: lines.iter().map(|l| l.amount_nanos).sum(),
+        lines,
+    })
+}
+
+/// An invoice as CSV: one row per line, then a total row.
+pub fn invoice_csv(inv: &InvoiceView) -> String {
+    let mut out =
+        String::from("period,function,price_nanos_per_cu,tasks,charged_cu,amount_nanos\n");
+    for l in &inv.lines {
+        out.push_str(&format!(
+            "{},{},{},{},{},{}\n",
+            inv.period, l.function, l.price_nanos_per_cu, l.tasks, l.charged_cu, l.amount_nanos
+        ));
+    }
+    out.push_str(&format!("{},total,,,,{}\n", inv.period, inv.total_nanos));
+    out
+}
+
+/// `GET /v1/invoices?period=YYYY-MM[&format=csv]`.
+pub(crate) async fn invoices(
+    State(state): State<AppState>,
+    caller: Caller,
+    QueryParams(q): QueryParams<InvoiceQuery>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Read)?;
+    let inv = invoice(&state, &caller.tenant_id, q.period.as_deref()).await?;
+    match q.format.as_deref() {
+        None | Some("json") => Ok(Json(inv).into_response()),
+        Some("csv") => {
+            Ok(([(header::CONTENT_TYPE, "text/csv")], invoice_csv(&inv)).into_response())
+        }
+        Some(f) => Err(ApiError::bad_request(
+            "invalid_format",
+            format!("unknown format `{f}` (json or csv)"),
+        )),
+    }
+}
+
+/// `GET /v1/limits`: the tenant's plan and what it uses now.
+pub(crate) async fn limits(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<LimitsView>, ApiError> {
+    caller.require(Scope::Read)?;
+    let plan = state.store.tenant_plan(&caller.tenant_id).await?;
+    let used = state.store.tenant_usage(&caller.tenant_id).await?;
+    let now = now_ms();
+    let (from, to) = period_of(now);
+    Ok(Json(LimitsView {
+        plan: plan_view(&plan),
+        period: period_name(now),
+        period_from: from,
+        period_to: to,
+        period_cu: used.period_cu,
+        active_tasks: used.active_tasks,
+        stored_bytes: used.stored_bytes,
+        key_sets: used.key_sets,
+    }))
+}
