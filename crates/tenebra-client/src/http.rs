@@ -5,8 +5,10 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 pub use tenebra_api::{
-    ApiKeyView as ApiKey, FunctionView as Function, KeySetView as KeySet, ProgressView, TaskPage,
-    TaskView as Task,
+    ApiKeyView as ApiKey, AuditRecordView as AuditRecord, AuditVerifyView as AuditVerify,
+    FunctionView as Function, InvoiceView as Invoice, KeySetView as KeySet, LimitsView as Limits,
+    PlanView as Plan, ProgressView, QuoteRequest, QuoteView as Quote, TaskPage, TaskView as Task,
+    UsageView as Usage,
 };
 
 /// An API error or a transport failure.
@@ -296,5 +298,92 @@ impl Client {
                 return Ok(t);
             }
         }
+    }
+
+    /// What running `function` at `size` would cost (CU and price), before running it.
+    pub async fn quote(&self, q: &QuoteRequest) -> Result<Quote, HttpError> {
+        self.send(self.http.post(self.url("/v1/quote")).json(q))
+            .await
+    }
+
+    /// The tenant's usage records (one page, oldest first) and the totals over the filter:
+    /// `query` holds `from`, `to` (Unix ms), `function`, `api_key_id`, `limit`, `after`.
+    pub async fn usage(&self, query: &[(&str, String)]) -> Result<Usage, HttpError> {
+        self.send(self.http.get(self.url("/v1/usage")).query(query))
+            .await
+    }
+
+    /// The tenant's invoice for a period (`YYYY-MM`; default: the current one).
+    pub async fn invoice(&self, period: Option<&str>) -> Result<Invoice, HttpError> {
+        let mut req = self.http.get(self.url("/v1/invoices"));
+        if let Some(p) = period {
+            req = req.query(&[("period", p)]);
+        }
+        self.send(req).await
+    }
+
+    /// The same invoice as CSV.
+    pub async fn invoice_csv(&self, period: Option<&str>) -> Result<String, HttpError> {
+        let mut req = self
+            .http
+            .get(self.url("/v1/invoices"))
+            .query(&[("format", "csv")]);
+        if let Some(p) = period {
+            req = req.query(&[("period", p)]);
+        }
+        let body = self.send_raw(req).await?;
+        String::from_utf8(body).map_err(|e| HttpError::Decode(e.to_string()))
+    }
+
+    /// The tenant's plan and what it uses now.
+    pub async fn limits(&self) -> Result<Limits, HttpError> {
+        self.send(self.http.get(self.url("/v1/limits"))).await
+    }
+
+    /// Audit records after `after`: the tenant's (`/v1/audit`), or with the operator token
+    /// everyone's (`admin = true`, `/v1/admin/audit`).
+    pub async fn audit(
+        &self,
+        admin: bool,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, HttpError> {
+        let path = if admin {
+            "/v1/admin/audit"
+        } else {
+            "/v1/audit"
+        };
+        let req = self
+            .http
+            .get(self.url(path))
+            .query(&[("after", after), ("limit", i64::from(limit))]);
+        self.send(req).await
+    }
+
+    /// Operator: recompute the audit chain and check the signed checkpoints.
+    pub async fn verify_audit(&self) -> Result<AuditVerify, HttpError> {
+        self.send(self.http.get(self.url("/v1/audit/verify"))).await
+    }
+
+    /// Operator: every plan.
+    pub async fn plans(&self) -> Result<Vec<Plan>, HttpError> {
+        self.send(self.http.get(self.url("/v1/admin/plans"))).await
+    }
+
+    /// Operator: create or replace a plan.
+    pub async fn put_plan(&self, plan: &Plan) -> Result<Plan, HttpError> {
+        let url = self.url(&format!("/v1/admin/plans/{}", plan.name));
+        self.send(self.http.put(url).json(plan)).await
+    }
+
+    /// Operator: put a tenant on a plan.
+    pub async fn set_tenant_plan(&self, tenant: &str, plan: &str) -> Result<(), HttpError> {
+        let url = self.url(&format!("/v1/admin/tenants/{tenant}/plan"));
+        let body = tenebra_api::SetPlan {
+            plan: plan.to_owned(),
+        };
+        self.send_raw(self.http.put(url).json(&body))
+            .await
+            .map(drop)
     }
 }

@@ -248,7 +248,8 @@ pub async fn verify(state: &AppState) -> Result<AuditVerifyView, String> {
             .await
             .map_err(|e| e.to_string())?;
         let Ok(cp) = serde_json::from_slice::<Checkpoint>(&bytes) else {
-            return Err(format!("checkpoint {name} is not a checkpoint"));
+            worse(0, format!("checkpoint {name} is not a checkpoint"));
+            continue;
         };
         let signed = hex::decode(&cp.signature)
             .ok()
@@ -258,9 +259,11 @@ pub async fn verify(state: &AppState) -> Result<AuditVerifyView, String> {
                     .is_ok()
             });
         if !signed {
-            return Err(format!(
-                "checkpoint {name} is not signed by this server's audit key"
-            ));
+            worse(
+                cp.seq,
+                format!("checkpoint {name} is not signed by this server's audit key"),
+            );
+            continue;
         }
         checkpoints += 1;
         match state

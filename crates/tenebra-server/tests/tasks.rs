@@ -208,6 +208,49 @@ async fn story(postgres: bool) {
         (400, "invalid_request".into())
     );
 
+    // Usage: one record per ended task; charged what ran, nothing for a bad input or a
+    // task cancelled before it ran; the invoice adds up to the records.
+    let usage = a.usage(&[]).await.unwrap();
+    let record = |id: &str| {
+        usage
+            .records
+            .iter()
+            .find(|u| u.task_id == id)
+            .unwrap_or_else(|| panic!("no usage record for {id}"))
+            .clone()
+    };
+    assert_eq!(usage.records.len(), 4);
+    let u1 = record(&t1.id);
+    assert_eq!(
+        (u1.outcome.as_str(), u1.cu, u1.charged_cu),
+        ("succeeded", d1.cost_cu, d1.cost_cu)
+    );
+    assert_eq!(u1.amount_nanos, u1.charged_cu * u1.price_nanos_per_cu);
+    assert_eq!(
+        (u1.result_bytes, u1.attempts),
+        (d1.result_bytes.unwrap(), 1)
+    );
+    assert_eq!(record(&t2.id).charged_cu, 0);
+    assert_eq!(record(&t3.id).charged_cu, 0);
+    let u4 = record(&t4.id);
+    assert_eq!(u4.outcome, "cancelled");
+    assert!(u4.charged_cu > 0 && u4.charged_cu < d4.cost_cu, "{u4:?}");
+    assert_eq!(
+        usage.totals.amount_nanos,
+        usage.records.iter().map(|u| u.amount_nanos).sum::<i64>()
+    );
+    let invoice = a.invoice(None).await.unwrap();
+    assert_eq!(invoice.total_nanos, usage.totals.amount_nanos);
+    let csv = a.invoice_csv(None).await.unwrap();
+    let csv_total: i64 = csv
+        .lines()
+        .skip(1)
+        .filter(|l| !l.contains(",total,"))
+        .map(|l| l.rsplit(',').next().unwrap().parse::<i64>().unwrap())
+        .sum();
+    assert_eq!(csv_total, invoice.total_nanos, "{csv}");
+    assert!(b.usage(&[]).await.unwrap().records.is_empty());
+
     // Prometheus metrics.
     let metrics = reqwest::get(format!("{}/metrics", s.h.base))
         .await

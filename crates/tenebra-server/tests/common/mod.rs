@@ -13,6 +13,7 @@ pub const OPERATOR_TOKEN: &str = "test-operator-token-0123456789abcdef";
 pub struct Harness {
     pub base: String,
     pub state: AppState,
+    pub settings: Settings,
     stop: watch::Sender<bool>,
     _dir: tempfile::TempDir,
     pg_db: Option<String>,
@@ -22,6 +23,22 @@ async fn pg_admin(sql: &str) {
     let admin = sqlx::PgPool::connect(&format!("{PG}/test")).await.unwrap();
     sqlx::query(sql).execute(&admin).await.unwrap();
     admin.close().await;
+}
+
+async fn serve_node(settings: &Settings) -> (String, AppState, watch::Sender<bool>) {
+    let state = open(settings).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, mut rx) = watch::channel(false);
+    let s = state.clone();
+    tokio::spawn(async move {
+        serve(listener, s, async move {
+            let _ = rx.wait_for(|v| *v).await;
+        })
+        .await
+        .unwrap();
+    });
+    (base, state, stop)
 }
 
 impl Harness {
@@ -49,25 +66,20 @@ impl Harness {
             operator_token: Some(OPERATOR_TOKEN.into()),
             ..Default::default()
         };
-        let state = open(&settings).await.unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, mut rx) = watch::channel(false);
-        let s = state.clone();
-        tokio::spawn(async move {
-            serve(listener, s, async move {
-                let _ = rx.wait_for(|v| *v).await;
-            })
-            .await
-            .unwrap();
-        });
+        let (base, state, stop) = serve_node(&settings).await;
         Self {
             base,
             state,
+            settings,
             stop,
             _dir: dir,
             pg_db,
         }
+    }
+
+    /// Another API node on the same database and blobs; stops with the returned sender.
+    pub async fn second_node(&self) -> (String, AppState, watch::Sender<bool>) {
+        serve_node(&self.settings).await
     }
 
     /// Stops the server and drops its PostgreSQL database.
