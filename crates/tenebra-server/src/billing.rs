@@ -275,3 +275,115 @@ pub(crate) async fn limits(
         key_sets: used.key_sets,
     }))
 }
+
+/// Where meter events go.
+#[derive(Debug, Clone, Default)]
+pub struct MeterSink {
+    /// Append the events to this file as JSON lines.
+    pub file: Option<std::path::PathBuf>,
+    /// POST each event as JSON to this URL (with `Idempotency-Key: <identifier>`).
+    pub url: Option<String>,
+    /// Bearer token for `url`.
+    pub token: Option<String>,
+    /// Tries per event before the export stops (the rest go next time).
+    pub attempts: u32,
+}
+
+/// What an export did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Exported {
+    pub events: usize,
+    /// Events left for the next export because the endpoint kept failing.
+    pub pending: usize,
+}
+
+/// Delivers every charged usage record not delivered yet as a meter event, oldest first,
+/// and records each delivery so no event goes twice. An event is marked delivered only
+/// after the file write or a 2xx from the endpoint; should the process die in between, the
+/// next export repeats it with the same identifier, which billing providers deduplicate.
+pub async fn export_meter_events(state: &AppState, sink: &MeterSink) -> Result<Exported, String> {
+    use tokio::io::AsyncWriteExt;
+    let http = reqwest::Client::new();
+    let mut file = match &sink.file {
+        Some(p) => Some(
+            tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .await
+                .map_err(|e| format!("{}: {e}", p.display()))?,
+        ),
+        None => None,
+    };
+    let mut done = Exported::default();
+    loop {
+        let batch = state
+            .store
+            .unexported_usage(500)
+            .await
+            .map_err(|e| e.to_string())?;
+        if batch.is_empty() {
+            return Ok(done);
+        }
+        for (i, u) in batch.iter().enumerate() {
+            let event = meter_event(u);
+            if let Some(url) = &sink.url {
+                if let Err(e) = push(&http, url, sink, &event).await {
+                    tracing::warn!(error = %e, "meter event endpoint failed; stopping");
+                    done.pending = batch.len() - i;
+                    return Ok(done);
+                }
+            }
+            if let Some(f) = &mut file {
+                let mut line = serde_json::to_vec(&event).map_err(|e| e.to_string())?;
+                line.push(b'\n');
+                f.write_all(&line).await.map_err(|e| e.to_string())?;
+                f.flush().await.map_err(|e| e.to_string())?;
+            }
+            state
+                .store
+                .mark_exported(&u.task_id)
+                .await
+                .map_err(|e| e.to_string())?;
+            done.events += 1;
+        }
+    }
+}
+
+/// POSTs one event, retrying server errors and transport failures with backoff.
+async fn push(
+    http: &reqwest::Client,
+    url: &str,
+    sink: &MeterSink,
+    event: &MeterEvent,
+) -> Result<(), String> {
+    let mut delay = std::time::Duration::from_millis(200);
+    let mut last = String::new();
+    for attempt in 1..=sink.attempts.max(1) {
+        let mut req = http
+            .post(url)
+            .header("idempotency-key", &event.identifier)
+            .json(event);
+        if let Some(t) = &sink.token {
+            req = req.bearer_auth(t);
+        }
+        match req.send().await {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            // The endpoint refuses the event itself: retrying will not help.
+            Ok(r) if r.status().is_client_error() && r.status() != 429 => {
+                return Err(format!(
+                    "{url} refused event {}: {}",
+                    event.identifier,
+                    r.status()
+                ))
+            }
+            Ok(r) => last = format!("{url} answered {}", r.status()),
+            Err(e) => last = format!("{url}: {e}"),
+        }
+        if attempt < sink.attempts {
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+        }
+    }
+    Err(last)
+}

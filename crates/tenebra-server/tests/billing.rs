@@ -334,3 +334,109 @@ async fn audit_on_sqlite() {
 async fn audit_on_postgres() {
     audit(true).await;
 }
+
+/// Meter events pushed to a local HTTP receiver that fails at first: retried, and each
+/// identifier delivered once across exports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meter_events_reach_a_flaky_endpoint_once() {
+    use std::sync::{Arc, Mutex};
+    use tenebra_server::billing::{export_meter_events, MeterSink};
+
+    let h = common::Harness::start(false).await;
+    let (t, _) = create_tenant(&h.state, "acme").await.unwrap();
+    // Two ended tasks, metered by the store as workers would end them.
+    for _ in 0..2 {
+        let new = tenebra_store::NewTask {
+            id: tenebra_store::new_id("task"),
+            api_key_id: "key_1".into(),
+            function: "weight_stats".into(),
+            size: 5,
+            circuit_id: "c".into(),
+            key_set_id: "ks".into(),
+            idempotency_key: None,
+            input_sha256: "00".into(),
+            input_bytes: 10,
+            cost_cu: 40,
+        };
+        h.state.store.submit_task(&t.id, &new).await.unwrap();
+        let c = h
+            .state
+            .store
+            .claim_task("w", std::time::Duration::from_secs(30), 3)
+            .await
+            .unwrap()
+            .unwrap();
+        let done = tenebra_store::Outcome::Succeeded {
+            result_bytes: 5,
+            expires_at: i64::MAX,
+        };
+        h.state
+            .store
+            .finish_task(&c.id, c.fence, &done, 1)
+            .await
+            .unwrap();
+    }
+
+    // The receiver: 500 for the first two requests, then 200; it records what it got.
+    let got: Arc<Mutex<Vec<(String, serde_json::Value)>>> = Arc::default();
+    let calls = Arc::new(Mutex::new(0));
+    let app = {
+        let got = got.clone();
+        axum::Router::new().route(
+            "/events",
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: axum::Json<serde_json::Value>| {
+                    let got = got.clone();
+                    let calls = calls.clone();
+                    async move {
+                        let n = {
+                            let mut c = calls.lock().unwrap();
+                            *c += 1;
+                            *c
+                        };
+                        if n <= 2 {
+                            return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                        }
+                        let key = headers["idempotency-key"].to_str().unwrap().to_owned();
+                        got.lock().unwrap().push((key, body.0));
+                        axum::http::StatusCode::OK
+                    }
+                },
+            ),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/events", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let sink = MeterSink {
+        url: Some(url),
+        attempts: 4,
+        ..MeterSink::default()
+    };
+    let done = export_meter_events(&h.state, &sink).await.unwrap();
+    assert_eq!((done.events, done.pending), (2, 0));
+    let again = export_meter_events(&h.state, &sink).await.unwrap();
+    assert_eq!(again.events, 0);
+    let got = got.lock().unwrap().clone();
+    assert_eq!(got.len(), 2);
+    let usage = h
+        .state
+        .store
+        .list_usage(
+            Some(&t.id),
+            &tenebra_store::UsageFilter::default(),
+            10,
+            None,
+        )
+        .await
+        .unwrap();
+    for (key, event) in &got {
+        assert_eq!(&event["identifier"], key.as_str());
+        assert_eq!(event["payload"]["stripe_customer_id"], t.id.as_str());
+        assert_eq!(event["payload"]["value"], "40");
+        assert!(usage.records.iter().any(|u| &u.task_id == key));
+    }
+    assert_ne!(got[0].0, got[1].0);
+    h.stop().await;
+}

@@ -11,6 +11,7 @@ use tenebra_client::{builtin_circuit, decrypt, encrypt, input_header, ClientKeys
 use tenebra_engine::{evaluate_bundle, Progress, RunOptions, ServerKeys};
 use tenebra_functions::{builtins, find};
 
+use crate::account::{self, AccountCommand, AuditCommand, MeterArgs, PlansCommand};
 use crate::service::{self, TaskCommand, WorkerArgs};
 
 /// Largest JSON input file read.
@@ -129,6 +130,13 @@ enum Command {
         input: PathBuf,
         #[command(flatten)]
         server: ServerArgs,
+    },
+    #[command(flatten)]
+    Account(AccountCommand),
+    /// The audit log: verify it (operator), sign a checkpoint, list a tenant's records.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
     },
     /// Operator commands that work directly on the configured database.
     Admin {
@@ -257,6 +265,13 @@ enum AdminCommand {
         #[command(subcommand)]
         command: TenantsCommand,
     },
+    /// Plans: prices per CU (per function too) and limits.
+    Plans {
+        #[command(subcommand)]
+        command: PlansCommand,
+    },
+    /// Deliver usage to a billing provider as meter events (Stripe's shape), each once.
+    MeterEvents(MeterArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -446,6 +461,16 @@ pub fn run(cli: Cli) -> Result<()> {
             input,
             server,
         } => service::run_remote(&server, &keys, &function, &input),
+        Command::Account(command) => account::account(command),
+        Command::Audit { command } => account::audit(command),
+        Command::Admin {
+            storage,
+            command: AdminCommand::Plans { command },
+        } => account::plans(&storage, command),
+        Command::Admin {
+            storage,
+            command: AdminCommand::MeterEvents(args),
+        } => account::meter_events(&storage, args),
         Command::Admin {
             storage,
             command:

@@ -1,5 +1,6 @@
 //! The `tenebra` command-line interface: thin glue over the library crates.
 
+mod account;
 mod cli;
 mod config;
 mod service;

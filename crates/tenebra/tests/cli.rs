@@ -551,6 +551,31 @@ fn cluster_workers_take_over_from_a_killed_worker() {
     ]);
     assert_eq!(got, want);
 
+    // Billed once although two workers ran it; the invoice adds up; the audit log holds.
+    let usage: serde_json::Value = serde_json::from_str(&remote(&["usage"])).unwrap();
+    let records = usage["records"].as_array().unwrap();
+    assert_eq!(records.len(), 1, "{usage}");
+    assert_eq!(records[0]["task_id"], id.as_str());
+    assert_eq!(records[0]["attempts"], 2);
+    assert_eq!(records[0]["charged_cu"], done["cost_cu"]);
+    let invoice: serde_json::Value = serde_json::from_str(&remote(&["invoices"])).unwrap();
+    assert_eq!(invoice["total_nanos"], usage["totals"]["amount_nanos"]);
+    let mut args = vec!["audit", "verify"];
+    args.extend(storage);
+    let verified: serde_json::Value = serde_json::from_str(&ok(&args)).unwrap();
+    assert_eq!(verified["ok"], true, "{verified}");
+    // Meter events to a file: each usage record once, however often the export runs.
+    let events = tmp.path().join("events.jsonl");
+    let mut args = vec!["admin", "meter-events", "--out", events.to_str().unwrap()];
+    args.extend(storage);
+    ok(&args);
+    ok(&args);
+    let lines = std::fs::read_to_string(&events).unwrap();
+    assert_eq!(lines.lines().count(), 1, "{lines}");
+    let event: serde_json::Value = serde_json::from_str(lines.trim()).unwrap();
+    assert_eq!(event["identifier"], id.as_str());
+    assert_eq!(event["event_name"], "tenebra_cu");
+
     // SIGTERM: worker 2 stops claiming and gives its running task back, uncounted.
     let id = remote(&["task", "submit", "--input", enc])
         .trim()
