@@ -80,7 +80,10 @@ fn signed_message(seq: i64, hash: &str, at: i64) -> Vec<u8> {
 /// Who made the request, filled in by the authentication extractors for the audit
 /// middleware: `(tenant, actor)`.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct ActorSlot(Arc<Mutex<Option<(Option<String>, String)>>>);
+pub(crate) struct ActorSlot(Arc<Mutex<Option<Actor>>>);
+
+/// `(tenant, actor)` of a request.
+type Actor = (Option<String>, String);
 
 impl ActorSlot {
     pub(crate) fn set(&self, tenant: Option<String>, actor: String) {
@@ -89,7 +92,7 @@ impl ActorSlot {
         }
     }
 
-    fn take(&self) -> Option<(Option<String>, String)> {
+    fn take(&self) -> Option<Actor> {
         self.0.lock().ok().and_then(|mut s| s.take())
     }
 }

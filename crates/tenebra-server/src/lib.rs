@@ -60,8 +60,11 @@ pub struct AppState {
     /// Signs the audit log's checkpoints.
     pub audit_signer: audit::AuditSigner,
     /// Each tenant's requests-per-second limit, read at most every few seconds.
-    rate_limits: Arc<std::sync::Mutex<HashMap<String, (Instant, Option<i64>)>>>,
+    rate_limits: Arc<std::sync::Mutex<HashMap<String, CachedLimit>>>,
 }
+
+/// A tenant's requests-per-second limit and when it was read.
+type CachedLimit = (Instant, Option<i64>);
 
 /// Where the server keeps its data, and which database it uses.
 #[derive(Debug, Clone, Default)]
