@@ -215,7 +215,7 @@ pub async fn checkpoint(state: &AppState) -> Result<Option<Checkpoint>, String> 
     let bytes = serde_json::to_vec(&cp).map_err(|e| e.to_string())?;
     state
         .blobs
-        .put(&name.as_str().into(), bytes)
+        .put_plain(&name.as_str().into(), bytes)
         .await
         .map_err(|e| e.to_string())?;
     Ok(Some(cp))
@@ -247,7 +247,7 @@ pub async fn verify(state: &AppState) -> Result<AuditVerifyView, String> {
     for name in names {
         let bytes = state
             .blobs
-            .get(&name.as_str().into(), CHECKPOINT_LIMIT)
+            .get_plain(&name.as_str().into(), CHECKPOINT_LIMIT)
             .await
             .map_err(|e| e.to_string())?;
         let Ok(cp) = serde_json::from_slice::<Checkpoint>(&bytes) else {

@@ -11,6 +11,7 @@ pub mod blobs;
 pub mod error;
 mod functions;
 mod keysets;
+pub mod kms;
 mod metrics_http;
 pub mod openapi;
 mod tasks;
@@ -82,6 +83,31 @@ pub struct Settings {
     /// The audit checkpoints' signing key (32 bytes, created if missing); `None`:
     /// `<data_dir>/audit-signing.key`. A cluster shares one file.
     pub audit_key_file: Option<PathBuf>,
+    /// Who wraps the blobs' data keys: `None` or `local:DIR` for a local keyring
+    /// (default `<data_dir>/master-keys`), `vault+http(s)://host:port/<mount>/<key>` for a
+    /// Vault or OpenBao transit key.
+    pub kms: Option<String>,
+    /// Token for the Vault KMS.
+    pub vault_token: Option<String>,
+}
+
+/// The KMS the settings name.
+pub fn open_kms(settings: &Settings) -> Result<Arc<dyn kms::Kms>, String> {
+    match settings.kms.as_deref() {
+        None => Ok(Arc::new(kms::LocalKms::open(
+            &settings.data_dir.join("master-keys"),
+        )?)),
+        Some(u) if u.starts_with("local:") => Ok(Arc::new(kms::LocalKms::open(Path::new(
+            &u["local:".len()..],
+        ))?)),
+        Some(u) if u.starts_with("vault+") => Ok(Arc::new(kms::VaultKms::new(
+            u,
+            settings.vault_token.as_deref().unwrap_or(""),
+        )?)),
+        Some(u) => Err(format!(
+            "unsupported KMS `{u}` (expected local:DIR or vault+http(s)://host/mount/key)"
+        )),
+    }
 }
 
 /// Opens (and migrates) the database and loads the token secret.
@@ -110,9 +136,10 @@ pub async fn open(settings: &Settings) -> Result<AppState, String> {
             .ok_or("the secret must be at least 32 bytes, hex-encoded")?,
         None => load_or_create_secret(&settings.data_dir.join("secret.key"))?,
     };
+    let kms = open_kms(settings)?;
     let blobs = match &settings.blob_url {
-        Some(url) => blobs::Blobs::s3(url)?,
-        None => blobs::Blobs::local(&settings.data_dir.join("blobs"))?,
+        Some(url) => blobs::Blobs::s3(url, kms)?,
+        None => blobs::Blobs::local(&settings.data_dir.join("blobs"), kms)?,
     };
     let operator_hash = match settings.operator_token.as_deref().map(str::trim) {
         None | Some("") => None,

@@ -339,3 +339,19 @@ pub fn meter_events(storage: &StorageArgs, args: MeterArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// Operator: make a new master key current and re-wrap every blob's data key under it
+/// (blobs are not re-encrypted); with `retire`, forget the old master keys afterwards.
+pub fn rotate_master_key(storage: &StorageArgs, retire: bool) -> Result<()> {
+    with_state(storage, async |state| {
+        let kms = state.blobs.kms();
+        let current = kms.rotate().await?;
+        let n = state.blobs.rewrap_all().await?;
+        println!("master key {current} is current; {n} data keys re-wrapped");
+        if retire {
+            let gone = kms.retire_old()?;
+            println!("{gone} old master keys retired");
+        }
+        Ok(())
+    })
+}

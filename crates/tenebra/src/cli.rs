@@ -243,6 +243,14 @@ pub struct StorageArgs {
     /// `audit-signing.key` in the data directory. Keep it off the database's machine.
     #[arg(long, env = "TENEBRA_AUDIT_KEY_FILE", global = true)]
     audit_key_file: Option<PathBuf>,
+    /// Who wraps the data keys blobs are encrypted with: `local:DIR` (a keyring of master
+    /// key files; default `<data dir>/master-keys`, created on first start) or
+    /// `vault+http(s)://host:port/<transit mount>/<key>` (token in VAULT_TOKEN).
+    #[arg(long, env = "TENEBRA_KMS", global = true)]
+    kms: Option<String>,
+    /// Token of the Vault KMS.
+    #[arg(long, env = "VAULT_TOKEN", hide_env_values = true, global = true)]
+    vault_token: Option<String>,
 }
 
 impl StorageArgs {
@@ -254,6 +262,8 @@ impl StorageArgs {
             blob_url: self.blob_url.clone(),
             operator_token: self.operator_token.clone(),
             audit_key_file: self.audit_key_file.clone(),
+            kms: self.kms.clone(),
+            vault_token: self.vault_token.clone(),
         }
     }
 }
@@ -272,6 +282,13 @@ enum AdminCommand {
     },
     /// Deliver usage to a billing provider as meter events (Stripe's shape), each once.
     MeterEvents(MeterArgs),
+    /// Make a new master key current and re-wrap every blob's data key (blobs stay as
+    /// they are).
+    RotateMasterKey {
+        /// Then delete the old master keys (local keyring).
+        #[arg(long)]
+        retire: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -471,6 +488,10 @@ pub fn run(cli: Cli) -> Result<()> {
             storage,
             command: AdminCommand::MeterEvents(args),
         } => account::meter_events(&storage, args),
+        Command::Admin {
+            storage,
+            command: AdminCommand::RotateMasterKey { retire },
+        } => account::rotate_master_key(&storage, retire),
         Command::Admin {
             storage,
             command:
