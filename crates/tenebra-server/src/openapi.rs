@@ -67,8 +67,160 @@ fn op(summary: &str, scope: &str, mut responses: Value, extra: Value) -> Value {
     o
 }
 
+/// An operation of the operator API (the operator token, not an API key).
+fn operator_op(summary: &str, mut responses: Value, extra: Value) -> Value {
+    if let Some(r) = responses.as_object_mut() {
+        r.insert("401".into(), error_response("missing or wrong operator token"));
+        r.insert("403".into(), error_response("the operator API is off (no operator token configured)"));
+    }
+    let mut o = json!({
+        "summary": summary,
+        "description": "Needs the operator token (TENEBRA_OPERATOR_TOKEN).",
+        "security": [{"operator": []}],
+        "responses": responses,
+    });
+    if let (Some(o), Some(extra)) = (o.as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            o.insert(k.clone(), v.clone());
+        }
+    }
+    o
+}
+
+fn schema_ref(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+fn json_body(schema: &str) -> Value {
+    json!({"requestBody": {"required": true, "content": {"application/json": {"schema": schema_ref(schema)}}}})
+}
+
+/// Metering, limits and audit: paths.
+fn account_paths() -> Value {
+    let quota_errors = "402 cu_quota_exceeded (Retry-After: the period's end), 403 task_cu_cap / storage_quota_exceeded / key_set_quota_exceeded, 429 too_many_active_tasks or rate_limited (Retry-After)";
+    json!({
+        "/v1/quote": {
+            "post": op("What running a function costs (CU and price on the tenant's plan), before it runs", "read",
+                json!({"200": json_response("the quote", "Quote"), "400": error_response("invalid_size or invalid_json"), "404": error_response("no such function")}),
+                json_body("QuoteRequest"))
+        },
+        "/v1/usage": {
+            "get": op("The tenant's usage records (one per ended task, oldest first) and their totals", "read",
+                json!({"200": json_response("a page and the totals", "Usage"), "400": error_response("invalid_query")}),
+                json!({"parameters": [query("from", "integer", "Unix ms, inclusive"), query("to", "integer", "Unix ms, exclusive"),
+                    query("function", "string", "one function"), query("api_key_id", "string", "one API key"),
+                    query("limit", "integer", "1..1000, default 100"), query("after", "string", "the previous page's `next`")]}))
+        },
+        "/v1/invoices": {
+            "get": op("The tenant's invoice for a billing period (calendar month, UTC), JSON or CSV; it adds up exactly to the usage records", "read",
+                json!({"200": {"description": "the invoice", "content": {
+                    "application/json": {"schema": schema_ref("Invoice")}, "text/csv": {"schema": {"type": "string"}}}},
+                    "400": error_response("invalid_period or invalid_format")}),
+                json!({"parameters": [query("period", "string", "YYYY-MM (default: the current one)"), query("format", "string", "json (default) or csv")]}))
+        },
+        "/v1/limits": {
+            "get": op(&format!("The tenant's plan (prices, limits) and current usage against it. Limits are enforced at submit and upload: {quota_errors}"), "read",
+                json!({"200": json_response("plan and usage", "Limits")}), json!({}))
+        },
+        "/v1/audit": {
+            "get": op("The tenant's audit records (hash-chained), in sequence order", "read",
+                json!({"200": json_list("records", "AuditRecord")}),
+                json!({"parameters": [query("after", "integer", "records after this sequence number"), query("limit", "integer", "1..1000, default 100")]}))
+        },
+        "/v1/audit/verify": {
+            "get": operator_op("Recompute the audit chain and check it against the signed checkpoints",
+                json!({"200": json_response("what the check found", "AuditVerify")}), json!({}))
+        },
+        "/v1/admin/plans": {
+            "get": operator_op("Every plan", json!({"200": json_list("plans", "Plan")}), json!({}))
+        },
+        "/v1/admin/plans/{name}": {
+            "put": operator_op("Create or replace a plan",
+                json!({"200": json_response("the plan", "Plan"), "400": error_response("invalid_plan")}),
+                {let mut e = json_body("Plan"); e["parameters"] = json!([id_param("name")]); e})
+        },
+        "/v1/admin/tenants/{id}/plan": {
+            "put": operator_op("Put a tenant on a plan",
+                json!({"204": {"description": "done"}, "404": error_response("no such tenant or plan")}),
+                {let mut e = json!({"requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["plan"], "properties": {"plan": {"type": "string"}}}}}}}); e["parameters"] = json!([id_param("id")]); e})
+        },
+        "/v1/admin/audit": {
+            "get": operator_op("Every audit record (all tenants and the operator's)",
+                json!({"200": json_list("records", "AuditRecord")}),
+                json!({"parameters": [query("after", "integer", "records after this sequence number"), query("limit", "integer", "1..1000, default 100")]}))
+        }
+    })
+}
+
+/// Metering, limits and audit: schemas.
+fn account_schemas() -> Value {
+    let int = json!({"type": "integer"});
+    let opt_int = json!({"type": ["integer", "null"]});
+    let string = json!({"type": "string"});
+    json!({
+        "QuoteRequest": {"type": "object", "required": ["function", "size"], "additionalProperties": false, "properties": {
+            "function": string, "size": int, "version": int, "circuit_id": string}},
+        "Quote": {"type": "object", "description": "Money is in nano-units of the billing currency.", "properties": {
+            "function": string, "size": int, "circuit_id": string, "cu": int, "plan": string,
+            "price_nanos_per_cu": int, "amount_nanos": int}},
+        "UsageRecord": {"type": "object", "properties": {
+            "task_id": string, "api_key_id": string, "function": string, "function_version": int,
+            "circuit_id": string, "key_set_id": string, "outcome": {"enum": ["succeeded", "failed", "cancelled"]},
+            "error_code": string, "cu": int, "charged_cu": {"type": "integer", "description": "0 when the task failed by the service's fault"},
+            "price_nanos_per_cu": int, "amount_nanos": int, "wall_ms": int, "input_bytes": int,
+            "result_bytes": int, "attempts": int, "recorded_at": int}},
+        "Usage": {"type": "object", "properties": {
+            "records": {"type": "array", "items": schema_ref("UsageRecord")},
+            "totals": {"type": "object", "properties": {"tasks": int, "cu": int, "charged_cu": int, "amount_nanos": int}},
+            "next": string}},
+        "Invoice": {"type": "object", "properties": {
+            "tenant_id": string, "period": string, "from": int, "to": int, "total_nanos": int,
+            "lines": {"type": "array", "items": {"type": "object", "properties": {
+                "function": string, "price_nanos_per_cu": int, "tasks": int, "charged_cu": int, "amount_nanos": int}}}}},
+        "Plan": {"type": "object", "required": ["name", "price_nanos_per_cu"], "additionalProperties": false, "properties": {
+            "name": string, "price_nanos_per_cu": int,
+            "function_prices": {"type": "object", "additionalProperties": int},
+            "cu_per_period": opt_int, "max_active_tasks": opt_int, "max_stored_bytes": opt_int,
+            "max_key_sets": opt_int, "max_task_cu": opt_int, "requests_per_second": opt_int}},
+        "Limits": {"type": "object", "properties": {
+            "plan": schema_ref("Plan"), "period": string, "period_from": int, "period_to": int,
+            "period_cu": int, "active_tasks": int, "stored_bytes": int, "key_sets": int}},
+        "AuditRecord": {"type": "object", "properties": {
+            "seq": int, "at": int, "tenant_id": string, "actor": string, "action": string, "target": string,
+            "outcome": string, "request_id": string, "prev_hash": string,
+            "hash": {"type": "string", "description": "SHA-256 over the previous hash and the record's canonical encoding"}}},
+        "AuditVerify": {"type": "object", "properties": {
+            "ok": {"type": "boolean"}, "records": int, "last_seq": int, "last_hash": string,
+            "checkpoints": int, "first_bad_seq": int, "reason": string}}
+    })
+}
+
+/// Adds `extra`'s entries to the object at `doc[key]`.
+fn merge(doc: &mut Value, key: &[&str], extra: Value) {
+    let mut target = doc;
+    for k in key {
+        target = &mut target[*k];
+    }
+    if let (Some(t), Value::Object(e)) = (target.as_object_mut(), extra) {
+        t.extend(e);
+    }
+}
+
 /// The whole document.
 pub fn document() -> Value {
+    let mut doc = base_document();
+    merge(&mut doc, &["paths"], account_paths());
+    merge(&mut doc, &["components", "schemas"], account_schemas());
+    merge(
+        &mut doc,
+        &["components", "securitySchemes"],
+        json!({"operator": {"type": "http", "scheme": "bearer", "description": "The operator token."}}),
+    );
+    doc
+}
+
+/// Tenants' keys, key sets, functions and tasks.
+fn base_document() -> Value {
     let task_id = id_param("id");
     json!({
         "openapi": "3.1.0",
