@@ -70,8 +70,14 @@ fn op(summary: &str, scope: &str, mut responses: Value, extra: Value) -> Value {
 /// An operation of the operator API (the operator token, not an API key).
 fn operator_op(summary: &str, mut responses: Value, extra: Value) -> Value {
     if let Some(r) = responses.as_object_mut() {
-        r.insert("401".into(), error_response("missing or wrong operator token"));
-        r.insert("403".into(), error_response("the operator API is off (no operator token configured)"));
+        r.insert(
+            "401".into(),
+            error_response("missing or wrong operator token"),
+        );
+        r.insert(
+            "403".into(),
+            error_response("the operator API is off (no operator token configured)"),
+        );
     }
     let mut o = json!({
         "summary": summary,

@@ -860,7 +860,7 @@ async fn billing_and_audit_on_sqlite() {
     store.close().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn billing_and_audit_on_postgres() {
     let (store, db) = PgDb::create().await;
     billing_story(&store).await;
@@ -868,4 +868,35 @@ async fn billing_and_audit_on_postgres() {
     let (store, db) = PgDb::create().await;
     audit_story(&store).await;
     db.drop_db(store).await;
+    let (store, db) = PgDb::create().await;
+    concurrent_appends(&store).await;
+    db.drop_db(store).await;
+}
+
+/// Appends from many connections at once still make one chain without gaps.
+async fn concurrent_appends(store: &Store) {
+    store.migrate().await.unwrap();
+    let mut handles = Vec::new();
+    for i in 0..40 {
+        let s = store.clone();
+        handles.push(tokio::spawn(async move {
+            let e = AuditEntry {
+                tenant_id: None,
+                actor: format!("a{i}"),
+                action: "test".into(),
+                target: String::new(),
+                outcome: "ok".into(),
+                request_id: String::new(),
+            };
+            s.append_audit(&e).await.unwrap().seq
+        }));
+    }
+    let mut seqs = Vec::new();
+    for h in handles {
+        seqs.push(h.await.unwrap());
+    }
+    seqs.sort();
+    assert_eq!(seqs, (1..=40).collect::<Vec<i64>>());
+    let check = store.verify_audit().await.unwrap();
+    assert_eq!((check.records, check.first_bad), (40, None));
 }
