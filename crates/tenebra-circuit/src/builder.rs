@@ -178,6 +178,12 @@ pub enum Plain {
     Int(i128),
 }
 
+impl IntoOperand for Plain {
+    fn into_operand(self) -> Plain {
+        self
+    }
+}
+
 impl IntoOperand for Var {
     fn into_operand(self) -> Plain {
         Plain::Var(self)

@@ -27,6 +27,9 @@ pub enum HttpError {
     Decode(String),
 }
 
+/// Bytes per progress report of a key set upload.
+const PROGRESS_PART: usize = 1 << 20;
+
 /// A client for one server and one API key.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -102,6 +105,39 @@ impl Client {
             .post(format!("{}/v1/key-sets", self.base))
             .header("content-type", "application/octet-stream")
             .body(upload);
+        if let Some(t) = ttl_secs {
+            req = req.query(&[("ttl_secs", t)]);
+        }
+        self.send(req).await
+    }
+
+    /// Uploads a key set as [`Client::upload_key_set_expiring`] does, calling
+    /// `progress(sent, total)` as each 1 MiB part leaves.
+    pub async fn upload_key_set_with_progress(
+        &self,
+        upload: Vec<u8>,
+        ttl_secs: Option<u64>,
+        progress: impl Fn(u64, u64) + Send + Sync + 'static,
+    ) -> Result<KeySet, HttpError> {
+        self.key_sets().await?;
+        let total = upload.len() as u64;
+        let data = bytes::Bytes::from(upload);
+        let parts: Vec<bytes::Bytes> = (0..data.len())
+            .step_by(PROGRESS_PART)
+            .map(|at| data.slice(at..(at + PROGRESS_PART).min(data.len())))
+            .collect();
+        let mut sent = 0u64;
+        let stream = futures_util::stream::iter(parts.into_iter().map(move |p| {
+            sent += p.len() as u64;
+            progress(sent, total);
+            Ok::<_, std::io::Error>(p)
+        }));
+        let mut req = self
+            .http
+            .post(format!("{}/v1/key-sets", self.base))
+            .header("content-type", "application/octet-stream")
+            .header("content-length", total)
+            .body(reqwest::Body::wrap_stream(stream));
         if let Some(t) = ttl_secs {
             req = req.query(&[("ttl_secs", t)]);
         }
