@@ -132,6 +132,8 @@ pub(crate) async fn quote(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UsageQuery {
+    /// A billing period, `YYYY-MM` (instead of `from` and `to`).
+    period: Option<String>,
     /// Unix ms, inclusive.
     from: Option<i64>,
     /// Unix ms, exclusive.
@@ -149,9 +151,24 @@ pub(crate) async fn usage(
     QueryParams(q): QueryParams<UsageQuery>,
 ) -> Result<Json<UsageView>, ApiError> {
     caller.require(Scope::Read)?;
+    let (from, to) = match &q.period {
+        None => (q.from, q.to),
+        Some(_) if q.from.is_some() || q.to.is_some() => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "give either `period` or `from`/`to`",
+            ))
+        }
+        Some(p) => {
+            let (f, t) = billing::parse_period(p).ok_or_else(|| {
+                ApiError::bad_request("invalid_period", format!("`{p}` is not a YYYY-MM period"))
+            })?;
+            (Some(f), Some(t))
+        }
+    };
     let filter = UsageFilter {
-        from: q.from,
-        to: q.to,
+        from,
+        to,
         function: q.function,
         api_key_id: q.api_key_id,
     };

@@ -279,18 +279,31 @@ impl VaultKms {
         })
     }
 
-    async fn call(&self, op: &str, body: serde_json::Value) -> Result<serde_json::Value, KmsError> {
-        let url = format!("{}/{op}/{}", self.base, self.key);
-        let r = self
+    /// One request to the transit engine (`path` under the mount): the status and body.
+    async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<(reqwest::StatusCode, serde_json::Value), KmsError> {
+        let mut req = self
             .http
-            .post(&url)
-            .header("x-vault-token", &self.token)
-            .json(&body)
-            .send()
-            .await
-            .map_err(backend)?;
+            .request(method, format!("{}/{path}", self.base))
+            .header("x-vault-token", &self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.map_err(backend)?;
         let status = r.status();
-        let v: serde_json::Value = r.json().await.unwrap_or_default();
+        Ok((status, r.json().await.unwrap_or_default()))
+    }
+
+    /// `encrypt`, `decrypt`: the answer, or what failed.
+    async fn call(&self, op: &str, body: serde_json::Value) -> Result<serde_json::Value, KmsError> {
+        let path = format!("{op}/{}", self.key);
+        let (status, v) = self
+            .request(reqwest::Method::POST, &path, Some(body))
+            .await?;
         if !status.is_success() {
             let errors = v["errors"].to_string();
             return Err(if op == "decrypt" && status.as_u16() == 400 {
@@ -303,21 +316,13 @@ impl VaultKms {
     }
 
     async fn latest_version(&self) -> Result<u64, KmsError> {
-        let url = format!("{}/keys/{}", self.base, self.key);
-        let r = self
-            .http
-            .get(&url)
-            .header("x-vault-token", &self.token)
-            .send()
-            .await
-            .map_err(backend)?;
-        if !r.status().is_success() {
+        let path = format!("keys/{}", self.key);
+        let (status, v) = self.request(reqwest::Method::GET, &path, None).await?;
+        if !status.is_success() {
             return Err(backend(format!(
-                "reading the transit key answered {}",
-                r.status()
+                "reading the transit key answered {status}"
             )));
         }
-        let v: serde_json::Value = r.json().await.map_err(backend)?;
         v["data"]["latest_version"]
             .as_u64()
             .ok_or_else(|| backend("the transit key has no latest_version"))
@@ -396,16 +401,10 @@ impl Kms for VaultKms {
 
     fn rotate(&self) -> BoxFuture<'_, Result<String, KmsError>> {
         Box::pin(async move {
-            let url = format!("{}/keys/{}/rotate", self.base, self.key);
-            let r = self
-                .http
-                .post(&url)
-                .header("x-vault-token", &self.token)
-                .send()
-                .await
-                .map_err(backend)?;
-            if !r.status().is_success() {
-                return Err(backend(format!("rotate answered {}", r.status())));
+            let path = format!("keys/{}/rotate", self.key);
+            let (status, _) = self.request(reqwest::Method::POST, &path, None).await?;
+            if !status.is_success() {
+                return Err(backend(format!("rotate answered {status}")));
             }
             Ok(format!("{} (new version)", self.key))
         })

@@ -113,7 +113,7 @@ fn account_paths() -> Value {
         "/v1/usage": {
             "get": op("The tenant's usage records (one per ended task, oldest first) and their totals", "read",
                 json!({"200": json_response("a page and the totals", "Usage"), "400": error_response("invalid_query")}),
-                json!({"parameters": [query("from", "integer", "Unix ms, inclusive"), query("to", "integer", "Unix ms, exclusive"),
+                json!({"parameters": [query("period", "string", "YYYY-MM (instead of from/to)"), query("from", "integer", "Unix ms, inclusive"), query("to", "integer", "Unix ms, exclusive"),
                     query("function", "string", "one function"), query("api_key_id", "string", "one API key"),
                     query("limit", "integer", "1..1000, default 100"), query("after", "string", "the previous page's `next`")]}))
         },

@@ -154,42 +154,19 @@ async fn altered_or_moved_blobs_do_not_open() {
     assert!(!root.join("t/big.dek").exists());
 }
 
-/// A Vault-compatible server (OpenBao in dev mode) on loopback, killed on drop.
-struct Bao(std::process::Child);
-
-impl Drop for Bao {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vault_transit_wraps_rotates_and_rewraps() {
-    let Ok(bin) = std::env::var("TENEBRA_OPENBAO") else {
-        assert!(
-            std::env::var("TENEBRA_REQUIRE_VAULT").is_err(),
-            "TENEBRA_REQUIRE_VAULT is set but TENEBRA_OPENBAO (the bao binary) is not"
-        );
-        eprintln!("skipped: set TENEBRA_OPENBAO to an OpenBao `bao` binary (see .ci/run)");
+    // A Vault-compatible server: OpenBao in dev mode.
+    let Some(bao) = common::local_service("TENEBRA_OPENBAO", "TENEBRA_REQUIRE_VAULT", |p| {
+        ["server", "-dev", "-dev-root-token-id=root"]
+            .into_iter()
+            .map(str::to_owned)
+            .chain([format!("-dev-listen-address=127.0.0.1:{p}")])
+            .collect()
+    }) else {
         return;
     };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let _bao = Bao(std::process::Command::new(bin)
-        .args([
-            "server",
-            "-dev",
-            "-dev-root-token-id=root",
-            &format!("-dev-listen-address=127.0.0.1:{port}"),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap());
+    let port = bao.port;
     let addr = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let mut up = false;

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
@@ -15,38 +14,14 @@ use tenebra_engine::test_support::{client_keys, test_key_dir};
 use tenebra_server::create_tenant;
 use tenebra_server::worker::{self, WorkerConfig};
 
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn tasks_with_blobs_in_s3() {
-    let Some(moto) = std::env::var_os("TENEBRA_MOTO_SERVER") else {
-        assert!(
-            std::env::var_os("TENEBRA_REQUIRE_S3").is_none(),
-            "TENEBRA_REQUIRE_S3 is set but TENEBRA_MOTO_SERVER is not"
-        );
-        eprintln!("skipped: set TENEBRA_MOTO_SERVER to a moto_server binary to run");
+    let Some(moto) = common::local_service("TENEBRA_MOTO_SERVER", "TENEBRA_REQUIRE_S3", |p| {
+        vec!["-p".into(), p.to_string()]
+    }) else {
         return;
     };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let _moto = KillOnDrop(
-        Command::new(moto)
-            .args(["-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto_server"),
-    );
+    let port = moto.port;
     let endpoint = format!("http://127.0.0.1:{port}");
     // Set before any thread starts: object_store reads them when the store is built.
     for (k, v) in [

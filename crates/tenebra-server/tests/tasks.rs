@@ -241,6 +241,13 @@ async fn story(postgres: bool) {
     );
     let invoice = a.invoice(None).await.unwrap();
     assert_eq!(invoice.total_nanos, usage.totals.amount_nanos);
+    let this_period = a
+        .usage(&[("period", invoice.period.clone())])
+        .await
+        .unwrap();
+    assert_eq!(this_period.totals, usage.totals);
+    let long_ago = a.usage(&[("period", "2001-01".into())]).await.unwrap();
+    assert_eq!(long_ago.totals.tasks, 0);
     let csv = a.invoice_csv(None).await.unwrap();
     let csv_total: i64 = csv
         .lines()

@@ -57,6 +57,9 @@ pub enum AccountCommand {
     Usage {
         #[command(flatten)]
         server: ServerArgs,
+        /// A billing period, `YYYY-MM` (instead of --from/--to).
+        #[arg(long, conflicts_with_all = ["from", "to"])]
+        period: Option<String>,
         /// From this Unix time in milliseconds (inclusive).
         #[arg(long)]
         from: Option<i64>,
@@ -115,6 +118,7 @@ pub fn account(command: AccountCommand) -> Result<()> {
                 print_json(&client.quote(&q).await?)
             }
             AccountCommand::Usage {
+                period,
                 from,
                 to,
                 function,
@@ -125,6 +129,7 @@ pub fn account(command: AccountCommand) -> Result<()> {
             } => {
                 let mut q: Vec<(&str, String)> = vec![("limit", limit.to_string())];
                 let opts = [
+                    ("period", period),
                     ("from", from.map(|v| v.to_string())),
                     ("to", to.map(|v| v.to_string())),
                     ("function", function),

@@ -91,3 +91,45 @@ impl Harness {
         }
     }
 }
+
+/// A helper server (moto, OpenBao) on a free loopback port, killed on drop.
+pub struct LocalService {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl Drop for LocalService {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the binary named by the environment variable `bin_var` with `args(port)`; `None`
+/// (the test then skips, saying so) when it is unset, unless `require_var` is set.
+pub fn local_service(
+    bin_var: &str,
+    require_var: &str,
+    args: impl FnOnce(u16) -> Vec<String>,
+) -> Option<LocalService> {
+    let Some(bin) = std::env::var_os(bin_var) else {
+        assert!(
+            std::env::var_os(require_var).is_none(),
+            "{require_var} is set but {bin_var} is not"
+        );
+        eprintln!("skipped: set {bin_var} to run this test (see .ci/run)");
+        return None;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new(bin)
+        .args(args(port))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {bin_var}: {e}"));
+    Some(LocalService { child, port })
+}
