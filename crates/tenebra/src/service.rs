@@ -431,9 +431,42 @@ pub fn demo(keys: Option<PathBuf>, data_dir: Option<PathBuf>) -> Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("{}", e.message))?;
         let outcome = demo_client(&url, &token, &keys).await;
+        let outcome = match outcome {
+            Ok(()) => demo_accounts(&url, &token, &state).await,
+            Err(e) => Err(e),
+        };
         service.stop().await?;
         outcome
     })
+}
+
+/// What the demo's tasks cost, and the audit log they left.
+async fn demo_accounts(url: &str, token: &str, state: &tenebra_server::AppState) -> Result<()> {
+    let client = Client::new(url, token);
+    let usage = client.usage(&[]).await?;
+    let invoice = client.invoice(None).await?;
+    println!(
+        "usage: {} tasks, {} CU charged; invoice {}: {} nano-units (equals the records' sum: {})",
+        usage.totals.tasks,
+        usage.totals.charged_cu,
+        invoice.period,
+        invoice.total_nanos,
+        invoice.total_nanos == usage.totals.amount_nanos
+    );
+    tenebra_server::audit::checkpoint(state)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let audit = tenebra_server::audit::verify(state)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    println!(
+        "audit log: {} records, {} signed checkpoint(s), verified: {}",
+        audit.records, audit.checkpoints, audit.ok
+    );
+    if !audit.ok || invoice.total_nanos != usage.totals.amount_nanos {
+        bail!("the demo's usage or audit log does not add up");
+    }
+    Ok(())
 }
 
 async fn demo_client(url: &str, token: &str, dir: &Path) -> Result<()> {
