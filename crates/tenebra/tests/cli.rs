@@ -639,3 +639,14 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// The README's main job: the embedded service and a client running every built-in on
+/// encrypted data, checked against plaintext, then billed and audited.
+#[test]
+fn demo_runs_end_to_end() {
+    let keys = test_key_dir();
+    let out = ok(&["demo", "--keys", keys.to_str().unwrap()]);
+    assert!(out.contains("demo ok"), "{out}");
+    assert!(out.contains("equals the records' sum: true"), "{out}");
+    assert!(out.contains("verified: true"), "{out}");
+}
