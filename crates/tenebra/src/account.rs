@@ -9,21 +9,15 @@ use serde::Serialize;
 use tenebra_client::http::QuoteRequest;
 use tenebra_server::billing::{self, MeterSink};
 
-use crate::cli::{ServerArgs, StorageArgs};
+use crate::cli::{runtime, ServerArgs, StorageArgs};
 
 fn print_json<T: Serialize>(v: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
-}
-
 /// Opens the configured database and blobs as the server does, runs `f`, closes.
-fn with_state<T>(
+pub(crate) fn with_state<T>(
     storage: &StorageArgs,
     f: impl AsyncFnOnce(&tenebra_server::AppState) -> Result<T>,
 ) -> Result<T> {

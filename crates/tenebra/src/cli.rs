@@ -498,14 +498,10 @@ pub fn run(cli: Cli) -> Result<()> {
                 AdminCommand::Tenants {
                     command: TenantsCommand::Create { name },
                 },
-        } => runtime()?.block_on(async {
-            let state = tenebra_server::open(&storage.settings())
-                .await
-                .map_err(anyhow::Error::msg)?;
-            let (tenant, token) = tenebra_server::create_tenant(&state, &name)
+        } => account::with_state(&storage, async |state| {
+            let (tenant, token) = tenebra_server::create_tenant(state, &name)
                 .await
                 .map_err(|e| anyhow::anyhow!("{}", e.message))?;
-            state.store.close().await;
             println!("created tenant {} ({})", tenant.name, tenant.id);
             println!("{token}");
             Ok(())
@@ -513,7 +509,8 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+/// The multi-threaded runtime every async command runs on.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)

@@ -12,7 +12,7 @@ use tenebra_functions::find;
 use tenebra_server::worker::{self, WorkerConfig, KEY_SET_MEMORY};
 use tokio::sync::watch;
 
-use crate::cli::{load_client_keys, print_json, read_json, ServerArgs, StorageArgs};
+use crate::cli::{load_client_keys, print_json, read_json, runtime, ServerArgs, StorageArgs};
 
 /// How workers behave (`tenebra worker`, and the embedded workers of `tenebra serve`).
 #[derive(Debug, clap::Args)]
@@ -86,12 +86,6 @@ pub enum TaskCommand {
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
 }
 
 /// A stop signal for servers and workers: turns true on SIGINT/SIGTERM.
