@@ -10,6 +10,7 @@ pub mod cost;
 pub mod eval;
 pub mod io;
 pub mod ir;
+pub mod packed;
 pub mod plan;
 pub mod testing;
 pub mod types;

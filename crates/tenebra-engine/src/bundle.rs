@@ -38,6 +38,8 @@ const BASE_ALLOWANCE: u64 = 1 << 20;
 pub enum Kind {
     Input = 1,
     Result = 2,
+    /// A packed (BFV) key set upload.
+    KeySet = 3,
 }
 
 /// The JSON header of a bundle: what it was made for.
@@ -58,7 +60,7 @@ pub struct Header {
 }
 
 /// Writes a bundle.
-pub fn write(kind: Kind, header: &Header, payload: &[u8]) -> Result<Vec<u8>, EngineError> {
+pub fn write(kind: Kind, header: &impl Serialize, payload: &[u8]) -> Result<Vec<u8>, EngineError> {
     let h = serde_json::to_vec(header).map_err(|e| EngineError::Internal(e.to_string()))?;
     let mut out = Vec::with_capacity(9 + h.len() + payload.len());
     out.extend_from_slice(MAGIC);
@@ -71,21 +73,41 @@ pub fn write(kind: Kind, header: &Header, payload: &[u8]) -> Result<Vec<u8>, Eng
 
 /// Reads a bundle's header and returns it with the payload.
 pub fn read(bytes: &[u8], kind: Kind) -> Result<(Header, &[u8]), EngineError> {
-    let what = match kind {
+    let (header, payload): (Header, &[u8]) = read_as(bytes, kind)?;
+    if header.version != BUNDLE_VERSION {
+        return Err(EngineError::BadInput(format!(
+            "not a valid {} file: bundle version {} is not supported (expected {BUNDLE_VERSION})",
+            kind_name(kind),
+            header.version
+        )));
+    }
+    Ok((header, payload))
+}
+
+fn kind_name(kind: Kind) -> &'static str {
+    match kind {
         Kind::Input => "encrypted input",
         Kind::Result => "encrypted result",
-    };
+        Kind::KeySet => "key set",
+    }
+}
+
+/// Reads a bundle of `kind` with a header of type `H`; the caller checks its version.
+pub fn read_as<H: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    kind: Kind,
+) -> Result<(H, &[u8]), EngineError> {
+    let what = kind_name(kind);
     let bad = |m: &str| EngineError::BadInput(format!("not a valid {what} file: {m}"));
     if bytes.len() < 9 || &bytes[..4] != MAGIC {
         return Err(bad("it does not start with the Tenebra bundle marker"));
     }
     if bytes[4] != kind as u8 {
-        let other = if bytes[4] == Kind::Input as u8 {
-            "an encrypted input"
-        } else if bytes[4] == Kind::Result as u8 {
-            "an encrypted result"
-        } else {
-            "an unknown kind of bundle"
+        let other = match bytes[4] {
+            1 => "an encrypted input",
+            2 => "an encrypted result",
+            3 => "a key set",
+            _ => "an unknown kind of bundle",
         };
         return Err(bad(&format!("it is {other}")));
     }
@@ -93,14 +115,8 @@ pub fn read(bytes: &[u8], kind: Kind) -> Result<(Header, &[u8]), EngineError> {
     if len > HEADER_LIMIT || 9 + len > bytes.len() {
         return Err(bad("the header is truncated or too large"));
     }
-    let header: Header =
+    let header: H =
         serde_json::from_slice(&bytes[9..9 + len]).map_err(|e| bad(&format!("bad header: {e}")))?;
-    if header.version != BUNDLE_VERSION {
-        return Err(bad(&format!(
-            "bundle version {} is not supported (expected {BUNDLE_VERSION})",
-            header.version
-        )));
-    }
     Ok((header, &bytes[9 + len..]))
 }
 

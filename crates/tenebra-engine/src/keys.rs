@@ -126,6 +126,15 @@ fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), EngineError> {
     f.sync_all().map_err(io)
 }
 
+/// Writes a secret file readable by its owner only.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
+    let io = |e: std::io::Error| EngineError::Io(format!("{}: {e}", path.display()));
+    let mut f = fs::File::create(path).map_err(io)?;
+    restrict_permissions(path);
+    f.write_all(bytes).map_err(io)?;
+    f.sync_all().map_err(io)
+}
+
 /// Reads a file of at most `limit` bytes.
 pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, EngineError> {
     let io = |e: std::io::Error| EngineError::Io(format!("{}: {e}", path.display()));

@@ -7,6 +7,7 @@
 pub mod bundle;
 pub mod exec;
 pub mod keys;
+pub mod packed;
 #[doc(hidden)]
 pub mod test_support;
 

@@ -8,10 +8,13 @@
 use std::ops::RangeInclusive;
 
 use serde_json::Value;
+use std::sync::OnceLock;
 use tenebra_circuit::cost::{cost, Cost};
 use tenebra_circuit::eval::evaluate;
+use tenebra_circuit::packed::{evaluate_packed, ValidPacked};
 use tenebra_circuit::ValidCircuit;
 
+pub mod ad_targeting;
 pub mod sleep_quality;
 pub mod weight_stats;
 
@@ -119,6 +122,81 @@ impl Builtin {
     /// Cost of the circuit for `size`.
     pub fn cost(&self, size: u32) -> Result<Cost, FunctionError> {
         Ok(cost(&self.circuit(size)?))
+    }
+}
+
+/// A built-in packed (BFV) function: one circuit, vectors of signed integers in and out.
+pub struct PackedBuiltin {
+    pub name: &'static str,
+    pub summary: &'static str,
+    pub signature: &'static str,
+    build: fn() -> ValidPacked,
+    encode: fn(&Value) -> Result<Vec<Vec<i64>>, String>,
+    finish: fn(&[Vec<i64>]) -> Value,
+    reference: fn(&Value) -> Result<Value, String>,
+}
+
+impl std::fmt::Debug for PackedBuiltin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackedBuiltin")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+static PACKED: [PackedBuiltin; 1] = [ad_targeting::BUILTIN];
+
+/// Every built-in packed function.
+pub fn packed_builtins() -> &'static [PackedBuiltin] {
+    &PACKED
+}
+
+/// Looks a built-in packed function up by name.
+pub fn find_packed(name: &str) -> Option<&'static PackedBuiltin> {
+    PACKED.iter().find(|b| b.name == name)
+}
+
+impl PackedBuiltin {
+    fn input_error(&self, message: String) -> FunctionError {
+        FunctionError::Input {
+            function: self.name,
+            message,
+        }
+    }
+
+    /// The circuit (built once, then shared).
+    pub fn circuit(&self) -> &'static ValidPacked {
+        static BUILT: OnceLock<Vec<ValidPacked>> = OnceLock::new();
+        let all = BUILT.get_or_init(|| PACKED.iter().map(|b| (b.build)()).collect());
+        let i = PACKED.iter().position(|b| b.name == self.name).unwrap_or(0);
+        &all[i]
+    }
+
+    /// Reads a JSON input into the circuit's input vectors.
+    pub fn encode(&self, input: &Value) -> Result<Vec<Vec<i64>>, FunctionError> {
+        (self.encode)(input).map_err(|m| self.input_error(m))
+    }
+
+    /// Client-side post-processing of the decrypted outputs.
+    pub fn finish(&self, outputs: &[Vec<i64>]) -> Value {
+        (self.finish)(outputs)
+    }
+
+    /// The plaintext reference, computed directly (not through the circuit).
+    pub fn reference(&self, input: &Value) -> Result<Value, FunctionError> {
+        (self.reference)(input).map_err(|m| self.input_error(m))
+    }
+
+    /// Runs the circuit exactly on plain values: what the encrypted run decrypts to.
+    pub fn simulate(&self, input: &Value) -> Result<Value, FunctionError> {
+        let values = self.encode(input)?;
+        let out =
+            evaluate_packed(self.circuit().circuit(), &values).map_err(|m| self.input_error(m))?;
+        let narrowed: Vec<Vec<i64>> = out
+            .into_iter()
+            .map(|v| v.into_iter().map(|x| x as i64).collect())
+            .collect();
+        Ok(self.finish(&narrowed))
     }
 }
 

@@ -1,0 +1,258 @@
+//! The packed (BFV) backend against the exact plaintext evaluator: layouts, rotations, noise
+//! estimate, and hostile keys and inputs.
+
+use rand::{Rng, SeedableRng};
+use tenebra_circuit::ir::FORMAT_VERSION;
+use tenebra_circuit::packed::{
+    evaluate_packed, validate_packed, PNode, PackedCircuit, PackedLimits, ValidPacked, VecInput,
+    VecOutput, SCHEME_BFV,
+};
+use tenebra_engine::packed::{run, KeyNeeds, PackedKeySet, PackedSecret};
+use tenebra_engine::EngineError;
+
+fn circuit(inputs: Vec<(usize, i64, i64)>, nodes: Vec<PNode>, outputs: &[u32]) -> ValidPacked {
+    let c = PackedCircuit {
+        version: FORMAT_VERSION,
+        scheme: SCHEME_BFV.into(),
+        name: "t".into(),
+        inputs: inputs
+            .into_iter()
+            .enumerate()
+            .map(|(i, (len, min, max))| VecInput {
+                name: format!("x{i}"),
+                len: len as u32,
+                min,
+                max,
+            })
+            .collect(),
+        nodes,
+        outputs: outputs
+            .iter()
+            .enumerate()
+            .map(|(i, n)| VecOutput {
+                name: format!("y{i}"),
+                node: *n,
+            })
+            .collect(),
+    };
+    validate_packed(c, &PackedLimits::default()).expect("valid test circuit")
+}
+
+fn matrix(rng: &mut impl Rng, m: usize, n: usize, w: i64) -> Vec<Vec<i64>> {
+    (0..m)
+        .map(|_| (0..n).map(|_| rng.gen_range(-w..=w)).collect())
+        .collect()
+}
+
+fn vector(rng: &mut impl Rng, n: usize, lo: i64, hi: i64) -> Vec<i64> {
+    (0..n).map(|_| rng.gen_range(lo..=hi)).collect()
+}
+
+/// Encrypts, runs and decrypts; checks against the exact evaluator and the noise estimate.
+fn check(c: &ValidPacked, inputs: &[Vec<i64>]) {
+    let plan = c.plan();
+    let sk = PackedSecret::generate(plan.degree).unwrap();
+    let keys = PackedKeySet::parse(sk.key_set(&KeyNeeds::of(plan)).unwrap()).unwrap();
+    let enc = sk.encrypt(c, "t", &keys.id(), inputs).unwrap();
+    let result = run(&keys, c, &enc).unwrap();
+    let got = sk.decrypt(c, &result).unwrap();
+    let want: Vec<Vec<i64>> = evaluate_packed(c.circuit(), inputs)
+        .unwrap()
+        .into_iter()
+        .map(|v| v.into_iter().map(|x| x as i64).collect())
+        .collect();
+    assert_eq!(got, want);
+    let budget = sk.noise_budget(c, &result).unwrap();
+    assert!(
+        budget >= plan.noise_left_bits,
+        "measured budget {budget:.1} bits is below the estimate {:.1}",
+        plan.noise_left_bits
+    );
+}
+
+#[test]
+fn wide_matrix_784_to_10() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let m = matrix(&mut rng, 10, 784, 127);
+    let c = circuit(
+        vec![(784, 0, 255)],
+        vec![PNode::Input { input: 0 }, PNode::Matvec { a: 0, matrix: m }],
+        &[1],
+    );
+    for x in [vec![0; 784], vec![255; 784], vector(&mut rng, 784, 0, 255)] {
+        check(&c, &[x]);
+    }
+}
+
+#[test]
+fn tall_matrix_with_chunked_output_and_edge_values() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+    let m = matrix(&mut rng, 5000, 62, 10);
+    let c = circuit(
+        vec![(62, -3, 3)],
+        vec![PNode::Input { input: 0 }, PNode::Matvec { a: 0, matrix: m }],
+        &[1],
+    );
+    check(&c, &[vec![-3; 62]]);
+    check(&c, &[vector(&mut rng, 62, -3, 3)]);
+}
+
+#[test]
+fn elementwise_square_dot_and_sums() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let w1 = matrix(&mut rng, 24, 40, 7);
+    let w2 = matrix(&mut rng, 3, 24, 3);
+    let nodes = vec![
+        PNode::Input { input: 0 },
+        PNode::Input { input: 1 },
+        PNode::Matvec { a: 0, matrix: w1 },
+        PNode::AddPlain {
+            a: 2,
+            plain: vector(&mut rng, 24, -50, 50),
+        },
+        PNode::Square { a: 3 },
+        PNode::Matvec { a: 4, matrix: w2 },
+        PNode::Sub { a: 5, b: 1 },
+        PNode::MulPlain {
+            a: 6,
+            plain: vec![-2],
+        },
+        PNode::Sum { a: 4 },
+        PNode::Dot {
+            a: 0,
+            weights: vector(&mut rng, 40, -9, 9),
+        },
+        PNode::Add { a: 0, b: 0 },
+        PNode::MulPlain {
+            a: 10,
+            plain: vector(&mut rng, 40, -5, 5),
+        },
+    ];
+    let c = circuit(vec![(40, -7, 7), (3, 0, 100)], nodes, &[7, 8, 9, 11]);
+    check(
+        &c,
+        &[vector(&mut rng, 40, -7, 7), vector(&mut rng, 3, 0, 100)],
+    );
+    check(&c, &[vec![7; 40], vec![0; 3]]);
+}
+
+#[test]
+fn long_vectors_sum_across_chunks_and_rows() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+    let c = circuit(
+        vec![(5000, 0, 9)],
+        vec![
+            PNode::Input { input: 0 },
+            PNode::Sum { a: 0 },
+            PNode::Square { a: 0 },
+            PNode::Dot {
+                a: 0,
+                weights: vector(&mut rng, 5000, -3, 3),
+            },
+        ],
+        &[1, 2, 3],
+    );
+    check(&c, &[vector(&mut rng, 5000, 0, 9)]);
+}
+
+fn small() -> ValidPacked {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    circuit(
+        vec![(30, 0, 1)],
+        vec![
+            PNode::Input { input: 0 },
+            PNode::Matvec {
+                a: 0,
+                matrix: matrix(&mut rng, 7, 30, 3),
+            },
+        ],
+        &[1],
+    )
+}
+
+#[test]
+fn a_key_set_without_the_needed_galois_keys_is_refused() {
+    let c = small();
+    let sk = PackedSecret::generate(4096).unwrap();
+    let mut needs = KeyNeeds::of(c.plan());
+    let dropped = *needs.rotations.iter().next().unwrap();
+    needs.rotations.remove(&dropped);
+    let keys = PackedKeySet::parse(sk.key_set(&needs).unwrap()).unwrap();
+    let enc = sk.encrypt(&c, "t", &keys.id(), &[vec![1; 30]]).unwrap();
+    let e = run(&keys, &c, &enc).unwrap_err();
+    assert!(
+        matches!(&e, EngineError::BadInput(m) if m.contains("lacks Galois keys for rotations")),
+        "{e}"
+    );
+}
+
+#[test]
+fn hostile_key_sets_and_inputs_are_clear_errors() {
+    let c = small();
+    let sk = PackedSecret::generate(4096).unwrap();
+    let needs = KeyNeeds::of(c.plan());
+    let good = sk.key_set(&needs).unwrap();
+    // Truncated, a header that claims more rotations than the keys hold, empty and garbage.
+    for bytes in [
+        good[..good.len() / 2].to_vec(),
+        String::from_utf8_lossy(&good)
+            .replacen("\"rotations\":[", "\"rotations\":[1000,", 1)
+            .into_bytes(),
+        b"TNBR\x03\x02\x00\x00\x00{}".to_vec(),
+        vec![0u8; 100],
+    ] {
+        match PackedKeySet::parse(bytes) {
+            Err(EngineError::BadInput(_)) => {}
+            other => panic!("expected a client error, got {other:?}"),
+        }
+    }
+    // Flipped key bytes are structurally valid or refused, never a crash; what they decrypt
+    // to is garbage only the owner of the secret key can tell.
+    let mut flipped = good.clone();
+    let n = flipped.len();
+    for x in &mut flipped[n - 5000..n - 4000] {
+        *x ^= 0xa5;
+    }
+    if let Ok(k) = PackedKeySet::parse(flipped) {
+        let enc = sk.encrypt(&c, "t", &k.id(), &[vec![1; 30]]).unwrap();
+        let _ = run(&k, &c, &enc);
+    }
+    let keys = PackedKeySet::parse(good).unwrap();
+    // Wrong-length vector, out-of-range value.
+    assert!(sk.encrypt(&c, "t", &keys.id(), &[vec![1; 29]]).is_err());
+    assert!(sk.encrypt(&c, "t", &keys.id(), &[vec![2; 30]]).is_err());
+    let enc = sk.encrypt(&c, "t", &keys.id(), &[vec![1; 30]]).unwrap();
+    // Corrupted ciphertext bytes, truncation, another key set, another circuit.
+    let mut corrupt = enc.clone();
+    let n = corrupt.len();
+    for x in &mut corrupt[n - 300..] {
+        *x = 0xff;
+    }
+    for bad in [corrupt, enc[..enc.len() - 10].to_vec()] {
+        match run(&keys, &c, &bad) {
+            Err(EngineError::BadInput(_)) => {}
+            other => panic!("expected a client error, got {:?}", other.map(|v| v.len())),
+        }
+    }
+    let other_keys = PackedKeySet::parse(sk.key_set(&needs).unwrap()).unwrap();
+    assert!(matches!(
+        run(&other_keys, &c, &enc),
+        Err(EngineError::BadInput(_))
+    ));
+    let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+    let other = circuit(
+        vec![(30, 0, 1)],
+        vec![
+            PNode::Input { input: 0 },
+            PNode::Matvec {
+                a: 0,
+                matrix: matrix(&mut rng, 7, 30, 3),
+            },
+        ],
+        &[1],
+    );
+    assert!(matches!(
+        run(&keys, &other, &enc),
+        Err(EngineError::BadInput(_))
+    ));
+}
