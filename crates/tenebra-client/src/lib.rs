@@ -2,6 +2,7 @@
 //! and outputs. The secret key never leaves this side.
 
 pub mod http;
+pub mod packed;
 
 use serde_json::Value;
 use tenebra_circuit::ValidCircuit;

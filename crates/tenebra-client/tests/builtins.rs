@@ -85,3 +85,48 @@ fn public_vectors_at_full_size() {
     round_trip("sleep_quality", json!({"records": night}));
     round_trip("weight_stats", json!({"weights": vec![700; 100]}));
 }
+
+/// `ad_targeting` end to end on real BFV ciphertexts: the client encrypts into a fresh key
+/// directory, the server side runs with the uploaded key set only, and the decrypted scores
+/// equal the plaintext dot products exactly (all-zero, all-one, random and single-feature
+/// profiles), with the top 5 the reference ranks.
+#[test]
+fn ad_targeting_encrypted() {
+    use tenebra_client::packed::{self, PackedKeys};
+    let f = tenebra_functions::find_packed("ad_targeting").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng::new(11);
+    let random: Vec<u64> = (0..62)
+        .map(|_| rng.value(tenebra_circuit::ScalarType::Bool))
+        .collect();
+    let mut one = vec![0u64; 62];
+    one[61] = 1;
+    for profile in [vec![0u64; 62], vec![1; 62], random, one] {
+        let input = json!({ "profile": profile });
+        let enc = packed::encrypt(dir.path(), f, &input).unwrap();
+        let key_set = PackedKeys::load_key_set(dir.path(), f.circuit()).unwrap();
+        let res = tenebra_engine::packed::run(&key_set, f.circuit(), &enc).unwrap();
+        let got = packed::decrypt(dir.path(), f, &res).unwrap();
+        let want = f.reference(&input).unwrap();
+        assert_eq!(got, want, "profile {profile:?}");
+        assert_eq!(got, f.simulate(&input).unwrap());
+        assert_eq!(got["scores"].as_array().unwrap().len(), 4954);
+    }
+    // All ones reaches the largest row sum, 128.
+    let all = f.reference(&json!({"profile": vec![1; 62]})).unwrap();
+    let max = all["scores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_i64)
+        .max();
+    assert_eq!(max, Some(128));
+    // Hostile: a wrong-length or non-binary profile is refused before encrypting.
+    for bad in [
+        json!({"profile": vec![1; 61]}),
+        json!({"profile": vec![2; 62]}),
+        json!({}),
+    ] {
+        assert!(packed::encrypt(dir.path(), f, &bad).is_err(), "{bad}");
+    }
+}

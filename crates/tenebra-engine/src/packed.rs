@@ -201,6 +201,23 @@ impl PackedSecret {
         })
     }
 
+    /// Loads the key for `degree` from a key set directory.
+    pub fn load(dir: &Path, degree: usize) -> Result<Self, EngineError> {
+        let path = dir.join(secret_key_file(degree));
+        let bytes = std::fs::read(&path).map_err(|e| {
+            EngineError::BadInput(format!(
+                "{}: {e} (no packed secret key for ring degree {degree} in this key set)",
+                path.display()
+            ))
+        })?;
+        let s = Self {
+            degree,
+            bytes: bytes.into(),
+        };
+        s.key(CHECK_MODULUS)?;
+        Ok(s)
+    }
+
     /// Loads the key for `degree` from a key set directory, generating and saving it first if
     /// it is not there.
     pub fn load_or_generate(dir: &Path, degree: usize) -> Result<Self, EngineError> {
@@ -393,6 +410,8 @@ pub struct PackedKeySet {
     pub header: KeySetHeader,
     bytes: Arc<Vec<u8>>,
     body: usize,
+    /// Keys decoded per plaintext modulus (decoding takes longer than a small run).
+    decoded: Arc<Mutex<Vec<(u64, Arc<Evaluator>)>>>,
 }
 
 impl std::fmt::Debug for PackedKeySet {
@@ -442,6 +461,7 @@ impl PackedKeySet {
             header,
             bytes: Arc::new(bytes),
             body,
+            decoded: Arc::default(),
         };
         set.keys(CHECK_MODULUS)?;
         Ok(set)
@@ -463,8 +483,28 @@ impl PackedKeySet {
         &self.bytes[start..start + s[i] as usize]
     }
 
+    /// The keys decoded at plaintext modulus `t`, kept for the next runs (a few moduli).
+    pub fn evaluator(&self, t: u64) -> Result<Arc<Evaluator>, EngineError> {
+        if let Some((_, e)) = self
+            .decoded
+            .lock()
+            .map_err(internal)?
+            .iter()
+            .find(|(m, _)| *m == t)
+        {
+            return Ok(e.clone());
+        }
+        let e = Arc::new(self.keys(t)?);
+        let mut d = self.decoded.lock().map_err(internal)?;
+        if d.len() >= 4 {
+            d.remove(0);
+        }
+        d.push((t, e.clone()));
+        Ok(e)
+    }
+
     /// The keys, decoded at plaintext modulus `t`.
-    pub fn keys(&self, t: u64) -> Result<Evaluator, EngineError> {
+    fn keys(&self, t: u64) -> Result<Evaluator, EngineError> {
         let par = parameters(self.header.needs.degree, t)?;
         guarded("the key set", || {
             let bad = |what: &str, e: fhe::Error| {
@@ -606,6 +646,11 @@ fn read_bundle<'a>(
 /// Reads an input bundle's header (checks nothing but the framing).
 pub fn input_header(bytes: &[u8]) -> Result<PackedHeader, EngineError> {
     Ok(bundle::read_as::<PackedHeader>(bytes, Kind::Input)?.0)
+}
+
+/// Reads a result bundle's header (checks nothing but the framing).
+pub fn result_header(bytes: &[u8]) -> Result<PackedHeader, EngineError> {
+    Ok(bundle::read_as::<PackedHeader>(bytes, Kind::Result)?.0)
 }
 
 // ---- execution ----------------------------------------------------------------------------
@@ -882,7 +927,7 @@ pub fn run(
             header.function
         )));
     }
-    let ev = keys.keys(plan.plain_modulus)?;
+    let ev = keys.evaluator(plan.plain_modulus)?;
     let expected: Vec<u32> = (0..circuit.circuit().inputs.len())
         .map(|i| input_layout(circuit, i).map(|l| l.ciphertexts() as u32))
         .collect::<Result<_, _>>()?;

@@ -429,6 +429,9 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Simulate { function, input } => {
+            if let Some(f) = tenebra_functions::find_packed(&function) {
+                return print_json(&f.simulate(&read_json(&input)?)?);
+            }
             let f = find(&function)?;
             print_json(&f.simulate(&read_json(&input)?)?)
         }
@@ -438,6 +441,10 @@ pub fn run(cli: Cli) -> Result<()> {
             input,
             out,
         } => {
+            if let Some(f) = tenebra_functions::find_packed(&function) {
+                let bytes = tenebra_client::packed::encrypt(&keys, f, &read_json(&input)?)?;
+                return write_file(&out, &bytes);
+            }
             let f = find(&function)?;
             let json = read_json(&input)?;
             // Check the input before loading keys: mistakes surface at once.
@@ -457,8 +464,11 @@ pub fn run(cli: Cli) -> Result<()> {
             function,
             input,
         } => {
-            let f = find(&function)?;
             let bytes = read_limited(&input, BUNDLE_LIMIT)?;
+            if let Some(f) = tenebra_functions::find_packed(&function) {
+                return print_json(&tenebra_client::packed::decrypt(&keys, f, &bytes)?);
+            }
+            let f = find(&function)?;
             let keys = load_client_keys(&keys)?;
             print_json(&decrypt(&keys, f, &bytes)?)
         }
@@ -584,6 +594,19 @@ fn keys_generate(out: &Path) -> Result<()> {
 
 fn functions_list() -> Result<()> {
     let mut out = std::io::stdout().lock();
+    for f in tenebra_functions::packed_builtins() {
+        let plan = f.circuit().plan();
+        writeln!(out, "{}  {}", f.name, f.summary)?;
+        writeln!(out, "    signature: {}", f.signature)?;
+        writeln!(
+            out,
+            "    packed (BFV): ring degree {}, plaintext modulus {}, {} Galois keys; cost: {} CU",
+            plan.degree,
+            plan.plain_modulus,
+            plan.galois_keys(),
+            f.circuit().cost_cu()
+        )?;
+    }
     for f in builtins() {
         let (lo, hi) = (*f.sizes.start(), *f.sizes.end());
         let cost_lo = f.cost(lo)?;
@@ -600,8 +623,30 @@ fn functions_list() -> Result<()> {
 }
 
 fn eval(keys: &Path, function: &str, input: &Path, out: &Path) -> Result<()> {
-    let f = find(function)?;
     let bytes = read_limited(input, BUNDLE_LIMIT)?;
+    if let Some(f) = tenebra_functions::find_packed(function) {
+        let circuit = f.circuit();
+        let header = tenebra_engine::packed::input_header(&bytes)?;
+        if header.function != f.name {
+            bail!(
+                "this file was made for function `{}`, not `{}`",
+                header.function,
+                f.name
+            );
+        }
+        let key_set = tenebra_client::packed::PackedKeys::load_key_set(keys, circuit)?;
+        let started = Instant::now();
+        let result = tenebra_engine::packed::run(&key_set, circuit, &bytes)?;
+        eprintln!(
+            "evaluated {} in {:.1} ms (ring degree {}, {} rotations)",
+            f.name,
+            started.elapsed().as_secs_f64() * 1e3,
+            circuit.plan().degree,
+            circuit.plan().stats.rotations
+        );
+        return write_file(out, &result);
+    }
+    let f = find(function)?;
     // Header checks first: a wrong file is reported before the key takes a second to load.
     let header = input_header(&bytes, f)?;
     let circuit = f.circuit(header.size)?;

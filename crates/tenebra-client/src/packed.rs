@@ -1,0 +1,117 @@
+//! Client side of packed (BFV) functions: the secret key per ring degree and the key set to
+//! upload live in the key set directory next to the TFHE keys:
+//! - `bfv-<degree>.key`: the secret key (never leaves the client);
+//! - `bfv-<degree>.keyset`: the upload (public, relinearization and Galois keys). It is made
+//!   once with the Galois keys of every packed built-in, and remade (a new key set id) only
+//!   when a function needs a rotation it lacks.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use tenebra_circuit::packed::ValidPacked;
+use tenebra_engine::packed::{KeyNeeds, PackedKeySet, PackedSecret};
+use tenebra_engine::EngineError;
+use tenebra_functions::{packed_builtins, PackedBuiltin};
+
+use crate::ClientError;
+
+/// Largest key set file read back.
+const KEY_SET_FILE_LIMIT: u64 = 256 << 20;
+
+/// Path of the key set upload for `degree` in `dir`.
+pub fn key_set_file(dir: &Path, degree: usize) -> PathBuf {
+    dir.join(format!("bfv-{degree}.keyset"))
+}
+
+/// What every packed built-in at `degree` needs (the default key set's Galois keys).
+fn builtin_needs(degree: usize) -> KeyNeeds {
+    packed_builtins()
+        .iter()
+        .map(|b| KeyNeeds::of(b.circuit().plan()))
+        .filter(|n| n.degree == degree)
+        .fold(
+            KeyNeeds {
+                degree,
+                ..KeyNeeds::default()
+            },
+            |acc, n| acc.union(&n),
+        )
+}
+
+/// A client's packed keys for one degree: the secret key and the key set covering `needs`.
+pub struct PackedKeys {
+    pub secret: PackedSecret,
+    pub key_set: PackedKeySet,
+}
+
+impl PackedKeys {
+    /// Loads the keys for `circuit` from `dir`, making the secret key and the key set if
+    /// missing, and remaking the key set (with the union of the Galois keys) if it lacks some
+    /// the circuit needs.
+    pub fn ensure(dir: &Path, circuit: &ValidPacked) -> Result<Self, ClientError> {
+        let need = KeyNeeds::of(circuit.plan());
+        let degree = need.degree;
+        let secret = PackedSecret::load_or_generate(dir, degree)?;
+        let path = key_set_file(dir, degree);
+        let existing = match tenebra_engine::keys::read_limited(&path, KEY_SET_FILE_LIMIT) {
+            Ok(bytes) => Some(PackedKeySet::parse(bytes)?),
+            Err(_) if !path.exists() => None,
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(ks) = existing {
+            if ks.header.needs.missing(&need).is_none() {
+                return Ok(Self {
+                    secret,
+                    key_set: ks,
+                });
+            }
+        }
+        let mut all = builtin_needs(degree).union(&need);
+        if let Ok(bytes) = std::fs::read(&path) {
+            if let Ok(old) = PackedKeySet::parse(bytes) {
+                all = all.union(&old.header.needs);
+            }
+        }
+        let key_set = PackedKeySet::parse(secret.key_set(&all)?)?;
+        std::fs::write(&path, key_set.bytes())
+            .map_err(|e| EngineError::Io(format!("{}: {e}", path.display())))?;
+        Ok(Self { secret, key_set })
+    }
+
+    /// Loads existing keys for `circuit` (the server side of `tenebra eval` reads only the
+    /// key set).
+    pub fn load_key_set(dir: &Path, circuit: &ValidPacked) -> Result<PackedKeySet, ClientError> {
+        let path = key_set_file(dir, circuit.plan().degree);
+        let bytes = tenebra_engine::keys::read_limited(&path, KEY_SET_FILE_LIMIT)?;
+        Ok(PackedKeySet::parse(bytes)?)
+    }
+}
+
+/// Encrypts a packed built-in's JSON input.
+pub fn encrypt(
+    dir: &Path,
+    function: &PackedBuiltin,
+    input: &Value,
+) -> Result<Vec<u8>, ClientError> {
+    let values = function.encode(input)?;
+    let circuit = function.circuit();
+    let keys = PackedKeys::ensure(dir, circuit)?;
+    Ok(keys
+        .secret
+        .encrypt(circuit, function.name, &keys.key_set.id(), &values)?)
+}
+
+/// Decrypts a packed built-in's result and applies its client-side post-processing.
+pub fn decrypt(dir: &Path, function: &PackedBuiltin, result: &[u8]) -> Result<Value, ClientError> {
+    let circuit = function.circuit();
+    let header = tenebra_engine::packed::result_header(result)?;
+    if header.function != function.name {
+        return Err(ClientError::Mismatch(format!(
+            "this file was made for function `{}`, not `{}`",
+            header.function, function.name
+        )));
+    }
+    let secret = PackedSecret::load(dir, circuit.plan().degree)?;
+    let outputs = secret.decrypt(circuit, result)?;
+    Ok(function.finish(&outputs))
+}
