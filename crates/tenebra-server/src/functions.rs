@@ -16,6 +16,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
 use tenebra_api::{FunctionView, SizedCost};
+use tenebra_circuit::packed::ValidPacked;
 use tenebra_circuit::validate::{parse_circuit, Limits};
 use tenebra_circuit::{Circuit, ValidCircuit};
 use tenebra_store::{Deployed, Function, Scope, StoreError};
@@ -113,6 +114,60 @@ fn deployed_view(f: &Function) -> Result<FunctionView, ApiError> {
     })
 }
 
+/// What a task runs: a TFHE circuit, or a packed (BFV) circuit.
+pub(crate) enum Runnable {
+    Tfhe(ValidCircuit),
+    Packed(&'static ValidPacked),
+}
+
+/// A packed built-in's view: no sizes; its circuit id and cost.
+fn packed_view(f: &tenebra_functions::PackedBuiltin) -> FunctionView {
+    let c = f.circuit();
+    FunctionView {
+        name: f.name.to_owned(),
+        summary: f.summary.to_owned(),
+        signature: f.signature.to_owned(),
+        kind: "builtin".to_owned(),
+        min_size: 0,
+        max_size: 0,
+        at_size: Some(SizedCost {
+            size: 0,
+            circuit_id: c.id().to_string(),
+            cost_cu: c.cost_cu(),
+            ops: (c.plan().stats.rotations + c.plan().stats.plain_mults + c.plan().stats.squares)
+                as usize,
+        }),
+        version: None,
+    }
+}
+
+/// The function a task row names, as it runs.
+pub(crate) async fn resolve_runnable(
+    state: &AppState,
+    tenant: &str,
+    function: &str,
+    size: u32,
+    circuit_id: &str,
+) -> Result<Runnable, ApiError> {
+    if let Some(f) = tenebra_functions::find_packed(function) {
+        let c = f.circuit();
+        if c.id().to_string() != circuit_id {
+            return Err(ApiError::bad_request(
+                "circuit_mismatch",
+                format!(
+                    "the input was encrypted for another version of `{function}` (circuit \
+                     {circuit_id}, this server runs {})",
+                    c.id()
+                ),
+            ));
+        }
+        return Ok(Runnable::Packed(c));
+    }
+    resolve(state, tenant, function, size, circuit_id)
+        .await
+        .map(Runnable::Tfhe)
+}
+
 /// The circuit a task input names: a built-in at a size, or the tenant's deployed version
 /// with that content id.
 pub(crate) async fn resolve(
@@ -159,6 +214,13 @@ pub(crate) async fn priced(
     version: Option<i64>,
     circuit_id: Option<String>,
 ) -> Result<(String, i64), ApiError> {
+    if let Some(f) = tenebra_functions::find_packed(function) {
+        let c = f.circuit();
+        return Ok((
+            c.id().to_string(),
+            i64::try_from(c.cost_cu()).unwrap_or(i64::MAX),
+        ));
+    }
     if let Ok(f) = tenebra_functions::find(function) {
         let c = builtin_circuit(f, size)?;
         let cu = tenebra_circuit::cost::cost(&c).cu;
@@ -212,6 +274,7 @@ pub(crate) async fn list(
         .iter()
         .map(|f| builtin_view(f, None))
         .collect::<Result<Vec<_>, _>>()?;
+    views.extend(tenebra_functions::packed_builtins().iter().map(packed_view));
     for f in state.store.list_functions(&caller.tenant_id).await? {
         views.push(deployed_view(&f)?);
     }
@@ -228,6 +291,9 @@ pub(crate) async fn get(
     if let Ok(f) = tenebra_functions::find(&name) {
         return builtin_view(f, q.size).map(Json);
     }
+    if let Some(f) = tenebra_functions::find_packed(&name) {
+        return Ok(Json(packed_view(f)));
+    }
     let f = deployed(&state, &caller.tenant_id, &name, &q).await?;
     deployed_view(&f).map(Json)
 }
@@ -240,7 +306,9 @@ pub(crate) async fn circuit(
     QueryParams(q): QueryParams<Selector>,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Scope::Read)?;
-    let json = if let Ok(f) = tenebra_functions::find(&name) {
+    let json = if let Some(f) = tenebra_functions::find_packed(&name) {
+        f.circuit().circuit().canonical_json()
+    } else if let Ok(f) = tenebra_functions::find(&name) {
         let size = q.size.ok_or_else(|| {
             ApiError::bad_request("invalid_size", format!("`{name}` needs ?size=N"))
         })?;
@@ -275,7 +343,7 @@ pub(crate) async fn deploy(
         .map_err(|e| ApiError::bad_request("invalid_circuit", e.to_string()))?;
     // Validation restricted the name to 1 to 64 letters, digits, `_` or `-`: URL-safe.
     let name = circuit.name.clone();
-    if tenebra_functions::find(&name).is_ok() {
+    if tenebra_functions::find(&name).is_ok() || tenebra_functions::find_packed(&name).is_some() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "name_taken",
@@ -308,7 +376,7 @@ pub(crate) async fn remove(
     QueryParams(q): QueryParams<Selector>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Scope::Compute)?;
-    if tenebra_functions::find(&name).is_ok() {
+    if tenebra_functions::find(&name).is_ok() || tenebra_functions::find_packed(&name).is_some() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "builtin",

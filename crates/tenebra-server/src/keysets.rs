@@ -84,6 +84,24 @@ pub(crate) struct UploadQuery {
 /// Shortest key set time to live: a task queued behind others should not lose its key.
 const MIN_TTL_SECS: u64 = 60;
 
+/// Checks an upload file: a TFHE key set, or a packed (BFV) one (a bundle of kind 3);
+/// returns its fingerprint, the key set id clients encrypt under.
+fn check_any_upload(path: &std::path::Path) -> Result<String, EngineError> {
+    let io = |e: std::io::Error| EngineError::Io(format!("{}: {e}", path.display()));
+    let mut head = [0u8; 5];
+    let is_packed = {
+        use std::io::Read;
+        let mut f = std::fs::File::open(path).map_err(io)?;
+        f.read(&mut head).map_err(io)? == 5 && &head == b"TNBR\x03"
+    };
+    if is_packed {
+        let bytes =
+            tenebra_engine::keys::read_limited(path, tenebra_engine::packed::KEY_SET_LIMIT)?;
+        return Ok(tenebra_engine::packed::PackedKeySet::parse(bytes)?.id());
+    }
+    check_upload_file(path).map(|id| id.to_string())
+}
+
 pub(crate) async fn upload(
     State(state): State<AppState>,
     caller: Caller,
@@ -109,11 +127,11 @@ pub(crate) async fn upload(
         .0
         .clone()
         .ok_or_else(|| ApiError::internal(&"temporary file lost"))?;
-    let checked = tokio::task::spawn_blocking(move || check_upload_file(&path))
+    let checked = tokio::task::spawn_blocking(move || check_any_upload(&path))
         .await
         .map_err(|e| ApiError::internal(&e))?;
     let fingerprint = match checked {
-        Ok(id) => id.to_string(),
+        Ok(id) => id,
         Err(EngineError::Io(e)) => return Err(ApiError::internal(&e)),
         Err(e) => return Err(ApiError::bad_request("invalid_key_set", e.to_string())),
     };

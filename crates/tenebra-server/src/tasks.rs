@@ -87,6 +87,41 @@ fn not_found(e: StoreError) -> ApiError {
     }
 }
 
+/// An encrypted input's header: a TFHE bundle or a packed (BFV) one.
+enum InputHeader {
+    Tfhe(bundle::Header),
+    Packed(tenebra_engine::packed::PackedHeader),
+}
+
+fn read_header(body: &[u8]) -> Result<InputHeader, ApiError> {
+    let bad =
+        |e: tenebra_engine::EngineError| ApiError::bad_request("invalid_input", e.to_string());
+    let (value, _): (serde_json::Value, &[u8]) = bundle::read_as(body, Kind::Input).map_err(bad)?;
+    if value.get("scheme").and_then(|s| s.as_str()) == Some(tenebra_circuit::packed::SCHEME_BFV) {
+        let h = tenebra_engine::packed::input_header(body).map_err(bad)?;
+        if h.version != tenebra_engine::packed::PACKED_VERSION {
+            return Err(ApiError::bad_request(
+                "invalid_input",
+                format!("packed input version {} is not supported", h.version),
+            ));
+        }
+        return Ok(InputHeader::Packed(h));
+    }
+    bundle::read(body, Kind::Input)
+        .map(|(h, _)| InputHeader::Tfhe(h))
+        .map_err(bad)
+}
+
+fn mismatch(function: &str, got: &str, runs: &impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request(
+        "circuit_mismatch",
+        format!(
+            "the input was encrypted for another version of `{function}` (circuit {got}, this \
+             server runs {runs}): encrypt it again with this server's function"
+        ),
+    )
+}
+
 pub(crate) async fn submit(
     State(state): State<AppState>,
     caller: Caller,
@@ -101,32 +136,61 @@ pub(crate) async fn submit(
             &format!("an encrypted input is at most {TASK_INPUT_LIMIT} bytes"),
         )
     })?;
-    let (header, _) = bundle::read(&body, Kind::Input)
-        .map_err(|e| ApiError::bad_request("invalid_input", e.to_string()))?;
-    let tenant = &caller.tenant_id;
-    let circuit = functions::resolve(
-        &state,
-        tenant,
-        &header.function,
-        header.size,
-        &header.circuit_id,
-    )
-    .await?;
-    if header.circuit_id != circuit.id().to_string() || header.types != circuit.input_types() {
-        return Err(ApiError::bad_request(
-            "circuit_mismatch",
-            format!(
-                "the input was encrypted for another version of `{}` (circuit {}, this server \
-                 runs {}): encrypt it again with this server's function",
+    let (function, size, circuit_id, key_set_id, cost_cu) = match read_header(&body)? {
+        InputHeader::Tfhe(header) => {
+            let circuit = functions::resolve(
+                &state,
+                &caller.tenant_id,
+                &header.function,
+                header.size,
+                &header.circuit_id,
+            )
+            .await?;
+            if header.circuit_id != circuit.id().to_string()
+                || header.types != circuit.input_types()
+            {
+                return Err(mismatch(
+                    &header.function,
+                    &header.circuit_id,
+                    &circuit.id(),
+                ));
+            }
+            let cost = tenebra_circuit::cost::cost(&circuit).cu;
+            (
                 header.function,
+                header.size,
                 header.circuit_id,
-                circuit.id()
-            ),
-        ));
-    }
+                header.key_set_id,
+                cost,
+            )
+        }
+        InputHeader::Packed(header) => {
+            let Some(f) = tenebra_functions::find_packed(&header.function) else {
+                return Err(ApiError::bad_request(
+                    "unknown_function",
+                    format!("no packed function named `{}`", header.function),
+                ));
+            };
+            let c = f.circuit();
+            if header.circuit_id != c.id().to_string()
+                || header.degree != c.plan().degree
+                || header.plain_modulus != c.plan().plain_modulus
+            {
+                return Err(mismatch(&header.function, &header.circuit_id, &c.id()));
+            }
+            (
+                header.function,
+                0,
+                header.circuit_id,
+                header.key_set_id,
+                c.cost_cu(),
+            )
+        }
+    };
+    let tenant = &caller.tenant_id;
     let key_set = match state
         .store
-        .key_set_by_fingerprint(tenant, &header.key_set_id)
+        .key_set_by_fingerprint(tenant, &key_set_id)
         .await
     {
         Ok(k) => k,
@@ -136,7 +200,7 @@ pub(crate) async fn submit(
                 format!(
                     "the input is encrypted under key set {}, which this tenant has not \
                      uploaded: upload it first",
-                    header.key_set_id
+                    key_set_id
                 ),
             ))
         }
@@ -146,14 +210,14 @@ pub(crate) async fn submit(
     let new = NewTask {
         id: new_id("task"),
         api_key_id: caller.key_id.clone(),
-        function: header.function.clone(),
-        size: i64::from(header.size),
-        circuit_id: header.circuit_id.clone(),
+        function,
+        size: i64::from(size),
+        circuit_id,
         key_set_id: key_set.id,
         idempotency_key,
         input_sha256,
         input_bytes: body.len() as i64,
-        cost_cu: i64::try_from(tenebra_circuit::cost::cost(&circuit).cu).unwrap_or(i64::MAX),
+        cost_cu: i64::try_from(cost_cu).unwrap_or(i64::MAX),
     };
     let input = blobs::task_input(tenant, &new.id);
     state

@@ -17,15 +17,19 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tenebra_circuit::ValidCircuit;
 use tenebra_engine::keys::{unpack_upload, UPLOAD_LIMIT};
 use tenebra_engine::{evaluate_bundle, EngineError, Progress, RunOptions, ServerKeys};
 use tenebra_store::{now_ms, Outcome, StoreError, Task};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::functions::Runnable;
 use crate::tasks::TASK_INPUT_LIMIT;
 use crate::{blobs, functions, AppState};
+use tenebra_engine::packed::PackedKeySet;
+
+/// Packed key sets kept checked in memory (a few MiB each).
+const PACKED_KEY_SETS: usize = 32;
 
 /// Memory one decompressed key set holds (server key ~172 MiB plus the public key).
 pub const KEY_SET_MEMORY: u64 = 200 << 20;
@@ -75,12 +79,14 @@ impl Default for WorkerConfig {
 struct KeyCache {
     capacity: usize,
     entries: Mutex<VecDeque<(String, Arc<ServerKeys>)>>,
+    packed: Mutex<VecDeque<(String, PackedKeySet)>>,
 }
 
 impl KeyCache {
     fn new(budget: u64) -> Self {
         Self {
             capacity: usize::try_from(budget / KEY_SET_MEMORY).unwrap_or(1).max(1),
+            packed: Mutex::default(),
             entries: Mutex::new(VecDeque::new()),
         }
     }
@@ -94,6 +100,22 @@ impl KeyCache {
         entries.push_front(entry);
         metrics::counter!("tenebra_key_cache_hits_total").increment(1);
         Some(keys)
+    }
+
+    /// A packed key set if it is cached.
+    fn cached_packed(&self, id: &str) -> Option<PackedKeySet> {
+        let packed = self.packed.lock().unwrap_or_else(|e| e.into_inner());
+        packed.iter().find(|(k, _)| k == id).map(|(_, v)| v.clone())
+    }
+
+    /// Checks an uploaded packed key set and caches it (its decoded keys are cached inside).
+    fn load_packed(&self, id: &str, upload: Vec<u8>) -> Result<PackedKeySet, EngineError> {
+        let keys = PackedKeySet::parse(upload)?;
+        let mut packed = self.packed.lock().unwrap_or_else(|e| e.into_inner());
+        packed.retain(|(k, _)| k != id);
+        packed.push_front((id.to_owned(), keys.clone()));
+        packed.truncate(PACKED_KEY_SETS);
+        Ok(keys)
     }
 
     /// Decompresses an uploaded key set (about a second) and caches it.
@@ -260,7 +282,7 @@ enum Prep {
 
 impl Worker {
     /// What a run needs besides the key: the circuit the task names and its input.
-    async fn prepare(&self, task: &Task) -> Result<(ValidCircuit, Vec<u8>), Prep> {
+    async fn prepare(&self, task: &Task) -> Result<(Runnable, Vec<u8>), Prep> {
         match self
             .state
             .store
@@ -277,7 +299,7 @@ impl Worker {
             Ok(_) => {}
         }
         let size = u32::try_from(task.size).unwrap_or(u32::MAX);
-        let circuit = functions::resolve(
+        let circuit = functions::resolve_runnable(
             &self.state,
             &task.tenant_id,
             &task.function,
@@ -337,6 +359,23 @@ impl Worker {
             let key_set_id = task.key_set_id.clone();
             async move {
                 let io = |e: std::io::Error| EngineError::Io(e.to_string());
+                let circuit = match circuit {
+                    Runnable::Packed(c) => {
+                        let keys = match cache.cached_packed(&key_set_id) {
+                            Some(k) => k,
+                            None => {
+                                let bytes = blobs.get(&key_path, UPLOAD_LIMIT).await.map_err(io)?;
+                                cache.load_packed(&key_set_id, bytes)?
+                            }
+                        };
+                        return tokio::task::spawn_blocking(move || {
+                            tenebra_engine::packed::run(&keys, c, &input)
+                        })
+                        .await
+                        .unwrap_or_else(|e| Err(EngineError::Internal(e.to_string())));
+                    }
+                    Runnable::Tfhe(c) => c,
+                };
                 let cached = cache.cached(&key_set_id);
                 let key_bytes = match cached {
                     Some(_) => None,

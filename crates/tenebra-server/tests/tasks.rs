@@ -504,3 +504,81 @@ async fn failures_on_our_side_are_retried_then_fail() {
     assert_eq!(s.h.state.blobs.count(".input").await.unwrap(), 0);
     s.stop().await;
 }
+
+/// `ad_targeting` as a task: packed key set upload (idempotent, checked), submit, the worker
+/// runs BFV, the client decrypts exactly the reference; another tenant cannot use the key set
+/// or see the task; a key set lacking Galois keys fails the task with a clear error.
+async fn packed_tasks(postgres: bool) {
+    use tenebra_client::packed::{self, PackedKeys};
+    use tenebra_engine::packed::{KeyNeeds, PackedSecret};
+    let mut s = start(postgres).await;
+    s.start_worker(Duration::from_secs(600));
+    let (_, token_a) = create_tenant(&s.h.state, "acme").await.unwrap();
+    let (_, token_b) = create_tenant(&s.h.state, "globex").await.unwrap();
+    let a = Client::new(&s.h.base, &token_a);
+    let b = Client::new(&s.h.base, &token_b);
+    let f = tenebra_functions::find_packed("ad_targeting").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut profile = vec![0u8; 62];
+    for i in [1, 4, 9, 22, 40, 55] {
+        profile[i] = 1;
+    }
+    let input = json!({ "profile": profile });
+    let enc = packed::encrypt(dir.path(), f, &input).unwrap();
+    assert_eq!(
+        api_code(a.submit_task(enc.clone(), None).await),
+        (400, "unknown_key_set".into())
+    );
+    let key_set = PackedKeys::load_key_set(dir.path(), f.circuit()).unwrap();
+    let ks = a.upload_key_set(key_set.bytes().to_vec()).await.unwrap();
+    let again = a.upload_key_set(key_set.bytes().to_vec()).await.unwrap();
+    assert_eq!(ks.id, again.id);
+    // A truncated packed key set is a 400, not a crash.
+    let half = key_set.bytes()[..key_set.bytes().len() / 2].to_vec();
+    assert_eq!(
+        api_code(a.upload_key_set(half).await),
+        (400, "invalid_key_set".into())
+    );
+    // Another tenant has not uploaded this key set: its submit is refused.
+    assert_eq!(
+        api_code(b.submit_task(enc.clone(), None).await),
+        (400, "unknown_key_set".into())
+    );
+    let t = a.submit_task(enc, None).await.unwrap();
+    assert!(t.cost_cu > 0);
+    let t = wait_until(&a, &t.id, |t| t.is_final()).await;
+    assert_eq!(t.status, "succeeded", "{t:?}");
+    assert!(b.task(&t.id).await.is_err());
+    let res = a.task_result(&t.id).await.unwrap();
+    let got = packed::decrypt(dir.path(), f, &res).unwrap();
+    assert_eq!(got, f.reference(&input).unwrap());
+
+    // A key set without one of the Galois keys the function needs: the task fails, saying so.
+    let other = tempfile::tempdir().unwrap();
+    let secret = PackedSecret::load_or_generate(other.path(), 4096).unwrap();
+    let mut needs = KeyNeeds::of(f.circuit().plan());
+    needs.rotations.remove(&1);
+    let lacking =
+        tenebra_engine::packed::PackedKeySet::parse(secret.key_set(&needs).unwrap()).unwrap();
+    a.upload_key_set(lacking.bytes().to_vec()).await.unwrap();
+    let values = f.encode(&input).unwrap();
+    let enc = secret
+        .encrypt(f.circuit(), f.name, &lacking.id(), &values)
+        .unwrap();
+    let t = a.submit_task(enc, None).await.unwrap();
+    let t = wait_until(&a, &t.id, |t| t.is_final()).await;
+    let err = t.error.expect("the task failed");
+    assert_eq!(err.code, "invalid_input");
+    assert!(err.message.contains("lacks Galois keys"), "{}", err.message);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packed_tasks_on_sqlite() {
+    packed_tasks(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packed_tasks_on_postgres() {
+    packed_tasks(true).await;
+}

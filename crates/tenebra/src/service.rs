@@ -284,6 +284,9 @@ async fn ensure_uploaded(client: &Client, keys: &ClientKeys, dir: &Path) -> Resu
 /// functions (its latest version).
 pub fn run_remote(server: &ServerArgs, keys: &Path, function: &str, input: &Path) -> Result<()> {
     let json = read_json(input)?;
+    if let Some(f) = tenebra_functions::find_packed(function) {
+        return print_json(&run_packed(server, keys, f, &json)?);
+    }
     let builtin = find(function).ok();
     if let Some(f) = builtin {
         f.encode(&json)?;
@@ -319,6 +322,27 @@ pub fn run_remote(server: &ServerArgs, keys: &Path, function: &str, input: &Path
         })
     })?;
     print_json(&value)
+}
+
+/// `tenebra run` of a packed built-in: encrypt (making the packed keys if needed), upload the
+/// packed key set (idempotent), submit, wait, download and decrypt.
+fn run_packed(
+    server: &ServerArgs,
+    keys: &Path,
+    f: &'static tenebra_functions::PackedBuiltin,
+    json: &serde_json::Value,
+) -> Result<serde_json::Value> {
+    let enc = tenebra_client::packed::encrypt(keys, f, json)?;
+    let key_set = tenebra_client::packed::PackedKeys::load_key_set(keys, f.circuit())?;
+    let client = server.client()?;
+    runtime()?.block_on(async {
+        client.upload_key_set(key_set.bytes().to_vec()).await?;
+        let t = client.submit_task(enc, None).await?;
+        let t = wait(&client, &t.id).await?;
+        succeeded(&t)?;
+        let bytes = client.task_result(&t.id).await?;
+        Ok(tenebra_client::packed::decrypt(keys, f, &bytes)?)
+    })
 }
 
 /// `tenebra functions list` against a server.
