@@ -647,6 +647,99 @@ fn demo_runs_end_to_end() {
     let keys = test_key_dir();
     let out = ok(&["demo", "--keys", keys.to_str().unwrap()]);
     assert!(out.contains("demo ok"), "{out}");
+    assert!(out.contains("ad_targeting: profile"), "{out}");
     assert!(out.contains("equals the records' sum: true"), "{out}");
     assert!(out.contains("verified: true"), "{out}");
+}
+
+/// The packed built-in through the same CLI contract: simulate, encrypt, eval (key set only),
+/// decrypt prints `{"scores": [...], "top": [...]}` equal to the simulation; wrong inputs and
+/// files are one clear line.
+#[test]
+fn ad_targeting_round_trip_and_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    let keys = keys.to_str().unwrap();
+    let mut profile = vec![0; 62];
+    for i in [1, 3, 9, 25, 33, 60] {
+        profile[i] = 1;
+    }
+    let input = write(
+        tmp.path(),
+        "p.json",
+        &serde_json::json!({ "profile": profile }).to_string(),
+    );
+    let sim: serde_json::Value = serde_json::from_str(&ok(&[
+        "simulate",
+        "--function",
+        "ad_targeting",
+        "--input",
+        &input,
+    ]))
+    .unwrap();
+    assert_eq!(sim["scores"].as_array().unwrap().len(), 4954);
+    assert_eq!(sim["top"].as_array().unwrap().len(), 5);
+    let enc = tmp.path().join("in.bin");
+    let res = tmp.path().join("out.bin");
+    let (enc, res) = (enc.to_str().unwrap(), res.to_str().unwrap());
+    ok(&[
+        "encrypt",
+        "--keys",
+        keys,
+        "--function",
+        "ad_targeting",
+        "--input",
+        &input,
+        "--out",
+        enc,
+    ]);
+    ok(&[
+        "eval",
+        "--keys",
+        keys,
+        "--function",
+        "ad_targeting",
+        "--input",
+        enc,
+        "--out",
+        res,
+    ]);
+    let got: serde_json::Value = serde_json::from_str(&ok(&[
+        "decrypt",
+        "--keys",
+        keys,
+        "--function",
+        "ad_targeting",
+        "--input",
+        res,
+    ]))
+    .unwrap();
+    assert_eq!(got, sim);
+    let bad = write(tmp.path(), "bad.json", r#"{"profile": [1, 0]}"#);
+    fails(
+        &[
+            "encrypt",
+            "--keys",
+            keys,
+            "--function",
+            "ad_targeting",
+            "--input",
+            &bad,
+            "--out",
+            enc,
+        ],
+        "`profile` must hold 62 to 62 elements",
+    );
+    fails(
+        &[
+            "decrypt",
+            "--keys",
+            keys,
+            "--function",
+            "ad_targeting",
+            "--input",
+            enc,
+        ],
+        "it is an encrypted input",
+    );
 }
