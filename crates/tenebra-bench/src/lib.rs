@@ -2,6 +2,7 @@
 //! in the same run, alternating), and the calibration of the cost model's op latencies.
 
 pub mod baseline;
+pub mod packed;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

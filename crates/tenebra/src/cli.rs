@@ -320,6 +320,15 @@ enum BenchCommand {
         #[arg(long)]
         write: Option<PathBuf>,
     },
+    /// Time the packed (BFV) backend against hand-written fhe.rs code, in the same run.
+    Packed {
+        /// Warm repetitions per case (engine and baseline alternate).
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+        /// Also write the section into this file (e.g. BENCHMARKS.md), replacing the old one.
+        #[arg(long)]
+        write: Option<PathBuf>,
+    },
     /// Time the built-ins against hand-written tfhe-rs code, in the same run.
     Compare {
         /// Key set directory (generated there if missing).
@@ -548,6 +557,18 @@ fn bench(command: BenchCommand) -> Result<()> {
             Ok(())
         }
         BenchCommand::Service { keys, reps, write } => service::bench_service(&keys, reps, write),
+        BenchCommand::Packed { reps, write } => {
+            use tenebra_bench::packed::{self as p, SECTION_END, SECTION_START};
+            let results = p::bench_packed(reps.max(1), &mut log).map_err(anyhow::Error::msg)?;
+            let section = p::packed_report(&results, reps.max(1));
+            println!("{section}");
+            if let Some(path) = write {
+                let old = std::fs::read_to_string(&path).unwrap_or_default();
+                let doc = p::replace_section(&old, SECTION_START, SECTION_END, &section);
+                write_file(&path, doc.as_bytes())?;
+            }
+            Ok(())
+        }
         BenchCommand::Compare { keys, reps, write } => {
             let (client, server) = ensure_keys(&keys)?;
             let results = tenebra_bench::compare(
@@ -561,11 +582,19 @@ fn bench(command: BenchCommand) -> Result<()> {
             let report = tenebra_bench::report(&results, reps.max(1));
             print!("{report}");
             if let Some(path) = write {
-                // Keep the section `bench service` wrote.
+                // Keep the sections `bench service` and `bench packed` wrote.
                 let old = std::fs::read_to_string(&path).unwrap_or_default();
-                let kept = service::service_section(&old)
+                let mut kept = service::service_section(&old)
                     .map(|s| format!("\n{s}\n"))
                     .unwrap_or_default();
+                let packed = tenebra_bench::packed::SECTION_START;
+                if let (Some(a), Some(b)) = (
+                    old.find(packed),
+                    old.find(tenebra_bench::packed::SECTION_END),
+                ) {
+                    let end = b + tenebra_bench::packed::SECTION_END.len();
+                    kept.push_str(&format!("\n{}\n", &old[a..end.max(a)]));
+                }
                 write_file(&path, format!("{report}{kept}").as_bytes())?;
             }
             Ok(())
