@@ -638,10 +638,11 @@ pub fn plan_packed(c: &PackedCircuit, degree: usize) -> Result<PackedPlan, Packe
                     )));
                 }
                 stats.adds += x.layout.ciphertexts() as u64;
+                // Saturating: a bound past 2^127 is refused with the plaintext modulus.
                 let (lo, hi) = if matches!(n, PNode::Add { .. }) {
-                    (x.lo + y.lo, x.hi + y.hi)
+                    (x.lo.saturating_add(y.lo), x.hi.saturating_add(y.hi))
                 } else {
-                    (x.lo - y.hi, x.hi - y.lo)
+                    (x.lo.saturating_sub(y.hi), x.hi.saturating_sub(y.lo))
                 };
                 NodeInfo {
                     len: x.len,
@@ -667,10 +668,15 @@ pub fn plan_packed(c: &PackedCircuit, degree: usize) -> Result<PackedPlan, Packe
                 let ph = plain.iter().copied().max().unwrap_or(0) as i128;
                 let (lo, hi) = if matches!(n, PNode::AddPlain { .. }) {
                     stats.adds += x.layout.ciphertexts() as u64;
-                    (x.lo + pl, x.hi + ph)
+                    (x.lo.saturating_add(pl), x.hi.saturating_add(ph))
                 } else {
                     stats.plain_mults += x.layout.ciphertexts() as u64;
-                    let c = [x.lo * pl, x.lo * ph, x.hi * pl, x.hi * ph];
+                    let c = [
+                        x.lo.saturating_mul(pl),
+                        x.lo.saturating_mul(ph),
+                        x.hi.saturating_mul(pl),
+                        x.hi.saturating_mul(ph),
+                    ];
                     (
                         c.iter().copied().min().unwrap_or(0),
                         c.iter().copied().max().unwrap_or(0),
@@ -690,11 +696,11 @@ pub fn plan_packed(c: &PackedCircuit, degree: usize) -> Result<PackedPlan, Packe
                 let x = get(*a);
                 relin = true;
                 stats.squares += x.layout.ciphertexts() as u64;
-                let m = x.lo.abs().max(x.hi.abs());
+                let m = x.lo.saturating_abs().max(x.hi.saturating_abs());
                 let lo = if x.lo <= 0 && x.hi >= 0 {
                     0
                 } else {
-                    (x.lo * x.lo).min(x.hi * x.hi)
+                    x.lo.saturating_mul(x.lo).min(x.hi.saturating_mul(x.hi))
                 };
                 NodeInfo {
                     len: x.len,
@@ -729,7 +735,7 @@ pub fn plan_packed(c: &PackedCircuit, degree: usize) -> Result<PackedPlan, Packe
         .iter()
         .map(|o| {
             let n = &nodes[o.node as usize];
-            n.lo.abs().max(n.hi.abs())
+            n.lo.saturating_abs().max(n.hi.saturating_abs())
         })
         .max()
         .unwrap_or(0);
@@ -849,8 +855,8 @@ fn sum_rotations(
 fn dot_bounds(w: &[i64], lo: i128, hi: i128) -> (i128, i128) {
     w.iter().fold((0i128, 0i128), |(l, h), &v| {
         let v = i128::from(v);
-        let (a, b) = (v * lo, v * hi);
-        (l + a.min(b), h + a.max(b))
+        let (a, b) = (v.saturating_mul(lo), v.saturating_mul(hi));
+        (l.saturating_add(a.min(b)), h.saturating_add(a.max(b)))
     })
 }
 

@@ -115,3 +115,35 @@ pub fn decrypt(dir: &Path, function: &PackedBuiltin, result: &[u8]) -> Result<Va
     let outputs = secret.decrypt(circuit, result)?;
     Ok(function.finish(&outputs))
 }
+
+/// Encrypts a float input for the first `compiled.layers` layers of `model` (quantized as
+/// the model states; the key set is made or extended as for built-ins).
+pub fn encrypt_model_input(
+    dir: &Path,
+    model: &tenebra_functions::model::Model,
+    compiled: &tenebra_functions::model::Compiled,
+    x: &[f64],
+) -> Result<Vec<u8>, ClientError> {
+    let q = model
+        .quantize_input(x)
+        .map_err(|e| ClientError::Mismatch(e.to_string()))?;
+    let keys = PackedKeys::ensure(dir, &compiled.circuit)?;
+    Ok(keys.secret.encrypt(
+        &compiled.circuit,
+        &compiled.circuit.circuit().name,
+        &keys.key_set.id(),
+        &[q],
+    )?)
+}
+
+/// Decrypts an inference result: the exact integers and their dequantized activations.
+pub fn decrypt_model_output(
+    dir: &Path,
+    compiled: &tenebra_functions::model::Compiled,
+    result: &[u8],
+) -> Result<(Vec<i64>, Vec<f64>), ClientError> {
+    let secret = PackedSecret::load(dir, compiled.circuit.plan().degree)?;
+    let y = secret.decrypt(&compiled.circuit, result)?.remove(0);
+    let f = compiled.dequantize(&y);
+    Ok((y, f))
+}

@@ -130,3 +130,45 @@ fn ad_targeting_encrypted() {
         assert!(packed::encrypt(dir.path(), f, &bad).is_err(), "{bad}");
     }
 }
+
+/// Encrypted inference on the example models: the whole MLP and every allowed split decrypt
+/// to the exact plaintext evaluation of the quantized first k layers, within the stated
+/// precision of float inference; the logistic regression runs its dense layer encrypted and
+/// the client finishes with the sigmoid.
+#[test]
+fn model_inference_encrypted_whole_and_split() {
+    use tenebra_circuit::packed::evaluate_packed;
+    use tenebra_client::packed::{decrypt_model_output, encrypt_model_input, PackedKeys};
+    use tenebra_functions::model::{example_data, example_logistic, example_mlp};
+    let dir = tempfile::tempdir().unwrap();
+    let (test, _) = example_data(3, 42);
+    for model in [example_mlp(), example_logistic()] {
+        for k in 1..=model.max_encrypted_layers() {
+            let mut compiled = model.compile(k).unwrap();
+            let precision = compiled.measure(&model, &example_data(100, 7).0).unwrap();
+            for x in &test {
+                let enc = encrypt_model_input(dir.path(), &model, &compiled, x).unwrap();
+                let keys = PackedKeys::load_key_set(dir.path(), &compiled.circuit).unwrap();
+                let res = tenebra_engine::packed::run(&keys, &compiled.circuit, &enc).unwrap();
+                let (ints, floats) = decrypt_model_output(dir.path(), &compiled, &res).unwrap();
+                let q = model.quantize_input(x).unwrap();
+                let exact: Vec<i64> = evaluate_packed(compiled.circuit.circuit(), &[q]).unwrap()[0]
+                    .iter()
+                    .map(|v| *v as i64)
+                    .collect();
+                assert_eq!(ints, exact, "{} k={k}", model.name);
+                let float = model.forward_to(k, x);
+                for (a, b) in floats.iter().zip(&float) {
+                    assert!(
+                        (a - b).abs() <= precision * 1.5 + 1e-9,
+                        "{} k={k}: {a} vs {b}",
+                        model.name
+                    );
+                }
+                // The client finishes the remaining layers in plaintext.
+                let done = model.forward_from(k, &floats);
+                assert_eq!(done.len(), model.forward_from(0, x).len());
+            }
+        }
+    }
+}

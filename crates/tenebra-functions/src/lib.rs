@@ -15,6 +15,7 @@ use tenebra_circuit::packed::{evaluate_packed, ValidPacked};
 use tenebra_circuit::ValidCircuit;
 
 pub mod ad_targeting;
+pub mod model;
 pub mod sleep_quality;
 pub mod weight_stats;
 
