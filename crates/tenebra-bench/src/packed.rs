@@ -246,7 +246,7 @@ fn measure(
     let key_set_bytes = upload.len();
     let keys = PackedKeySet::parse(upload).map_err(err)?;
     let input = sk
-        .encrypt(c, name, &keys.id(), &[x.to_vec()])
+        .encrypt(&c.signature(), name, &keys.id(), &[x.to_vec()])
         .map_err(err)?;
     let timed = |f: &mut dyn FnMut() -> BenchResult<Vec<u8>>| -> BenchResult<(f64, Vec<u8>)> {
         let t = Instant::now();
@@ -263,11 +263,17 @@ fn measure(
             ))
         }
     };
-    check(sk.decrypt(c, &result).map_err(err)?.remove(0), "engine")?;
+    check(
+        sk.decrypt(&c.signature(), &result).map_err(err)?.remove(0),
+        "engine",
+    )?;
     let (mut engine, mut base) = (Vec::new(), Vec::new());
     for rep in 0..reps {
         let (ms, out) = timed(&mut || run(&keys, c, &input).map_err(err))?;
-        check(sk.decrypt(c, &out).map_err(err)?.remove(0), "engine")?;
+        check(
+            sk.decrypt(&c.signature(), &out).map_err(err)?.remove(0),
+            "engine",
+        )?;
         engine.push(ms);
         let t = Instant::now();
         let got = baseline.run()?;

@@ -314,6 +314,7 @@ impl PackedPlan {
 pub struct ValidPacked {
     circuit: PackedCircuit,
     plan: PackedPlan,
+    id: CircuitId,
 }
 
 impl ValidPacked {
@@ -323,12 +324,82 @@ impl ValidPacked {
     pub fn plan(&self) -> &PackedPlan {
         &self.plan
     }
+    /// The content id (computed once: a catalogue's JSON takes milliseconds to hash).
     pub fn id(&self) -> CircuitId {
-        self.circuit.id()
+        self.id
     }
     /// Cost in CU (1 CU = 1 ms of single-thread CPU on the reference machine).
     pub fn cost_cu(&self) -> u64 {
         cost_cu(self.plan.degree, &self.plan.stats)
+    }
+}
+
+/// What a client needs to encrypt for, and decrypt the results of, a packed circuit without
+/// seeing it (a model's weights stay on the server): parameters, inputs, output lengths and
+/// the keys it needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackedSignature {
+    pub circuit_id: String,
+    pub degree: usize,
+    pub plain_modulus: u64,
+    pub inputs: Vec<VecInput>,
+    pub outputs: Vec<SignatureOutput>,
+    pub rotations: BTreeSet<usize>,
+    pub row_swap: bool,
+    pub relin: bool,
+}
+
+/// An output's name and length.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureOutput {
+    pub name: String,
+    pub len: usize,
+}
+
+impl PackedSignature {
+    /// The layout of a vector of `len` values (every node's layout follows from its length).
+    pub fn layout(&self, len: usize) -> Layout {
+        layout_for(len, self.degree)
+    }
+}
+
+/// The layout of a vector of `len` values at ring degree `degree`.
+pub fn layout_for(len: usize, degree: usize) -> Layout {
+    if len <= degree / 2 {
+        Layout::Replicated {
+            period: period_of(len),
+        }
+    } else {
+        Layout::Chunked {
+            chunks: len.div_ceil(degree),
+        }
+    }
+}
+
+impl ValidPacked {
+    /// The circuit's signature.
+    pub fn signature(&self) -> PackedSignature {
+        let plan = &self.plan;
+        PackedSignature {
+            circuit_id: self.id().to_string(),
+            degree: plan.degree,
+            plain_modulus: plan.plain_modulus,
+            inputs: self.circuit.inputs.clone(),
+            outputs: self
+                .circuit
+                .outputs
+                .iter()
+                .map(|o| SignatureOutput {
+                    name: o.name.clone(),
+                    len: plan.nodes[o.node as usize].len,
+                })
+                .collect(),
+            rotations: plan.rotations.clone(),
+            row_swap: plan.row_swap,
+            relin: plan.relin,
+        }
     }
 }
 
@@ -373,7 +444,10 @@ pub fn validate_packed(
     let mut last = None;
     for degree in DEGREES {
         match plan_packed(&circuit, degree) {
-            Ok(plan) => return Ok(ValidPacked { circuit, plan }),
+            Ok(plan) => {
+                let id = circuit.id();
+                return Ok(ValidPacked { circuit, plan, id });
+            }
             Err(e) => last = Some(e),
         }
     }
@@ -520,17 +594,7 @@ pub fn plan_packed(c: &PackedCircuit, degree: usize) -> Result<PackedPlan, Packe
             message,
         };
         let get = |i: u32| &nodes[i as usize];
-        let layout_for = |len: usize| {
-            if len <= half {
-                Layout::Replicated {
-                    period: period_of(len),
-                }
-            } else {
-                Layout::Chunked {
-                    chunks: len.div_ceil(degree),
-                }
-            }
-        };
+        let layout_for = |len: usize| layout_for(len, degree);
         let info = match n {
             PNode::Input { input } => {
                 let i = &c.inputs[*input as usize];

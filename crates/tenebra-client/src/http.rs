@@ -10,6 +10,7 @@ pub use tenebra_api::{
     PlanView as Plan, ProgressView, QuoteRequest, QuoteView as Quote, TaskPage, TaskView as Task,
     UsageView as Usage,
 };
+use tenebra_functions::model::{GrantView, ModelSignature, ModelView, RemainingLayers};
 
 /// An API error or a transport failure.
 #[derive(Debug, thiserror::Error)]
@@ -192,6 +193,96 @@ impl Client {
         self.send_raw(self.http.delete(self.url(&format!("/v1/key-sets/{id}"))))
             .await
             .map(drop)
+    }
+
+    /// Uploads a model (JSON) as the next version of its name; the same JSON again returns
+    /// its version.
+    pub async fn upload_model(&self, json: Vec<u8>) -> Result<ModelView, HttpError> {
+        let req = self
+            .http
+            .post(self.url("/v1/models"))
+            .header("content-type", "application/json")
+            .body(json);
+        self.send(req).await
+    }
+
+    /// The caller's models and those shared with it.
+    pub async fn models(&self) -> Result<Vec<ModelView>, HttpError> {
+        self.send(self.http.get(self.url("/v1/models"))).await
+    }
+
+    /// A model's page (the latest version when `version` is `None`).
+    pub async fn model(
+        &self,
+        owner: &str,
+        name: &str,
+        version: Option<i64>,
+    ) -> Result<ModelView, HttpError> {
+        let mut req = self
+            .http
+            .get(self.url(&format!("/v1/models/{owner}/{name}")));
+        if let Some(v) = version {
+            req = req.query(&[("version", v)]);
+        }
+        self.send(req).await
+    }
+
+    /// What to encrypt for to run the first `layers` layers of a model.
+    pub async fn model_signature(
+        &self,
+        owner: &str,
+        name: &str,
+        version: Option<i64>,
+        layers: usize,
+    ) -> Result<ModelSignature, HttpError> {
+        let mut req = self
+            .http
+            .get(self.url(&format!("/v1/models/{owner}/{name}/signature")))
+            .query(&[("layers", layers)]);
+        if let Some(v) = version {
+            req = req.query(&[("version", v)]);
+        }
+        self.send(req).await
+    }
+
+    /// The plaintext layers after split `from` (if the owner shares them with the caller).
+    pub async fn model_layers(
+        &self,
+        owner: &str,
+        name: &str,
+        version: Option<i64>,
+        from: usize,
+    ) -> Result<RemainingLayers, HttpError> {
+        let mut req = self
+            .http
+            .get(self.url(&format!("/v1/models/{owner}/{name}/layers")))
+            .query(&[("from", from)]);
+        if let Some(v) = version {
+            req = req.query(&[("version", v)]);
+        }
+        self.send(req).await
+    }
+
+    /// Grants (or updates) the use of the caller's model `name` to `tenant`.
+    pub async fn grant_model(
+        &self,
+        name: &str,
+        tenant: &str,
+        share_layers: bool,
+    ) -> Result<GrantView, HttpError> {
+        let req = self
+            .http
+            .put(self.url(&format!("/v1/model-grants/{name}/{tenant}")))
+            .json(&serde_json::json!({ "share_layers": share_layers }));
+        self.send(req).await
+    }
+
+    /// Revokes a grant.
+    pub async fn revoke_model(&self, name: &str, tenant: &str) -> Result<(), HttpError> {
+        let req = self
+            .http
+            .delete(self.url(&format!("/v1/model-grants/{name}/{tenant}")));
+        self.send_raw(req).await.map(drop)
     }
 
     /// Deploys a circuit (its canonical JSON, e.g. from `tenebra_circuit::builder`) as the

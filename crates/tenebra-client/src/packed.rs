@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use tenebra_circuit::packed::ValidPacked;
+use tenebra_circuit::packed::{PackedSignature, ValidPacked};
 use tenebra_engine::packed::{KeyNeeds, PackedKeySet, PackedSecret};
 use tenebra_engine::EngineError;
 use tenebra_functions::{packed_builtins, PackedBuiltin};
@@ -49,7 +49,12 @@ impl PackedKeys {
     /// missing, and remaking the key set (with the union of the Galois keys) if it lacks some
     /// the circuit needs.
     pub fn ensure(dir: &Path, circuit: &ValidPacked) -> Result<Self, ClientError> {
-        let need = KeyNeeds::of(circuit.plan());
+        Self::ensure_needs(dir, &KeyNeeds::of(circuit.plan()))
+    }
+
+    /// As [`Self::ensure`], for what a signature says a circuit needs.
+    pub fn ensure_needs(dir: &Path, need: &KeyNeeds) -> Result<Self, ClientError> {
+        let need = need.clone();
         let degree = need.degree;
         let secret = PackedSecret::load_or_generate(dir, degree)?;
         let path = key_set_file(dir, degree);
@@ -81,7 +86,12 @@ impl PackedKeys {
     /// Loads existing keys for `circuit` (the server side of `tenebra eval` reads only the
     /// key set).
     pub fn load_key_set(dir: &Path, circuit: &ValidPacked) -> Result<PackedKeySet, ClientError> {
-        let path = key_set_file(dir, circuit.plan().degree);
+        Self::load_key_set_for(dir, circuit.plan().degree)
+    }
+
+    /// The key set file for `degree` in `dir`.
+    pub fn load_key_set_for(dir: &Path, degree: usize) -> Result<PackedKeySet, ClientError> {
+        let path = key_set_file(dir, degree);
         let bytes = tenebra_engine::keys::read_limited(&path, KEY_SET_FILE_LIMIT)?;
         Ok(PackedKeySet::parse(bytes)?)
     }
@@ -96,9 +106,12 @@ pub fn encrypt(
     let values = function.encode(input)?;
     let circuit = function.circuit();
     let keys = PackedKeys::ensure(dir, circuit)?;
-    Ok(keys
-        .secret
-        .encrypt(circuit, function.name, &keys.key_set.id(), &values)?)
+    Ok(keys.secret.encrypt(
+        &circuit.signature(),
+        function.name,
+        &keys.key_set.id(),
+        &values,
+    )?)
 }
 
 /// Decrypts a packed built-in's result and applies its client-side post-processing.
@@ -112,7 +125,7 @@ pub fn decrypt(dir: &Path, function: &PackedBuiltin, result: &[u8]) -> Result<Va
         )));
     }
     let secret = PackedSecret::load(dir, circuit.plan().degree)?;
-    let outputs = secret.decrypt(circuit, result)?;
+    let outputs = secret.decrypt(&circuit.signature(), result)?;
     Ok(function.finish(&outputs))
 }
 
@@ -129,7 +142,7 @@ pub fn encrypt_model_input(
         .map_err(|e| ClientError::Mismatch(e.to_string()))?;
     let keys = PackedKeys::ensure(dir, &compiled.circuit)?;
     Ok(keys.secret.encrypt(
-        &compiled.circuit,
+        &compiled.circuit.signature(),
         &compiled.circuit.circuit().name,
         &keys.key_set.id(),
         &[q],
@@ -143,7 +156,33 @@ pub fn decrypt_model_output(
     result: &[u8],
 ) -> Result<(Vec<i64>, Vec<f64>), ClientError> {
     let secret = PackedSecret::load(dir, compiled.circuit.plan().degree)?;
-    let y = secret.decrypt(&compiled.circuit, result)?.remove(0);
+    let y = secret
+        .decrypt(&compiled.circuit.signature(), result)?
+        .remove(0);
     let f = compiled.dequantize(&y);
     Ok((y, f))
+}
+
+/// Encrypts the inputs of a packed circuit known only by its signature (a model on a server):
+/// makes or extends the key set as needed.
+pub fn encrypt_signed(
+    dir: &Path,
+    sig: &PackedSignature,
+    function: &str,
+    inputs: &[Vec<i64>],
+) -> Result<Vec<u8>, ClientError> {
+    let keys = PackedKeys::ensure_needs(dir, &KeyNeeds::of_signature(sig))?;
+    Ok(keys
+        .secret
+        .encrypt(sig, function, &keys.key_set.id(), inputs)?)
+}
+
+/// Decrypts the result of a packed circuit known by its signature.
+pub fn decrypt_signed(
+    dir: &Path,
+    sig: &PackedSignature,
+    result: &[u8],
+) -> Result<Vec<Vec<i64>>, ClientError> {
+    let secret = PackedSecret::load(dir, sig.degree)?;
+    Ok(secret.decrypt(sig, result)?)
 }

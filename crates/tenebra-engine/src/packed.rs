@@ -32,7 +32,9 @@ use fhe_traits::{
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tenebra_circuit::packed::{Layout, MatvecPlan, PNode, PackedPlan, ValidPacked, SCHEME_BFV};
+use tenebra_circuit::packed::{
+    layout_for, Layout, MatvecPlan, PNode, PackedPlan, PackedSignature, ValidPacked, SCHEME_BFV,
+};
 
 use crate::bundle::{self, Kind};
 use crate::EngineError;
@@ -134,6 +136,16 @@ impl KeyNeeds {
             rotations: plan.rotations.clone(),
             row_swap: plan.row_swap,
             relin: plan.relin,
+        }
+    }
+
+    /// What a circuit with this signature needs.
+    pub fn of_signature(sig: &PackedSignature) -> Self {
+        Self {
+            degree: sig.degree,
+            rotations: sig.rotations.clone(),
+            row_swap: sig.row_swap,
+            relin: sig.relin,
         }
     }
 
@@ -288,26 +300,45 @@ impl PackedSecret {
         bundle::write(Kind::KeySet, &header, &payload)
     }
 
-    /// Encrypts the inputs of a packed circuit (lengths and ranges checked).
+    /// Encrypts the inputs of a packed circuit (lengths and ranges checked against its
+    /// signature).
     pub fn encrypt(
         &self,
-        circuit: &ValidPacked,
+        sig: &PackedSignature,
         function: &str,
         key_set_id: &str,
         inputs: &[Vec<i64>],
     ) -> Result<Vec<u8>, EngineError> {
-        // The exact evaluator checks lengths and promised ranges.
-        tenebra_circuit::packed::evaluate_packed(circuit.circuit(), inputs)
-            .map_err(EngineError::BadInput)?;
-        let plan = circuit.plan();
-        let par = parameters(plan.degree, plan.plain_modulus)?;
-        let sk = self.key(plan.plain_modulus)?;
+        if inputs.len() != sig.inputs.len() {
+            return Err(EngineError::BadInput(format!(
+                "{} inputs for {} declared",
+                inputs.len(),
+                sig.inputs.len()
+            )));
+        }
+        for (v, i) in inputs.iter().zip(&sig.inputs) {
+            if v.len() != i.len as usize {
+                return Err(EngineError::BadInput(format!(
+                    "input `{}` takes {} values, got {}",
+                    i.name,
+                    i.len,
+                    v.len()
+                )));
+            }
+            if let Some(x) = v.iter().find(|x| **x < i.min || **x > i.max) {
+                return Err(EngineError::BadInput(format!(
+                    "input `{}`: {x} is outside its range {}..={}",
+                    i.name, i.min, i.max
+                )));
+            }
+        }
+        let par = parameters(sig.degree, sig.plain_modulus)?;
+        let sk = self.key(sig.plain_modulus)?;
         let rng = &mut rand09::rng();
         let mut cts = Vec::new();
         let mut counts = Vec::new();
-        for (i, v) in inputs.iter().enumerate() {
-            let layout = input_layout(circuit, i)?;
-            let slots = layout.place(v, plan.degree);
+        for (v, i) in inputs.iter().zip(&sig.inputs) {
+            let slots = sig.layout(i.len as usize).place(v, sig.degree);
             counts.push(slots.len() as u32);
             for s in slots {
                 let pt = Plaintext::try_encode(&s, Encoding::simd(), &par).map_err(internal)?;
@@ -319,49 +350,43 @@ impl PackedSecret {
             version: PACKED_VERSION,
             scheme: SCHEME_BFV.into(),
             function: function.into(),
-            circuit_id: circuit.id().to_string(),
+            circuit_id: sig.circuit_id.clone(),
             key_set_id: key_set_id.into(),
-            degree: plan.degree,
-            plain_modulus: plan.plain_modulus,
+            degree: sig.degree,
+            plain_modulus: sig.plain_modulus,
             counts,
         };
         bundle::write(Kind::Input, &header, &frame(&cts))
     }
 
-    /// Decrypts a result bundle made by [`run`] for `circuit`: one vector per output.
+    /// Decrypts a result bundle made by [`run`] for the circuit of `sig`: one vector per
+    /// output.
     pub fn decrypt(
         &self,
-        circuit: &ValidPacked,
+        sig: &PackedSignature,
         result: &[u8],
     ) -> Result<Vec<Vec<i64>>, EngineError> {
-        let plan = circuit.plan();
-        let (header, payload) = read_bundle(result, Kind::Result, circuit)?;
-        let par = parameters(plan.degree, plan.plain_modulus)?;
-        let sk = self.key(plan.plain_modulus)?;
-        let mut cts = unframe(
-            payload,
-            &par,
-            header.counts.iter().map(|c| *c as usize).sum(),
-        )?
-        .into_iter();
+        let (header, payload) = read_bundle(result, Kind::Result, sig)?;
+        let par = parameters(sig.degree, sig.plain_modulus)?;
+        let sk = self.key(sig.plain_modulus)?;
+        let total = header.counts.iter().map(|c| *c as usize).sum();
+        let mut cts = unframe(payload, &par, total)?.into_iter();
         let mut out = Vec::new();
-        for (i, o) in circuit.circuit().outputs.iter().enumerate() {
-            let info = plan
-                .output_layout(circuit.circuit(), i)
-                .ok_or_else(|| internal("output without a node"))?;
-            if header.counts.get(i) != Some(&(info.layout.ciphertexts() as u32)) {
+        for (i, o) in sig.outputs.iter().enumerate() {
+            let layout = sig.layout(o.len);
+            if header.counts.get(i) != Some(&(layout.ciphertexts() as u32)) {
                 return Err(EngineError::BadInput(format!(
                     "the result's output `{}` has the wrong number of ciphertexts",
                     o.name
                 )));
             }
             let mut slots = Vec::new();
-            for _ in 0..info.layout.ciphertexts() {
+            for _ in 0..layout.ciphertexts() {
                 let ct = cts.next().ok_or_else(|| internal("missing ciphertext"))?;
                 let pt = guarded("the result", || sk.try_decrypt(&ct).map_err(internal))?;
                 slots.push(Vec::<i64>::try_decode(&pt, Encoding::simd()).map_err(internal)?);
             }
-            out.push(info.layout.read(&slots, info.len, plan.degree));
+            out.push(layout.read(&slots, o.len, sig.degree));
         }
         Ok(out)
     }
@@ -369,7 +394,7 @@ impl PackedSecret {
     /// Remaining noise budget of a ciphertext, in bits (for tests and diagnostics).
     pub fn noise_budget(&self, circuit: &ValidPacked, result: &[u8]) -> Result<f64, EngineError> {
         let plan = circuit.plan();
-        let (_, payload) = read_bundle(result, Kind::Result, circuit)?;
+        let (_, payload) = read_bundle(result, Kind::Result, &circuit.signature())?;
         let par = parameters(plan.degree, plan.plain_modulus)?;
         let sk = self.key(plan.plain_modulus)?;
         let cts = unframe(payload, &par, usize::MAX)?;
@@ -386,23 +411,17 @@ impl PackedSecret {
 }
 
 fn input_layout(circuit: &ValidPacked, input: usize) -> Result<Layout, EngineError> {
-    circuit
+    let len = circuit
         .circuit()
-        .nodes
-        .iter()
-        .position(|n| matches!(n, PNode::Input { input: i } if *i as usize == input))
-        .map(|id| circuit.plan().nodes[id].layout)
-        .ok_or_else(|| {
-            // An input no node reads is still encrypted, replicated like any vector.
-            internal("input without a node")
-        })
-        .or_else(|_| {
-            let len = circuit.circuit().inputs[input].len as usize;
-            Ok(Layout::Replicated {
-                period: len.next_power_of_two(),
-            })
-        })
+        .inputs
+        .get(input)
+        .ok_or_else(|| internal("no such input"))?
+        .len as usize;
+    Ok(layout_for(len, circuit.plan().degree))
 }
+
+/// Keys decoded per plaintext modulus.
+type Decoded = Vec<(u64, Arc<Evaluator>)>;
 
 /// A packed key set as the server holds it: its header and raw bytes, checked at upload.
 #[derive(Clone)]
@@ -411,7 +430,7 @@ pub struct PackedKeySet {
     bytes: Arc<Vec<u8>>,
     body: usize,
     /// Keys decoded per plaintext modulus (decoding takes longer than a small run).
-    decoded: Arc<Mutex<Vec<(u64, Arc<Evaluator>)>>>,
+    decoded: Arc<Mutex<Decoded>>,
 }
 
 impl std::fmt::Debug for PackedKeySet {
@@ -619,25 +638,22 @@ fn unframe(
 fn read_bundle<'a>(
     bytes: &'a [u8],
     kind: Kind,
-    circuit: &ValidPacked,
+    sig: &PackedSignature,
 ) -> Result<(PackedHeader, &'a [u8]), EngineError> {
     let (header, payload): (PackedHeader, &[u8]) = bundle::read_as(bytes, kind)?;
-    let plan = circuit.plan();
     if header.version != PACKED_VERSION || header.scheme != SCHEME_BFV {
         return Err(EngineError::BadInput(format!(
             "bundle version {} / scheme `{}` is not supported",
             header.version, header.scheme
         )));
     }
-    if header.circuit_id != circuit.id().to_string()
-        || header.degree != plan.degree
-        || header.plain_modulus != plan.plain_modulus
+    if header.circuit_id != sig.circuit_id
+        || header.degree != sig.degree
+        || header.plain_modulus != sig.plain_modulus
     {
         return Err(EngineError::BadInput(format!(
             "the file was made for another version of `{}` (circuit {}, expected {})",
-            header.function,
-            header.circuit_id,
-            circuit.id()
+            header.function, header.circuit_id, sig.circuit_id
         )));
     }
     Ok((header, payload))
@@ -913,7 +929,7 @@ pub fn run(
     input: &[u8],
 ) -> Result<Vec<u8>, EngineError> {
     let plan = circuit.plan();
-    let (header, payload) = read_bundle(input, Kind::Input, circuit)?;
+    let (header, payload) = read_bundle(input, Kind::Input, &circuit.signature())?;
     if header.key_set_id != keys.id() {
         return Err(EngineError::BadInput(format!(
             "the input is encrypted under key set {}, not key set {}",

@@ -53,9 +53,9 @@ fn check(c: &ValidPacked, inputs: &[Vec<i64>]) {
     let plan = c.plan();
     let sk = PackedSecret::generate(plan.degree).unwrap();
     let keys = PackedKeySet::parse(sk.key_set(&KeyNeeds::of(plan)).unwrap()).unwrap();
-    let enc = sk.encrypt(c, "t", &keys.id(), inputs).unwrap();
+    let enc = sk.encrypt(&c.signature(), "t", &keys.id(), inputs).unwrap();
     let result = run(&keys, c, &enc).unwrap();
-    let got = sk.decrypt(c, &result).unwrap();
+    let got = sk.decrypt(&c.signature(), &result).unwrap();
     let want: Vec<Vec<i64>> = evaluate_packed(c.circuit(), inputs)
         .unwrap()
         .into_iter()
@@ -178,7 +178,9 @@ fn a_key_set_without_the_needed_galois_keys_is_refused() {
     let dropped = *needs.rotations.iter().next().unwrap();
     needs.rotations.remove(&dropped);
     let keys = PackedKeySet::parse(sk.key_set(&needs).unwrap()).unwrap();
-    let enc = sk.encrypt(&c, "t", &keys.id(), &[vec![1; 30]]).unwrap();
+    let enc = sk
+        .encrypt(&c.signature(), "t", &keys.id(), &[vec![1; 30]])
+        .unwrap();
     let e = run(&keys, &c, &enc).unwrap_err();
     assert!(
         matches!(&e, EngineError::BadInput(m) if m.contains("lacks Galois keys for rotations")),
@@ -214,14 +216,22 @@ fn hostile_key_sets_and_inputs_are_clear_errors() {
         *x ^= 0xa5;
     }
     if let Ok(k) = PackedKeySet::parse(flipped) {
-        let enc = sk.encrypt(&c, "t", &k.id(), &[vec![1; 30]]).unwrap();
+        let enc = sk
+            .encrypt(&c.signature(), "t", &k.id(), &[vec![1; 30]])
+            .unwrap();
         let _ = run(&k, &c, &enc);
     }
     let keys = PackedKeySet::parse(good).unwrap();
     // Wrong-length vector, out-of-range value.
-    assert!(sk.encrypt(&c, "t", &keys.id(), &[vec![1; 29]]).is_err());
-    assert!(sk.encrypt(&c, "t", &keys.id(), &[vec![2; 30]]).is_err());
-    let enc = sk.encrypt(&c, "t", &keys.id(), &[vec![1; 30]]).unwrap();
+    assert!(sk
+        .encrypt(&c.signature(), "t", &keys.id(), &[vec![1; 29]])
+        .is_err());
+    assert!(sk
+        .encrypt(&c.signature(), "t", &keys.id(), &[vec![2; 30]])
+        .is_err());
+    let enc = sk
+        .encrypt(&c.signature(), "t", &keys.id(), &[vec![1; 30]])
+        .unwrap();
     // Corrupted ciphertext bytes, truncation, another key set, another circuit.
     let mut corrupt = enc.clone();
     let n = corrupt.len();

@@ -12,6 +12,7 @@
 //! - each dense layer's weights: `w_q = round(w * S_w)`, `S_w = (2^(weight_bits - 1) - 1) /
 //!   max |w|` (per layer); its bias is quantized at the layer's output scale;
 //! - a dense layer's output scale is `S_in * S_w`; `square` squares the scale.
+//!
 //! BFV computes the quantized model exactly (integers, no rounding under encryption); the
 //! client divides the decrypted integers by the output scale. The only error is quantization,
 //! measured against float inference on a test set and stated with the model
@@ -240,13 +241,7 @@ impl Model {
                 self.input_len
             )));
         }
-        let top = i64::from((1u32 << self.input_bits) - 1);
-        Ok(x.iter()
-            .map(|v| {
-                let c = v.clamp(self.input_min, self.input_max);
-                (((c - self.input_min) * self.input_scale()).round() as i64).clamp(0, top)
-            })
-            .collect())
+        Ok(quantize(x, self.input_min, self.input_max, self.input_bits))
     }
 
     /// Compiles the first `k` layers to a packed circuit (checked: the parameters can carry it).
@@ -292,6 +287,16 @@ impl Model {
                             ((b + offset) * out_scale).round() as i64
                         })
                         .collect();
+                    let limit = PackedLimits::default().max_abs_value;
+                    if b.iter().any(|v| v.saturating_abs() > limit) {
+                        return Err(ModelError::TooDeep {
+                            layers: k,
+                            reason: format!(
+                                "the fixed-point scale reaches {out_scale:.3e}: biases no \
+                                 longer fit; fewer squares or fewer input or weight bits"
+                            ),
+                        });
+                    }
                     nodes.push(PNode::Matvec { a: last, matrix: q });
                     if b.iter().any(|v| *v != 0) {
                         nodes.push(PNode::AddPlain {
@@ -541,4 +546,232 @@ pub fn accuracy(model: &Model, xs: &[Vec<f64>], ys: &[u8]) -> f64 {
         })
         .count();
     right as f64 / xs.len().max(1) as f64
+}
+
+// ---- the model repository's wire types -----------------------------------------------------
+
+/// A model's public page: its shape, the splits it offers and their measured precision.
+/// Never the weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelPage {
+    pub input_len: u32,
+    pub input_min: f64,
+    pub input_max: f64,
+    pub input_bits: u32,
+    pub weight_bits: u32,
+    /// `dense 16->8`, `square`, `sigmoid`...
+    pub layers: Vec<String>,
+    /// The most layers the encrypted part may span.
+    pub max_encrypted_layers: usize,
+    pub splits: Vec<SplitInfo>,
+    /// How the precision was measured.
+    pub precision_test: String,
+}
+
+/// One encrypted split: the first `layers` layers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitInfo {
+    pub layers: usize,
+    /// Why this split cannot run encrypted (too deep for the parameters); the rest is absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degree: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plain_modulus: Option<u64>,
+    /// Decrypted integers divided by this are the activations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<f64>,
+    /// Largest |quantized - float| over the precision test.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_abs_error: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_cu: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub galois_keys: Option<usize>,
+}
+
+/// A stored model version as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelView {
+    pub owner_id: String,
+    pub name: String,
+    pub version: i64,
+    pub model_sha256: String,
+    pub created_at: i64,
+    pub page: ModelPage,
+}
+
+/// What a user needs to run a split of a model: the task's function name, the circuit's
+/// signature, and the quantization of inputs and outputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSignature {
+    /// `model:<owner>/<name>/<version>/<layers>`: what the encrypted input names.
+    pub function: String,
+    pub layers: usize,
+    pub scale: f64,
+    pub input_min: f64,
+    pub input_max: f64,
+    pub input_bits: u32,
+    pub signature: tenebra_circuit::packed::PackedSignature,
+}
+
+impl ModelSignature {
+    /// Quantizes a float input as the model does.
+    pub fn quantize(&self, x: &[f64]) -> Result<Vec<i64>, ModelError> {
+        if x.len() != self.signature.inputs.first().map_or(0, |i| i.len as usize) {
+            return Err(ModelError::Invalid(format!(
+                "the input has {} values, the model takes {}",
+                x.len(),
+                self.signature.inputs.first().map_or(0, |i| i.len)
+            )));
+        }
+        Ok(quantize(x, self.input_min, self.input_max, self.input_bits))
+    }
+}
+
+/// The task function name of a model split.
+pub fn model_function(owner: &str, name: &str, version: i64, layers: usize) -> String {
+    format!("model:{owner}/{name}/{version}/{layers}")
+}
+
+/// Parses a model split's task function name: owner, name, version, layers.
+pub fn parse_model_function(f: &str) -> Option<(&str, &str, i64, usize)> {
+    let rest = f.strip_prefix("model:")?;
+    let mut parts = rest.split('/');
+    let (owner, name) = (parts.next()?, parts.next()?);
+    let version = parts.next()?.parse().ok()?;
+    let layers = parts.next()?.parse().ok()?;
+    parts
+        .next()
+        .is_none()
+        .then_some((owner, name, version, layers))
+}
+
+fn quantize(x: &[f64], min: f64, max: f64, bits: u32) -> Vec<i64> {
+    let top = i64::from((1u32 << bits) - 1);
+    let scale = top as f64 / (max - min);
+    x.iter()
+        .map(|v| {
+            let c = v.clamp(min, max);
+            (((c - min) * scale).round() as i64).clamp(0, top)
+        })
+        .collect()
+}
+
+/// Points of the precision test: uniform in the model's input range, deterministic.
+pub fn uniform_points(model: &Model, n: usize, seed: u64) -> Vec<Vec<f64>> {
+    let mut r = Xs(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1);
+    (0..n)
+        .map(|_| {
+            (0..model.input_len)
+                .map(|_| model.input_min + r.next() * (model.input_max - model.input_min))
+                .collect()
+        })
+        .collect()
+}
+
+/// Points the precision test uses.
+pub const PRECISION_POINTS: usize = 100;
+
+impl Model {
+    /// The model's page: compiles every split and measures its precision on
+    /// [`PRECISION_POINTS`] uniform points of the input range.
+    pub fn page(&self) -> ModelPage {
+        let test = uniform_points(self, PRECISION_POINTS, 1);
+        let mut width = self.input_len as usize;
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| match l {
+                Layer::Dense { weights, .. } => {
+                    let s = format!("dense {width}->{}", weights.len());
+                    width = weights.len();
+                    s
+                }
+                Layer::Activation { function } => format!("{function:?}").to_lowercase(),
+            })
+            .collect();
+        let splits = (1..=self.max_encrypted_layers())
+            .map(|k| match self.compile(k) {
+                Ok(mut c) => {
+                    let err = c.measure(self, &test).ok();
+                    let plan = c.circuit.plan();
+                    SplitInfo {
+                        layers: k,
+                        refused: None,
+                        circuit_id: Some(c.circuit.id().to_string()),
+                        degree: Some(plan.degree),
+                        plain_modulus: Some(plan.plain_modulus),
+                        scale: Some(c.scale),
+                        max_abs_error: err,
+                        cost_cu: Some(c.circuit.cost_cu()),
+                        galois_keys: Some(plan.galois_keys()),
+                    }
+                }
+                Err(e) => SplitInfo {
+                    layers: k,
+                    refused: Some(e.to_string()),
+                    circuit_id: None,
+                    degree: None,
+                    plain_modulus: None,
+                    scale: None,
+                    max_abs_error: None,
+                    cost_cu: None,
+                    galois_keys: None,
+                },
+            })
+            .collect();
+        ModelPage {
+            input_len: self.input_len,
+            input_min: self.input_min,
+            input_max: self.input_max,
+            input_bits: self.input_bits,
+            weight_bits: self.weight_bits,
+            layers,
+            max_encrypted_layers: self.max_encrypted_layers(),
+            splits,
+            precision_test: format!(
+                "max |quantized - float| of the split's outputs over {PRECISION_POINTS} uniform \
+                 points of the input range"
+            ),
+        }
+    }
+
+    /// The signature of split `k` for the task function name `function`.
+    pub fn signature(&self, compiled: &Compiled, function: String) -> ModelSignature {
+        ModelSignature {
+            function,
+            layers: compiled.layers,
+            scale: compiled.scale,
+            input_min: self.input_min,
+            input_max: self.input_max,
+            input_bits: self.input_bits,
+            signature: compiled.circuit.signature(),
+        }
+    }
+}
+
+/// The plaintext layers after a split (what a grantee allowed to may fetch).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemainingLayers {
+    pub from: usize,
+    pub layers: Vec<Layer>,
+}
+
+/// A grant of a model's use, as its owner sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantView {
+    pub name: String,
+    pub tenant_id: String,
+    pub share_layers: bool,
+    pub created_at: i64,
 }

@@ -117,7 +117,37 @@ fn deployed_view(f: &Function) -> Result<FunctionView, ApiError> {
 /// What a task runs: a TFHE circuit, or a packed (BFV) circuit.
 pub(crate) enum Runnable {
     Tfhe(ValidCircuit),
-    Packed(&'static ValidPacked),
+    Packed(PackedRef),
+}
+
+/// A packed circuit: a built-in's, or a model split compiled from the repository.
+pub(crate) enum PackedRef {
+    Builtin(&'static ValidPacked),
+    Model(std::sync::Arc<tenebra_functions::model::Compiled>),
+}
+
+impl PackedRef {
+    pub(crate) fn circuit(&self) -> &ValidPacked {
+        match self {
+            PackedRef::Builtin(c) => c,
+            PackedRef::Model(m) => crate::models::circuit_of(m),
+        }
+    }
+}
+
+/// The packed circuit a task's function names (a packed built-in or a model split the
+/// tenant may run), if it is one.
+pub(crate) async fn resolve_packed(
+    state: &AppState,
+    tenant: &str,
+    function: &str,
+) -> Result<Option<PackedRef>, ApiError> {
+    if let Some(f) = tenebra_functions::find_packed(function) {
+        return Ok(Some(PackedRef::Builtin(f.circuit())));
+    }
+    Ok(crate::models::resolve(state, tenant, function)
+        .await?
+        .map(PackedRef::Model))
 }
 
 /// A packed built-in's view: no sizes; its circuit id and cost.
@@ -149,8 +179,8 @@ pub(crate) async fn resolve_runnable(
     size: u32,
     circuit_id: &str,
 ) -> Result<Runnable, ApiError> {
-    if let Some(f) = tenebra_functions::find_packed(function) {
-        let c = f.circuit();
+    if let Some(p) = resolve_packed(state, tenant, function).await? {
+        let c = p.circuit();
         if c.id().to_string() != circuit_id {
             return Err(ApiError::bad_request(
                 "circuit_mismatch",
@@ -161,7 +191,7 @@ pub(crate) async fn resolve_runnable(
                 ),
             ));
         }
-        return Ok(Runnable::Packed(c));
+        return Ok(Runnable::Packed(p));
     }
     resolve(state, tenant, function, size, circuit_id)
         .await

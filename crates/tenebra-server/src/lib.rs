@@ -13,6 +13,7 @@ mod functions;
 mod keysets;
 pub mod kms;
 mod metrics_http;
+pub mod models;
 pub mod openapi;
 mod tasks;
 pub mod token;
@@ -256,6 +257,23 @@ pub fn router(state: AppState) -> Router {
             get(functions::get).delete(functions::remove),
         )
         .route("/v1/functions/{name}/circuit", get(functions::circuit))
+        .route(
+            "/v1/models",
+            get(models::list)
+                .post(models::upload)
+                .layer(axum::extract::DefaultBodyLimit::max(models::MODEL_LIMIT)),
+        )
+        .route("/v1/models/{owner}/{name}", get(models::get))
+        .route(
+            "/v1/models/{owner}/{name}/signature",
+            get(models::signature),
+        )
+        .route("/v1/models/{owner}/{name}/layers", get(models::layers))
+        .route("/v1/model-grants/{name}", get(models::grants))
+        .route(
+            "/v1/model-grants/{name}/{tenant}",
+            axum::routing::put(models::grant).delete(models::revoke),
+        )
         .route(
             "/v1/tasks",
             get(tasks::list)

@@ -165,13 +165,15 @@ pub(crate) async fn submit(
             )
         }
         InputHeader::Packed(header) => {
-            let Some(f) = tenebra_functions::find_packed(&header.function) else {
+            let found =
+                functions::resolve_packed(&state, &caller.tenant_id, &header.function).await?;
+            let Some(p) = found else {
                 return Err(ApiError::bad_request(
                     "unknown_function",
-                    format!("no packed function named `{}`", header.function),
+                    format!("no packed function or model named `{}`", header.function),
                 ));
             };
-            let c = f.circuit();
+            let c = p.circuit();
             if header.circuit_id != c.id().to_string()
                 || header.degree != c.plan().degree
                 || header.plain_modulus != c.plan().plain_modulus

@@ -369,7 +369,7 @@ impl Worker {
                             }
                         };
                         return tokio::task::spawn_blocking(move || {
-                            tenebra_engine::packed::run(&keys, c, &input)
+                            tenebra_engine::packed::run(&keys, c.circuit(), &input)
                         })
                         .await
                         .unwrap_or_else(|e| Err(EngineError::Internal(e.to_string())));

@@ -563,7 +563,7 @@ async fn packed_tasks(postgres: bool) {
     a.upload_key_set(lacking.bytes().to_vec()).await.unwrap();
     let values = f.encode(&input).unwrap();
     let enc = secret
-        .encrypt(f.circuit(), f.name, &lacking.id(), &values)
+        .encrypt(&f.circuit().signature(), f.name, &lacking.id(), &values)
         .unwrap();
     let t = a.submit_task(enc, None).await.unwrap();
     let t = wait_until(&a, &t.id, |t| t.is_final()).await;
@@ -581,4 +581,151 @@ async fn packed_tasks_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn packed_tasks_on_postgres() {
     packed_tasks(true).await;
+}
+
+/// The model repository: an owner uploads the example MLP and logistic regression
+/// (versioned, idempotent), a user sees nothing until granted, then runs the whole MLP and the
+/// first layer of the logistic regression on encrypted input and gets the exact quantized
+/// results; layers are shared only when the owner allows; a revoked grant stops new tasks;
+/// a model too deep for the parameters and a malformed model are refused.
+async fn model_repository(postgres: bool) {
+    use tenebra_circuit::packed::evaluate_packed;
+    use tenebra_client::packed::{decrypt_signed, encrypt_signed, PackedKeys};
+    use tenebra_functions::model::{
+        example_data, example_logistic, example_mlp, Activation, Layer,
+    };
+    let mut s = start(postgres).await;
+    s.start_worker(Duration::from_secs(600));
+    let (owner_t, token_o) = create_tenant(&s.h.state, "model-owner").await.unwrap();
+    let (user_t, token_u) = create_tenant(&s.h.state, "model-user").await.unwrap();
+    let (owner_id, user_id) = (owner_t.id, user_t.id);
+    let owner = Client::new(&s.h.base, &token_o);
+    let user = Client::new(&s.h.base, &token_u);
+    let mlp = example_mlp();
+    let json = serde_json::to_vec(&mlp).unwrap();
+    let v1 = owner.upload_model(json.clone()).await.unwrap();
+    assert_eq!((v1.version, v1.owner_id.as_str()), (1, owner_id.as_str()));
+    assert_eq!(owner.upload_model(json).await.unwrap().version, 1);
+    assert_eq!(v1.page.max_encrypted_layers, 3);
+    assert!(v1.page.splits.iter().all(|s| s.max_abs_error.is_some()));
+    let lr = example_logistic();
+    owner
+        .upload_model(serde_json::to_vec(&lr).unwrap())
+        .await
+        .unwrap();
+    // Not shared yet: the user sees no model.
+    assert!(user.models().await.unwrap().is_empty());
+    assert_eq!(
+        api_code(user.model(&owner_id, "example-mlp", None).await),
+        (404, "not_found".into())
+    );
+    owner
+        .grant_model("example-mlp", &user_id, false)
+        .await
+        .unwrap();
+    owner
+        .grant_model("example-logistic", &user_id, true)
+        .await
+        .unwrap();
+    assert_eq!(user.models().await.unwrap().len(), 2);
+
+    let dir = tempfile::tempdir().unwrap();
+    let x = example_data(1, 5).0.remove(0);
+    for (name, layers, model) in [("example-mlp", 3, &mlp), ("example-logistic", 1, &lr)] {
+        let sig = user
+            .model_signature(&owner_id, name, None, layers)
+            .await
+            .unwrap();
+        let q = sig.quantize(&x).unwrap();
+        let enc = encrypt_signed(
+            dir.path(),
+            &sig.signature,
+            &sig.function,
+            std::slice::from_ref(&q),
+        )
+        .unwrap();
+        let ks = PackedKeys::load_key_set_for(dir.path(), sig.signature.degree).unwrap();
+        user.upload_key_set(ks.bytes().to_vec()).await.unwrap();
+        let t = user.submit_task(enc, None).await.unwrap();
+        let t = wait_until(&user, &t.id, |t| t.is_final()).await;
+        assert_eq!(t.status, "succeeded", "{t:?}");
+        let res = user.task_result(&t.id).await.unwrap();
+        let got = decrypt_signed(dir.path(), &sig.signature, &res)
+            .unwrap()
+            .remove(0);
+        let compiled = model.compile(layers).unwrap();
+        let want: Vec<i64> = evaluate_packed(compiled.circuit.circuit(), &[q]).unwrap()[0]
+            .iter()
+            .map(|v| *v as i64)
+            .collect();
+        assert_eq!(got, want, "{name}");
+        assert_eq!(sig.scale, compiled.scale);
+    }
+    // Layers after the split: shared for the logistic regression, not for the MLP.
+    let rest = user
+        .model_layers(&owner_id, "example-logistic", None, 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.layers,
+        vec![Layer::Activation {
+            function: Activation::Sigmoid
+        }]
+    );
+    assert_eq!(
+        api_code(user.model_layers(&owner_id, "example-mlp", None, 1).await).0,
+        403
+    );
+    // Revoked: no new signature, no new task.
+    owner.revoke_model("example-mlp", &user_id).await.unwrap();
+    assert_eq!(
+        api_code(
+            user.model_signature(&owner_id, "example-mlp", None, 3)
+                .await
+        )
+        .0,
+        404
+    );
+    // Hostile models.
+    let mut deep = example_mlp();
+    deep.name = "deep".into();
+    for _ in 0..4 {
+        deep.layers.insert(
+            0,
+            Layer::Activation {
+                function: Activation::Square,
+            },
+        );
+    }
+    // Stored, with the splits the parameters cannot carry marked refused on its page.
+    let page = owner
+        .upload_model(serde_json::to_vec(&deep).unwrap())
+        .await
+        .unwrap()
+        .page;
+    assert_eq!(page.max_encrypted_layers, 7);
+    assert!(page.splits[..3].iter().all(|s| s.refused.is_none()));
+    assert!(
+        page.splits[3..].iter().all(|s| s.refused.is_some()),
+        "{page:?}"
+    );
+    assert_eq!(
+        api_code(owner.model_signature(&owner_id, "deep", None, 7).await),
+        (400, "model_too_deep".into())
+    );
+    assert_eq!(
+        api_code(owner.upload_model(b"{\"version\":1}".to_vec()).await),
+        (400, "invalid_model".into())
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_repository_on_sqlite() {
+    model_repository(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_repository_on_postgres() {
+    model_repository(true).await;
 }

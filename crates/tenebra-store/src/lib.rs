@@ -159,6 +159,7 @@ pub mod audit;
 #[macro_use]
 pub mod billing;
 mod functions;
+mod models;
 mod tasks;
 
 pub use audit::{AuditBreak, AuditCheck, AuditEntry, AuditRecord};
@@ -166,6 +167,7 @@ pub use billing::{
     InvoiceLine, Plan, QuotaExceeded, TenantUsage, UsageFilter, UsagePage, UsageRecord, UsageTotals,
 };
 pub use functions::{Deployed, Function};
+pub use models::{ModelGrant, ModelRow, Uploaded};
 pub use tasks::{NewTask, Outcome, Submitted, Task, TaskListener, TaskPage, TaskStatus};
 
 /// Milliseconds since the Unix epoch.

@@ -1,0 +1,319 @@
+//! The model repository over HTTP: owners upload models (JSON), versioned per name; a model's
+//! page (shape, splits, measured precision) is public to the tenants it is shared with, its
+//! weights never are. Users run a split of a model as a task on their encrypted input:
+//! the input names `model:<owner>/<name>/<version>/<layers>`, and the circuit is compiled on
+//! the server from the stored model (cached per split).
+//!
+//! Routes: `POST /v1/models`; `GET /v1/models`; `GET /v1/models/{owner}/{name}[?version]`;
+//! `GET /v1/models/{owner}/{name}/signature?layers=K[&version]`;
+//! `GET /v1/models/{owner}/{name}/layers?from=K[&version]` (the plaintext layers after a split:
+//! the owner, or a grantee allowed to); `GET /v1/model-grants/{name}`;
+//! `PUT|DELETE /v1/model-grants/{name}/{tenant}` (the owner's).
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tenebra_circuit::packed::ValidPacked;
+use tenebra_functions::model::{
+    model_function, parse_model_function, Compiled, GrantView, Model, ModelError, ModelPage,
+    ModelSignature, ModelView, RemainingLayers,
+};
+use tenebra_store::{ModelGrant, ModelRow, Scope, StoreError, Uploaded};
+
+use crate::audit::AuditTarget;
+use crate::{ApiError, AppState, Caller, QueryParams};
+
+/// Largest model JSON accepted.
+pub const MODEL_LIMIT: usize = 8 << 20;
+
+fn view(m: &ModelRow) -> Result<ModelView, ApiError> {
+    let page: ModelPage = serde_json::from_str(&m.page_json).map_err(|e| ApiError::internal(&e))?;
+    Ok(ModelView {
+        owner_id: m.owner_id.clone(),
+        name: m.name.clone(),
+        version: m.version,
+        model_sha256: m.model_sha256.clone(),
+        created_at: m.created_at,
+        page,
+    })
+}
+
+fn model_error(e: ModelError) -> ApiError {
+    match e {
+        ModelError::Invalid(m) => ApiError::bad_request("invalid_model", m),
+        ModelError::Split(m) => ApiError::bad_request("invalid_split", m),
+        e @ ModelError::TooDeep { .. } => ApiError::bad_request("model_too_deep", e.to_string()),
+    }
+}
+
+/// `POST /v1/models`: stores a model as the next version of its name (the same JSON again
+/// returns the version holding it).
+pub(crate) async fn upload(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Extension<AuditTarget>, Json<ModelView>), ApiError> {
+    caller.require(Scope::Compute)?;
+    let body = body.map_err(|r| {
+        crate::error::body_error(
+            &r,
+            &format!("a model is at most {MODEL_LIMIT} bytes of JSON"),
+        )
+    })?;
+    let model = Model::parse(&body).map_err(model_error)?;
+    let json = String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError::bad_request("invalid_model", "the model is not UTF-8"))?;
+    let sha = hex::encode(Sha256::digest(&body));
+    // Compiling every split and measuring it takes CPU: off the async threads.
+    let m = model.clone();
+    let page = tokio::task::spawn_blocking(move || m.page())
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    if page.splits.iter().all(|s| s.refused.is_some()) {
+        let why = page.splits.first().and_then(|s| s.refused.clone());
+        return Err(ApiError::bad_request(
+            "model_too_deep",
+            why.unwrap_or_else(|| "no split of this model can run encrypted".into()),
+        ));
+    }
+    let page_json = serde_json::to_string(&page).map_err(|e| ApiError::internal(&e))?;
+    let up = state
+        .store
+        .upload_model(&caller.tenant_id, &model.name, &sha, &json, &page_json)
+        .await?;
+    let (status, row) = match up {
+        Uploaded::Created(r) => (StatusCode::CREATED, r),
+        Uploaded::Existing(r) => (StatusCode::OK, r),
+    };
+    let target = format!("{}/{}/{}", row.owner_id, row.name, row.version);
+    Ok((status, Extension(AuditTarget(target)), Json(view(&row)?)))
+}
+
+/// `GET /v1/models`: the caller's models and those shared with it.
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<ModelView>>, ApiError> {
+    caller.require(Scope::Read)?;
+    let rows = state.store.list_models(&caller.tenant_id).await?;
+    Ok(Json(rows.iter().map(view).collect::<Result<_, _>>()?))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct VersionQuery {
+    version: Option<i64>,
+    layers: Option<usize>,
+    from: Option<usize>,
+}
+
+/// The model if the caller owns it or was granted it (else 404: others' models do not
+/// exist for a tenant); with the grant's `share_layers`.
+async fn accessible(
+    state: &AppState,
+    tenant: &str,
+    owner: &str,
+    name: &str,
+    version: Option<i64>,
+) -> Result<(ModelRow, bool), ApiError> {
+    let shares = if tenant == owner {
+        true
+    } else {
+        match state.store.model_grant(owner, name, tenant).await? {
+            Some(g) => g.share_layers,
+            None => return Err(ApiError::not_found("model")),
+        }
+    };
+    match state.store.model(owner, name, version).await {
+        Ok(m) => Ok((m, shares)),
+        Err(StoreError::NotFound) => Err(ApiError::not_found("model")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `GET /v1/models/{owner}/{name}`.
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    UrlPath((owner, name)): UrlPath<(String, String)>,
+    QueryParams(q): QueryParams<VersionQuery>,
+) -> Result<Json<ModelView>, ApiError> {
+    caller.require(Scope::Read)?;
+    let (m, _) = accessible(&state, &caller.tenant_id, &owner, &name, q.version).await?;
+    Ok(Json(view(&m)?))
+}
+
+/// Compiled splits kept for the next tasks and signature requests.
+fn compiled(m: &ModelRow, layers: usize) -> Result<(Arc<Model>, Arc<Compiled>), ApiError> {
+    type Cache = Mutex<Vec<(String, Arc<Model>, Arc<Compiled>)>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    const KEEP: usize = 32;
+    let key = format!("{}/{}/{layers}", m.owner_id, m.model_sha256);
+    let cache = CACHE.get_or_init(Default::default);
+    {
+        let c = cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, model, comp)) = c.iter().find(|(k, _, _)| *k == key) {
+            return Ok((model.clone(), comp.clone()));
+        }
+    }
+    let model = Model::parse(m.model_json.as_bytes()).map_err(|e| ApiError::internal(&e))?;
+    let comp = Arc::new(model.compile(layers).map_err(model_error)?);
+    let model = Arc::new(model);
+    let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if c.len() >= KEEP {
+        c.remove(0);
+    }
+    c.push((key, model.clone(), comp.clone()));
+    Ok((model, comp))
+}
+
+/// `GET /v1/models/{owner}/{name}/signature?layers=K`: what a user encrypts for.
+pub(crate) async fn signature(
+    State(state): State<AppState>,
+    caller: Caller,
+    UrlPath((owner, name)): UrlPath<(String, String)>,
+    QueryParams(q): QueryParams<VersionQuery>,
+) -> Result<Json<ModelSignature>, ApiError> {
+    caller.require(Scope::Read)?;
+    let (m, _) = accessible(&state, &caller.tenant_id, &owner, &name, q.version).await?;
+    let layers = q.layers.ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_split",
+            "give ?layers=K (the layers to run encrypted)",
+        )
+    })?;
+    let row = m.clone();
+    let (model, comp) = tokio::task::spawn_blocking(move || compiled(&row, layers))
+        .await
+        .map_err(|e| ApiError::internal(&e))??;
+    let function = model_function(&m.owner_id, &m.name, m.version, layers);
+    Ok(Json(model.signature(&comp, function)))
+}
+
+/// `GET /v1/models/{owner}/{name}/layers?from=K`: the owner, or a grantee the owner allowed.
+pub(crate) async fn layers(
+    State(state): State<AppState>,
+    caller: Caller,
+    UrlPath((owner, name)): UrlPath<(String, String)>,
+    QueryParams(q): QueryParams<VersionQuery>,
+) -> Result<Json<RemainingLayers>, ApiError> {
+    caller.require(Scope::Read)?;
+    let (m, shares) = accessible(&state, &caller.tenant_id, &owner, &name, q.version).await?;
+    if !shares {
+        return Err(ApiError::forbidden(
+            "the owner of this model has not shared its layers with you; hand the decrypted \
+             activations to the owner's endpoint instead",
+        ));
+    }
+    let model = Model::parse(m.model_json.as_bytes()).map_err(|e| ApiError::internal(&e))?;
+    let from = q.from.unwrap_or(0);
+    if from == 0 || from > model.max_encrypted_layers() {
+        return Err(ApiError::bad_request(
+            "invalid_split",
+            format!("?from must be 1..={}", model.max_encrypted_layers()),
+        ));
+    }
+    Ok(Json(RemainingLayers {
+        from,
+        layers: model.layers[from..].to_vec(),
+    }))
+}
+
+fn grant_view(g: ModelGrant) -> GrantView {
+    GrantView {
+        name: g.name,
+        tenant_id: g.grantee_id,
+        share_layers: g.share_layers,
+        created_at: g.created_at,
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GrantBody {
+    /// Whether the tenant may fetch the plaintext layers after a split (default false).
+    #[serde(default)]
+    share_layers: bool,
+}
+
+/// `PUT /v1/model-grants/{name}/{tenant}`.
+pub(crate) async fn grant(
+    State(state): State<AppState>,
+    caller: Caller,
+    UrlPath((name, tenant)): UrlPath<(String, String)>,
+    body: Option<Json<GrantBody>>,
+) -> Result<Json<GrantView>, ApiError> {
+    caller.require(Scope::Compute)?;
+    if tenant == caller.tenant_id {
+        return Err(ApiError::bad_request(
+            "invalid_grant",
+            "owners need no grant",
+        ));
+    }
+    let share = body.map(|Json(b)| b.share_layers).unwrap_or(false);
+    match state
+        .store
+        .grant_model(&caller.tenant_id, &name, &tenant, share)
+        .await
+    {
+        Ok(g) => Ok(Json(grant_view(g))),
+        Err(StoreError::NotFound) => Err(ApiError::not_found("model or tenant")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `DELETE /v1/model-grants/{name}/{tenant}`.
+pub(crate) async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    UrlPath((name, tenant)): UrlPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Scope::Compute)?;
+    match state
+        .store
+        .revoke_model(&caller.tenant_id, &name, &tenant)
+        .await
+    {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(StoreError::NotFound) => Err(ApiError::not_found("grant")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `GET /v1/model-grants/{name}`.
+pub(crate) async fn grants(
+    State(state): State<AppState>,
+    caller: Caller,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<Vec<GrantView>>, ApiError> {
+    caller.require(Scope::Read)?;
+    let g = state.store.model_grants(&caller.tenant_id, &name).await?;
+    Ok(Json(g.into_iter().map(grant_view).collect()))
+}
+
+/// The circuit of a model split a task names, if `tenant` may run it.
+pub(crate) async fn resolve(
+    state: &AppState,
+    tenant: &str,
+    function: &str,
+) -> Result<Option<Arc<Compiled>>, ApiError> {
+    let Some((owner, name, version, layers)) = parse_model_function(function) else {
+        return Ok(None);
+    };
+    let (m, _) = accessible(state, tenant, owner, name, Some(version)).await?;
+    let (_, comp) = tokio::task::spawn_blocking(move || compiled(&m, layers))
+        .await
+        .map_err(|e| ApiError::internal(&e))??;
+    Ok(Some(comp))
+}
+
+/// The packed circuit of a compiled split.
+pub(crate) fn circuit_of(c: &Arc<Compiled>) -> &ValidPacked {
+    &c.circuit
+}

@@ -1,0 +1,246 @@
+//! The model repository: models stored per owner (a tenant), versioned per name, shared by
+//! grants. Every query is scoped by the owner, or by a grant naming the caller.
+
+use sqlx::Row;
+
+use crate::{now_ms, unique_violation, Store, StoreError};
+
+/// A stored model version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelRow {
+    pub owner_id: String,
+    pub name: String,
+    pub version: i64,
+    pub model_sha256: String,
+    /// The model JSON as uploaded (checked before it was stored).
+    pub model_json: String,
+    /// The model's page (JSON): shapes, splits and precision; never the weights.
+    pub page_json: String,
+    pub created_at: i64,
+}
+
+/// A grant of a model's use to another tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelGrant {
+    pub owner_id: String,
+    pub name: String,
+    pub grantee_id: String,
+    pub share_layers: bool,
+    pub created_at: i64,
+}
+
+/// What uploading did.
+#[derive(Debug)]
+pub enum Uploaded {
+    Created(ModelRow),
+    /// The same model JSON was already stored under this name.
+    Existing(ModelRow),
+}
+
+macro_rules! model_columns {
+    () => {
+        "owner_id, name, version, model_sha256, model_json, page_json, created_at"
+    };
+}
+
+macro_rules! model_from_row {
+    ($row:expr) => {{
+        let row = $row;
+        Ok::<ModelRow, StoreError>(ModelRow {
+            owner_id: row.try_get("owner_id")?,
+            name: row.try_get("name")?,
+            version: row.try_get("version")?,
+            model_sha256: row.try_get("model_sha256")?,
+            model_json: row.try_get("model_json")?,
+            page_json: row.try_get("page_json")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }};
+}
+
+macro_rules! grant_from_row {
+    ($row:expr) => {{
+        let row = $row;
+        Ok::<ModelGrant, StoreError>(ModelGrant {
+            owner_id: row.try_get("owner_id")?,
+            name: row.try_get("name")?,
+            grantee_id: row.try_get("grantee_id")?,
+            share_layers: row.try_get("share_layers")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }};
+}
+
+impl Store {
+    /// Stores a model as the next version of `name` (or returns the version holding the
+    /// same JSON).
+    pub async fn upload_model(
+        &self,
+        owner: &str,
+        name: &str,
+        sha256: &str,
+        json: &str,
+        page: &str,
+    ) -> Result<Uploaded, StoreError> {
+        for _ in 0..5 {
+            let q = concat!(
+                "SELECT ",
+                model_columns!(),
+                " FROM models WHERE owner_id = $1 AND name = $2 AND model_sha256 = $3"
+            );
+            if let Some(m) = fetch_optional!(self, model_from_row, q, owner, name, sha256)? {
+                return Ok(Uploaded::Existing(m));
+            }
+            let q = concat!(
+                "INSERT INTO models (",
+                model_columns!(),
+                ") SELECT $1, $2, COALESCE(MAX(version), 0) + 1, $3, $4, $5, $6 \
+                 FROM models WHERE owner_id = $1 AND name = $2 RETURNING ",
+                model_columns!()
+            );
+            let r = on_pool!(self, p => {
+                let row = sqlx::query(q)
+                    .bind(owner)
+                    .bind(name)
+                    .bind(sha256)
+                    .bind(json)
+                    .bind(page)
+                    .bind(now_ms())
+                    .fetch_one(p)
+                    .await;
+                row.map(|r| model_from_row!(r))
+            });
+            match r {
+                Ok(m) => return Ok(Uploaded::Created(m?)),
+                Err(e) if unique_violation(&e) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StoreError::Conflict(format!(
+            "too many concurrent uploads of model `{name}`; try again"
+        )))
+    }
+
+    /// The owner's `name` at `version` (the latest when `None`).
+    pub async fn model(
+        &self,
+        owner: &str,
+        name: &str,
+        version: Option<i64>,
+    ) -> Result<ModelRow, StoreError> {
+        let m = match version {
+            Some(v) => {
+                let q = concat!(
+                    "SELECT ",
+                    model_columns!(),
+                    " FROM models WHERE owner_id = $1 AND name = $2 AND version = $3"
+                );
+                fetch_optional!(self, model_from_row, q, owner, name, v)?
+            }
+            None => {
+                let q = concat!(
+                    "SELECT ",
+                    model_columns!(),
+                    " FROM models WHERE owner_id = $1 AND name = $2 \
+                     ORDER BY version DESC LIMIT 1"
+                );
+                fetch_optional!(self, model_from_row, q, owner, name)?
+            }
+        };
+        m.ok_or(StoreError::NotFound)
+    }
+
+    /// The model versions `tenant` owns or was granted, by owner, name and version.
+    pub async fn list_models(&self, tenant: &str) -> Result<Vec<ModelRow>, StoreError> {
+        let q = "SELECT m.owner_id, m.name, m.version, m.model_sha256, m.model_json, \
+                 m.page_json, m.created_at FROM models m WHERE m.owner_id = $1 OR EXISTS \
+                 (SELECT 1 FROM model_grants g WHERE g.owner_id = m.owner_id \
+                 AND g.name = m.name AND g.grantee_id = $1) \
+                 ORDER BY m.owner_id, m.name, m.version";
+        on_pool!(self, p => {
+            let rows = sqlx::query(q).bind(tenant).fetch_all(p).await?;
+            rows.into_iter().map(|r| model_from_row!(r)).collect()
+        })
+    }
+
+    /// Grants (or updates the grant of) the owner's model `name` to `grantee`.
+    pub async fn grant_model(
+        &self,
+        owner: &str,
+        name: &str,
+        grantee: &str,
+        share_layers: bool,
+    ) -> Result<ModelGrant, StoreError> {
+        self.model(owner, name, None).await?;
+        let q = "INSERT INTO model_grants (owner_id, name, grantee_id, share_layers, created_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (owner_id, name, grantee_id) \
+                 DO UPDATE SET share_layers = excluded.share_layers \
+                 RETURNING owner_id, name, grantee_id, share_layers, created_at";
+        let r = on_pool!(self, p => {
+            let row = sqlx::query(q)
+                .bind(owner)
+                .bind(name)
+                .bind(grantee)
+                .bind(share_layers)
+                .bind(now_ms())
+                .fetch_one(p)
+                .await;
+            row.map(|r| grant_from_row!(r))
+        });
+        match r {
+            Ok(g) => g,
+            Err(sqlx::Error::Database(d)) if d.is_foreign_key_violation() => {
+                Err(StoreError::NotFound)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Revokes a grant.
+    pub async fn revoke_model(
+        &self,
+        owner: &str,
+        name: &str,
+        grantee: &str,
+    ) -> Result<(), StoreError> {
+        let q = "DELETE FROM model_grants WHERE owner_id = $1 AND name = $2 AND grantee_id = $3";
+        let n = on_pool!(self, p => sqlx::query(q)
+            .bind(owner)
+            .bind(name)
+            .bind(grantee)
+            .execute(p)
+            .await?
+            .rows_affected());
+        if n == 0 {
+            Err(StoreError::NotFound)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The grant of the owner's `name` to `grantee`, if any.
+    pub async fn model_grant(
+        &self,
+        owner: &str,
+        name: &str,
+        grantee: &str,
+    ) -> Result<Option<ModelGrant>, StoreError> {
+        let q = "SELECT owner_id, name, grantee_id, share_layers, created_at FROM model_grants \
+                 WHERE owner_id = $1 AND name = $2 AND grantee_id = $3";
+        fetch_optional!(self, grant_from_row, q, owner, name, grantee)
+    }
+
+    /// The grants of the owner's `name`.
+    pub async fn model_grants(
+        &self,
+        owner: &str,
+        name: &str,
+    ) -> Result<Vec<ModelGrant>, StoreError> {
+        let q = "SELECT owner_id, name, grantee_id, share_layers, created_at FROM model_grants \
+                 WHERE owner_id = $1 AND name = $2 ORDER BY grantee_id";
+        on_pool!(self, p => {
+            let rows = sqlx::query(q).bind(owner).bind(name).fetch_all(p).await?;
+            rows.into_iter().map(|r| grant_from_row!(r)).collect()
+        })
+    }
+}
