@@ -811,8 +811,8 @@ pub fn plan_packed(c: &PackedCircuit, degree: usize) -> Result<PackedPlan, Packe
     })?;
     // Second pass: noise, now that t is known. The model tracks the noise's magnitude in bits
     // (budget = log q - log t - noise) with the growth of each operation, each term rounded
-    // up from measurements (`tests/packed.rs` in the engine checks the estimate is never
-    // above the measured budget):
+    // up from measurements (`tests/packed.rs` in the engine checks the estimate is never more
+    // than a bit above the measured budget, well inside NOISE_MARGIN_BITS):
     // - fresh (secret-key) encryption: ~5 bits;
     // - key switching (rotation, relinearization) adds noise of ~(largest prime + log N / 2)
     //   bits, so the result is max(noise, that) + 1;

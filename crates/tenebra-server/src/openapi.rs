@@ -335,6 +335,39 @@ fn base_document() -> Value {
                     json!({"200": {"description": "circuit JSON", "content": {"application/json": {"schema": {"type": "object"}}}}, "400": error_response("invalid_size"), "404": error_response("no such function")}),
                     json!({"parameters": [id_param("name"), query("size", "integer", "built-ins: input size"), query("version", "integer", "deployed: version"), query("circuit_id", "string", "deployed: the version with this content id")]}))
             },
+            "/v1/models": {
+                "get": op("The tenant's models and the models shared with it (pages, never weights)", "read",
+                    json!({"200": {"description": "model pages", "content": {"application/json": {"schema": {"type": "array", "items": {"type": "object"}}}}}}), json!({})),
+                "post": op("Upload a model (JSON: dense layers and activations) as the next version of its name; the page states each split's precision", "compute",
+                    json!({"201": {"description": "stored"}, "200": {"description": "the version holding the same JSON"}, "400": error_response("invalid_model or model_too_deep"), "413": error_response("body_too_large")}), json!({}))
+            },
+            "/v1/models/{owner}/{name}": {
+                "get": op("A model's page (owner, or a tenant it was shared with)", "read",
+                    json!({"200": {"description": "the page"}, "404": error_response("no such model for this tenant")}),
+                    json!({"parameters": [id_param("owner"), id_param("name"), query("version", "integer", "default: the latest")]}))
+            },
+            "/v1/models/{owner}/{name}/signature": {
+                "get": op("What to encrypt for to run the first `layers` layers: task function name, packed circuit signature, quantization", "read",
+                    json!({"200": {"description": "the signature"}, "400": error_response("invalid_split or model_too_deep"), "404": error_response("no such model for this tenant")}),
+                    json!({"parameters": [id_param("owner"), id_param("name"), query("layers", "integer", "layers run encrypted"), query("version", "integer", "default: the latest")]}))
+            },
+            "/v1/models/{owner}/{name}/layers": {
+                "get": op("The plaintext layers after a split (the owner, or a grantee the owner shares layers with)", "read",
+                    json!({"200": {"description": "the remaining layers"}, "400": error_response("invalid_split"), "403": error_response("forbidden"), "404": error_response("no such model for this tenant")}),
+                    json!({"parameters": [id_param("owner"), id_param("name"), query("from", "integer", "the split"), query("version", "integer", "default: the latest")]}))
+            },
+            "/v1/model-grants/{name}": {
+                "get": op("The grants of one of the tenant's models", "read",
+                    json!({"200": {"description": "grants"}}), json!({"parameters": [id_param("name")]}))
+            },
+            "/v1/model-grants/{name}/{tenant}": {
+                "put": op("Grant another tenant the use of a model (every version); `share_layers` lets it fetch the layers after a split", "compute",
+                    json!({"200": {"description": "the grant"}, "400": error_response("invalid_grant"), "404": error_response("no such model or tenant")}),
+                    json!({"parameters": [id_param("name"), id_param("tenant")]})),
+                "delete": op("Revoke a grant", "compute",
+                    json!({"204": {"description": "revoked"}, "404": error_response("no such grant")}),
+                    json!({"parameters": [id_param("name"), id_param("tenant")]}))
+            },
             "/v1/tasks": {
                 "get": op("List the tenant's tasks, newest first", "read",
                     json!({"200": json_response("a page", "TaskPage"), "400": error_response("invalid_request or invalid_query")}),
