@@ -206,6 +206,25 @@ impl Client {
         self.send(req).await
     }
 
+    /// Uploads an ONNX model (`Gemm`/`MatMul`/`Add`/`Relu`/`Sigmoid`) under `name`, its
+    /// inputs in `input_min..=input_max`.
+    pub async fn upload_onnx_model(
+        &self,
+        onnx: Vec<u8>,
+        name: &str,
+        input_min: f64,
+        input_max: f64,
+    ) -> Result<ModelView, HttpError> {
+        let req = self
+            .http
+            .post(self.url("/v1/models"))
+            .query(&[("format", "onnx"), ("name", name)])
+            .query(&[("input_min", input_min), ("input_max", input_max)])
+            .header("content-type", "application/octet-stream")
+            .body(onnx);
+        self.send(req).await
+    }
+
     /// The caller's models and those shared with it.
     pub async fn models(&self) -> Result<Vec<ModelView>, HttpError> {
         self.send(self.http.get(self.url("/v1/models"))).await

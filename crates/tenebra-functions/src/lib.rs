@@ -16,6 +16,7 @@ use tenebra_circuit::ValidCircuit;
 
 pub mod ad_targeting;
 pub mod model;
+pub mod onnx;
 pub mod sleep_quality;
 pub mod weight_stats;
 

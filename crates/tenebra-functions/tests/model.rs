@@ -95,3 +95,104 @@ fn too_deep_and_hostile_models_are_refused() {
     let back = Model::parse(&json).unwrap();
     assert_eq!((back.name.as_str(), back.layers.len()), ("example-mlp", 3));
 }
+
+/// The example MLP's dense layers written as an ONNX graph (Gemm with transB, MatMul + Add,
+/// Relu) import to the same layers; malformed and unsupported graphs are clear errors.
+#[test]
+fn onnx_import() {
+    use onnx_protobuf::{GraphProto, Message, ModelProto, NodeProto, TensorProto, ValueInfoProto};
+    use tenebra_functions::onnx::model_from_onnx;
+    fn tensor(name: &str, dims: &[i64], v: &[f64]) -> TensorProto {
+        let mut t = TensorProto::new();
+        t.name = name.into();
+        t.dims = dims.to_vec();
+        t.data_type = 1;
+        t.raw_data = v.iter().flat_map(|x| (*x as f32).to_le_bytes()).collect();
+        t
+    }
+    fn node(op: &str, inputs: &[&str], output: &str, trans_b: bool) -> NodeProto {
+        let mut n = NodeProto::new();
+        n.op_type = op.into();
+        n.name = format!("{op}_{output}");
+        n.input = inputs.iter().map(|s| s.to_string()).collect();
+        n.output = vec![output.into()];
+        if trans_b {
+            let mut a = onnx_protobuf::AttributeProto::new();
+            a.name = "transB".into();
+            a.i = 1;
+            n.attribute.push(a);
+        }
+        n
+    }
+    let mlp = example_mlp();
+    let (
+        Layer::Dense {
+            weights: w1,
+            bias: b1,
+        },
+        Layer::Dense {
+            weights: w2,
+            bias: b2,
+        },
+    ) = (&mlp.layers[0], &mlp.layers[2])
+    else {
+        unreachable!()
+    };
+    // Gemm with transB: W1 as [out][in]; MatMul: W2 as [in][out].
+    let w1_flat: Vec<f64> = w1.iter().flatten().copied().collect();
+    let w2_t: Vec<f64> = (0..8)
+        .flat_map(|i| (0..2).map(move |o| (i, o)))
+        .map(|(i, o)| w2[o][i])
+        .collect();
+    let mut g = GraphProto::new();
+    let mut x = ValueInfoProto::new();
+    x.name = "x".into();
+    g.input.push(x);
+    g.initializer = vec![
+        tensor("w1", &[8, 16], &w1_flat),
+        tensor("b1", &[8], b1),
+        tensor("w2", &[8, 2], &w2_t),
+        tensor("b2", &[2], b2),
+    ];
+    g.node = vec![
+        node("Gemm", &["x", "w1", "b1"], "h", true),
+        node("Relu", &["h"], "a", false),
+        node("MatMul", &["a", "w2"], "o", false),
+        node("Add", &["o", "b2"], "y", false),
+    ];
+    let mut m = ModelProto::new();
+    m.graph = Some(g.clone()).into();
+    let bytes = m.write_to_bytes().unwrap();
+    let model = model_from_onnx(&bytes, "onnx-mlp", 0.0, 1.0).unwrap();
+    assert_eq!(model.input_len, 16);
+    assert_eq!(model.layers.len(), 3);
+    assert_eq!(model.max_encrypted_layers(), 1);
+    let close = |a: &[Vec<f64>], b: &[Vec<f64>]| {
+        a.iter()
+            .flatten()
+            .zip(b.iter().flatten())
+            .all(|(x, y)| (x - y).abs() < 1e-6)
+    };
+    match (&model.layers[0], &model.layers[2]) {
+        (Layer::Dense { weights: a, .. }, Layer::Dense { weights: b, bias }) => {
+            assert!(close(a, w1) && close(b, w2));
+            assert!(bias.iter().zip(b2).all(|(x, y)| (x - y).abs() < 1e-6));
+        }
+        _ => panic!("dense layers expected"),
+    }
+    // Malformed bytes, an unsupported op, a broken chain.
+    assert!(matches!(
+        model_from_onnx(b"\xff\xff garbage", "m", 0.0, 1.0),
+        Err(ModelError::Invalid(_))
+    ));
+    let mut conv = g.clone();
+    conv.node[1].op_type = "Conv".into();
+    let mut broken = g.clone();
+    broken.node[2].input[0] = "elsewhere".into();
+    for graph in [conv, broken] {
+        let mut m = ModelProto::new();
+        m.graph = Some(graph).into();
+        let e = model_from_onnx(&m.write_to_bytes().unwrap(), "m", 0.0, 1.0).unwrap_err();
+        assert!(e.to_string().contains("node `"), "{e}");
+    }
+}

@@ -91,10 +91,82 @@ fn builtin_view(
 /// A stored circuit, parsed again (it was validated before it was stored; limits may have
 /// changed since, so it goes through the same gate).
 fn parse_stored(f: &Function) -> Result<ValidCircuit, ApiError> {
+    if is_packed_json(f.circuit_json.as_bytes()) {
+        return Err(ApiError::bad_request(
+            "circuit_mismatch",
+            format!(
+                "`{}` is a packed (BFV) function: encrypt for it with the packed keys",
+                f.name
+            ),
+        ));
+    }
     parse_circuit(f.circuit_json.as_bytes(), &limits()).map_err(|e| ApiError::internal(&e))
 }
 
+/// Whether a circuit JSON declares the packed scheme.
+pub(crate) fn is_packed_json(bytes: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Scheme {
+        #[serde(default)]
+        scheme: String,
+    }
+    serde_json::from_slice::<Scheme>(bytes)
+        .is_ok_and(|s| s.scheme == tenebra_circuit::packed::SCHEME_BFV)
+}
+
+fn packed_limits() -> tenebra_circuit::packed::PackedLimits {
+    tenebra_circuit::packed::PackedLimits {
+        max_json_bytes: CIRCUIT_LIMIT,
+        ..Default::default()
+    }
+}
+
+fn parse_stored_packed(f: &Function) -> Result<ValidPacked, ApiError> {
+    tenebra_circuit::packed::parse_packed(f.circuit_json.as_bytes(), &packed_limits())
+        .map_err(|e| ApiError::internal(&e))
+}
+
+/// `x: [-8..=7; 16] -> y: [3] (bfv, N=4096, t=65537)`.
+fn packed_signature(c: &ValidPacked) -> String {
+    let sig = c.signature();
+    let inputs: Vec<String> = sig
+        .inputs
+        .iter()
+        .map(|i| format!("{}: [{}..={}; {}]", i.name, i.min, i.max, i.len))
+        .collect();
+    let outputs: Vec<String> = sig
+        .outputs
+        .iter()
+        .map(|o| format!("{}: [{}]", o.name, o.len))
+        .collect();
+    format!(
+        "{} -> {} (bfv, N={}, t={})",
+        inputs.join(", "),
+        outputs.join(", "),
+        sig.degree,
+        sig.plain_modulus
+    )
+}
+
 fn deployed_view(f: &Function) -> Result<FunctionView, ApiError> {
+    if is_packed_json(f.circuit_json.as_bytes()) {
+        let c = parse_stored_packed(f)?;
+        return Ok(FunctionView {
+            name: f.name.clone(),
+            summary: format!("deployed packed circuit, version {}", f.version),
+            signature: packed_signature(&c),
+            kind: "deployed".to_owned(),
+            min_size: 0,
+            max_size: 0,
+            at_size: Some(SizedCost {
+                size: 0,
+                circuit_id: f.circuit_id.clone(),
+                cost_cu: c.cost_cu(),
+                ops: 0,
+            }),
+            version: Some(f.version),
+        });
+    }
     let c = parse_stored(f)?;
     let cost = tenebra_circuit::cost::cost(&c);
     Ok(FunctionView {
@@ -124,6 +196,7 @@ pub(crate) enum Runnable {
 pub(crate) enum PackedRef {
     Builtin(&'static ValidPacked),
     Model(std::sync::Arc<tenebra_functions::model::Compiled>),
+    Deployed(Box<ValidPacked>),
 }
 
 impl PackedRef {
@@ -131,6 +204,7 @@ impl PackedRef {
         match self {
             PackedRef::Builtin(c) => c,
             PackedRef::Model(m) => crate::models::circuit_of(m),
+            PackedRef::Deployed(c) => c,
         }
     }
 }
@@ -141,13 +215,27 @@ pub(crate) async fn resolve_packed(
     state: &AppState,
     tenant: &str,
     function: &str,
+    circuit_id: Option<&str>,
 ) -> Result<Option<PackedRef>, ApiError> {
     if let Some(f) = tenebra_functions::find_packed(function) {
         return Ok(Some(PackedRef::Builtin(f.circuit())));
     }
-    Ok(crate::models::resolve(state, tenant, function)
+    if let Some(m) = crate::models::resolve(state, tenant, function).await? {
+        return Ok(Some(PackedRef::Model(m)));
+    }
+    let Some(id) = circuit_id else {
+        return Ok(None);
+    };
+    match state
+        .store
+        .function_by_circuit(tenant, function, id)
         .await?
-        .map(PackedRef::Model))
+    {
+        Some(f) if is_packed_json(f.circuit_json.as_bytes()) => Ok(Some(PackedRef::Deployed(
+            Box::new(parse_stored_packed(&f)?),
+        ))),
+        _ => Ok(None),
+    }
 }
 
 /// A packed built-in's view: no sizes; its circuit id and cost.
@@ -179,7 +267,7 @@ pub(crate) async fn resolve_runnable(
     size: u32,
     circuit_id: &str,
 ) -> Result<Runnable, ApiError> {
-    if let Some(p) = resolve_packed(state, tenant, function).await? {
+    if let Some(p) = resolve_packed(state, tenant, function, Some(circuit_id)).await? {
         let c = p.circuit();
         if c.id().to_string() != circuit_id {
             return Err(ApiError::bad_request(
@@ -369,10 +457,28 @@ pub(crate) async fn deploy(
             &format!("a circuit is at most {CIRCUIT_LIMIT} bytes of JSON"),
         )
     })?;
-    let circuit = parse_circuit(&body, &limits())
-        .map_err(|e| ApiError::bad_request("invalid_circuit", e.to_string()))?;
+    let (name, id, json, cost) = if is_packed_json(&body) {
+        let c = tenebra_circuit::packed::parse_packed(&body, &packed_limits()).map_err(
+            |e| match e {
+                tenebra_circuit::packed::PackedError::TooDeep(m) => {
+                    ApiError::bad_request("circuit_too_deep", m)
+                }
+                e => ApiError::bad_request("invalid_circuit", e.to_string()),
+            },
+        )?;
+        let json =
+            String::from_utf8(c.circuit().canonical_json()).map_err(|e| ApiError::internal(&e))?;
+        let cost = i64::try_from(c.cost_cu()).unwrap_or(i64::MAX);
+        (c.circuit().name.clone(), c.id().to_string(), json, cost)
+    } else {
+        let circuit = parse_circuit(&body, &limits())
+            .map_err(|e| ApiError::bad_request("invalid_circuit", e.to_string()))?;
+        let json =
+            String::from_utf8(circuit.canonical_json()).map_err(|e| ApiError::internal(&e))?;
+        let cost = i64::try_from(tenebra_circuit::cost::cost(&circuit).cu).unwrap_or(i64::MAX);
+        (circuit.name.clone(), circuit.id().to_string(), json, cost)
+    };
     // Validation restricted the name to 1 to 64 letters, digits, `_` or `-`: URL-safe.
-    let name = circuit.name.clone();
     if tenebra_functions::find(&name).is_ok() || tenebra_functions::find_packed(&name).is_some() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -380,17 +486,9 @@ pub(crate) async fn deploy(
             format!("`{name}` is a built-in function; choose another name"),
         ));
     }
-    let json = String::from_utf8(circuit.canonical_json()).map_err(|e| ApiError::internal(&e))?;
-    let cost = i64::try_from(tenebra_circuit::cost::cost(&circuit).cu).unwrap_or(i64::MAX);
     let deployed = state
         .store
-        .deploy_function(
-            &caller.tenant_id,
-            &name,
-            &circuit.id().to_string(),
-            &json,
-            cost,
-        )
+        .deploy_function(&caller.tenant_id, &name, &id, &json, cost)
         .await?;
     match deployed {
         Deployed::Created(f) => Ok((StatusCode::CREATED, Json(deployed_view(&f)?))),

@@ -52,24 +52,50 @@ fn model_error(e: ModelError) -> ApiError {
     }
 }
 
-/// `POST /v1/models`: stores a model as the next version of its name (the same JSON again
-/// returns the version holding it).
+/// Query of an upload: JSON (default), or an ONNX file with what ONNX does not say.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UploadQuery {
+    /// `json` (default) or `onnx`.
+    format: Option<String>,
+    /// ONNX: the model's name.
+    name: Option<String>,
+    /// ONNX: the inputs' range (default 0..=1).
+    input_min: Option<f64>,
+    input_max: Option<f64>,
+}
+
+/// `POST /v1/models[?format=onnx&name=N&input_min=A&input_max=B]`: stores a model as the
+/// next version of its name (the same model again returns the version holding it). An ONNX
+/// upload is imported (`Gemm`, `MatMul`, `Add`, `Relu`, `Sigmoid`) and stored as JSON.
 pub(crate) async fn upload(
     State(state): State<AppState>,
     caller: Caller,
+    QueryParams(q): QueryParams<UploadQuery>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Extension<AuditTarget>, Json<ModelView>), ApiError> {
     caller.require(Scope::Compute)?;
     let body = body.map_err(|r| {
-        crate::error::body_error(
-            &r,
-            &format!("a model is at most {MODEL_LIMIT} bytes of JSON"),
-        )
+        crate::error::body_error(&r, &format!("a model is at most {MODEL_LIMIT} bytes"))
     })?;
-    let model = Model::parse(&body).map_err(model_error)?;
-    let json = String::from_utf8(body.to_vec())
-        .map_err(|_| ApiError::bad_request("invalid_model", "the model is not UTF-8"))?;
-    let sha = hex::encode(Sha256::digest(&body));
+    let model = match q.format.as_deref() {
+        None | Some("json") => Model::parse(&body).map_err(model_error)?,
+        Some("onnx") => {
+            let name = q.name.as_deref().ok_or_else(|| {
+                ApiError::bad_request("invalid_model", "an ONNX upload needs ?name=")
+            })?;
+            let (lo, hi) = (q.input_min.unwrap_or(0.0), q.input_max.unwrap_or(1.0));
+            tenebra_functions::onnx::model_from_onnx(&body, name, lo, hi).map_err(model_error)?
+        }
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_model",
+                format!("format `{other}` is not `json` or `onnx`"),
+            ))
+        }
+    };
+    let json = serde_json::to_string(&model).map_err(|e| ApiError::internal(&e))?;
+    let sha = hex::encode(Sha256::digest(json.as_bytes()));
     // Compiling every split and measuring it takes CPU: off the async threads.
     let m = model.clone();
     let page = tokio::task::spawn_blocking(move || m.page())

@@ -165,8 +165,13 @@ pub(crate) async fn submit(
             )
         }
         InputHeader::Packed(header) => {
-            let found =
-                functions::resolve_packed(&state, &caller.tenant_id, &header.function).await?;
+            let found = functions::resolve_packed(
+                &state,
+                &caller.tenant_id,
+                &header.function,
+                Some(&header.circuit_id),
+            )
+            .await?;
             let Some(p) = found else {
                 return Err(ApiError::bad_request(
                     "unknown_function",

@@ -179,7 +179,7 @@ async fn story(postgres: bool) {
         .iter()
         .map(|f| f["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["weight_stats", "sleep_quality"]);
+    assert_eq!(names, ["weight_stats", "sleep_quality", "ad_targeting"]);
     let (st, f) = s
         .call(
             "GET",

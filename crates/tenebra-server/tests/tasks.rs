@@ -570,6 +570,74 @@ async fn packed_tasks(postgres: bool) {
     let err = t.error.expect("the task failed");
     assert_eq!(err.code, "invalid_input");
     assert!(err.message.contains("lacks Galois keys"), "{}", err.message);
+
+    // A tenant's own packed circuit: deployed, listed, run on encrypted input; a circuit too
+    // deep for the parameters is refused at deploy time.
+    use tenebra_circuit::packed::{
+        evaluate_packed, parse_packed, PNode, PackedCircuit, PackedLimits, VecInput, VecOutput,
+    };
+    let mine = PackedCircuit {
+        version: 1,
+        scheme: "bfv".into(),
+        name: "affine".into(),
+        inputs: vec![VecInput {
+            name: "x".into(),
+            len: 8,
+            min: -10,
+            max: 10,
+        }],
+        nodes: vec![
+            PNode::Input { input: 0 },
+            PNode::Matvec {
+                a: 0,
+                matrix: vec![vec![1, -2, 3, -4, 5, -6, 7, -8], vec![2; 8], vec![0; 8]],
+            },
+            PNode::AddPlain {
+                a: 1,
+                plain: vec![100, -100, 7],
+            },
+            PNode::Square { a: 2 },
+        ],
+        outputs: vec![VecOutput {
+            name: "y".into(),
+            node: 3,
+        }],
+    };
+    let f = a.deploy_function(mine.canonical_json()).await.unwrap();
+    assert!(f.signature.contains("bfv"), "{}", f.signature);
+    let bytes = a.function_circuit("affine", None, None).await.unwrap();
+    let c = parse_packed(&bytes, &PackedLimits::default()).unwrap();
+    let sig = c.signature();
+    let x = vec![vec![-10, 3, 0, 10, -1, 2, 9, -7]];
+    let enc = packed::encrypt_signed(dir.path(), &sig, "affine", &x).unwrap();
+    let ks = PackedKeys::load_key_set_for(dir.path(), sig.degree).unwrap();
+    a.upload_key_set(ks.bytes().to_vec()).await.unwrap();
+    let t = a.submit_task(enc.clone(), None).await.unwrap();
+    let t = wait_until(&a, &t.id, |t| t.is_final()).await;
+    assert_eq!(t.status, "succeeded", "{t:?}");
+    let got =
+        packed::decrypt_signed(dir.path(), &sig, &a.task_result(&t.id).await.unwrap()).unwrap();
+    let want: Vec<i64> = evaluate_packed(&mine, &x).unwrap()[0]
+        .iter()
+        .map(|v| *v as i64)
+        .collect();
+    assert_eq!(got[0], want);
+    // The other tenant has no such function.
+    assert_eq!(
+        api_code(b.submit_task(enc, None).await),
+        (400, "unknown_function".into())
+    );
+    let mut deep = mine.clone();
+    deep.name = "deep".into();
+    for _ in 0..5 {
+        let last = deep.nodes.len() as u32 - 1;
+        deep.nodes.push(PNode::Square { a: last });
+    }
+    deep.outputs[0].node = deep.nodes.len() as u32 - 1;
+    assert_eq!(
+        api_code(a.deploy_function(deep.canonical_json()).await),
+        (400, "circuit_too_deep".into())
+    );
     s.stop().await;
 }
 
@@ -717,7 +785,54 @@ async fn model_repository(postgres: bool) {
         api_code(owner.upload_model(b"{\"version\":1}".to_vec()).await),
         (400, "invalid_model".into())
     );
+    // ONNX: a one-Gemm graph imports and gets a page; garbage is a 400.
+    let onnx = one_gemm_onnx();
+    let v = owner
+        .upload_onnx_model(onnx, "tiny-onnx", 0.0, 1.0)
+        .await
+        .unwrap();
+    assert_eq!(
+        (v.name.as_str(), v.page.layers.clone()),
+        ("tiny-onnx", vec!["dense 2->2".to_owned()])
+    );
+    assert_eq!(
+        api_code(
+            owner
+                .upload_onnx_model(b"\xff\xfe".to_vec(), "x", 0.0, 1.0)
+                .await
+        ),
+        (400, "invalid_model".into())
+    );
     s.stop().await;
+}
+
+/// `y = W x + b` with W = [[1, -2], [0.5, 3]] as one ONNX `Gemm`.
+fn one_gemm_onnx() -> Vec<u8> {
+    use onnx_protobuf::{GraphProto, Message, ModelProto, NodeProto, TensorProto, ValueInfoProto};
+    let tensor = |name: &str, dims: &[i64], v: &[f32]| {
+        let mut t = TensorProto::new();
+        t.name = name.into();
+        t.dims = dims.to_vec();
+        t.data_type = 1;
+        t.float_data = v.to_vec();
+        t
+    };
+    let mut g = GraphProto::new();
+    let mut x = ValueInfoProto::new();
+    x.name = "x".into();
+    g.input.push(x);
+    g.initializer = vec![
+        tensor("w", &[2, 2], &[1.0, 0.5, -2.0, 3.0]),
+        tensor("b", &[2], &[0.25, -1.0]),
+    ];
+    let mut n = NodeProto::new();
+    n.op_type = "Gemm".into();
+    n.input = vec!["x".into(), "w".into(), "b".into()];
+    n.output = vec!["y".into()];
+    g.node.push(n);
+    let mut m = ModelProto::new();
+    m.graph = Some(g).into();
+    m.write_to_bytes().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -298,6 +298,12 @@ pub fn run_remote(server: &ServerArgs, keys: &Path, function: &str, input: &Path
             Some(_) => None,
             None => {
                 let bytes = client.function_circuit(function, None, None).await?;
+                if let Ok(c) = tenebra_circuit::packed::parse_packed(
+                    &bytes,
+                    &tenebra_circuit::packed::PackedLimits::default(),
+                ) {
+                    return run_deployed_packed(&client, keys, &c, &json).await;
+                }
                 let limits = tenebra_circuit::validate::Limits::default();
                 Some(
                     tenebra_circuit::validate::parse_circuit(&bytes, &limits)
@@ -343,6 +349,42 @@ fn run_packed(
         let bytes = client.task_result(&t.id).await?;
         Ok(tenebra_client::packed::decrypt(keys, f, &bytes)?)
     })
+}
+
+/// `tenebra run` of a deployed packed function: inputs and outputs are JSON objects of
+/// integer vectors keyed by the circuit's input and output names.
+async fn run_deployed_packed(
+    client: &tenebra_client::http::Client,
+    keys: &Path,
+    c: &tenebra_circuit::packed::ValidPacked,
+    json: &serde_json::Value,
+) -> Result<serde_json::Value> {
+    let sig = c.signature();
+    let inputs = sig
+        .inputs
+        .iter()
+        .map(|i| {
+            serde_json::from_value::<Vec<i64>>(json[&i.name].clone()).with_context(|| {
+                format!("input `{}` must be an array of {} integers", i.name, i.len)
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let name = c.circuit().name.clone();
+    let enc = tenebra_client::packed::encrypt_signed(keys, &sig, &name, &inputs)?;
+    let key_set = tenebra_client::packed::PackedKeys::load_key_set_for(keys, sig.degree)?;
+    client.upload_key_set(key_set.bytes().to_vec()).await?;
+    let t = client.submit_task(enc, None).await?;
+    let t = wait(client, &t.id).await?;
+    succeeded(&t)?;
+    let bytes = client.task_result(&t.id).await?;
+    let outputs = tenebra_client::packed::decrypt_signed(keys, &sig, &bytes)?;
+    Ok(serde_json::Value::Object(
+        sig.outputs
+            .iter()
+            .zip(outputs)
+            .map(|(o, v)| (o.name.clone(), serde_json::json!(v)))
+            .collect(),
+    ))
 }
 
 /// `tenebra functions list` against a server.

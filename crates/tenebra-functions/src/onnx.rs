@@ -1,0 +1,222 @@
+//! Import of ONNX models (`Gemm`, `MatMul`, `Add`, `Relu`, `Sigmoid` chains) into the model
+//! format, with the `onnx-protobuf` messages. The graph must be one chain from its input to its
+//! output; weights and biases are float initializers (`float_data`, `double_data` or
+//! little-endian `raw_data`). Anything else is a clear error naming the node.
+
+use onnx_protobuf::{Message, ModelProto, NodeProto, TensorProto};
+
+use crate::model::{Activation, Layer, Model, ModelError, MODEL_JSON_LIMIT, MODEL_VERSION};
+
+const FLOAT: i32 = 1;
+const DOUBLE: i32 = 11;
+
+fn bad(m: impl Into<String>) -> ModelError {
+    ModelError::Invalid(format!("ONNX: {}", m.into()))
+}
+
+/// A float tensor's values and dims.
+fn floats(t: &TensorProto) -> Result<(Vec<f64>, Vec<usize>), ModelError> {
+    let dims: Vec<usize> = t
+        .dims
+        .iter()
+        .map(|d| {
+            usize::try_from(*d).map_err(|_| bad(format!("tensor `{}` has a negative dim", t.name)))
+        })
+        .collect::<Result<_, _>>()?;
+    let count = dims
+        .iter()
+        .try_fold(1usize, |a, d| a.checked_mul(*d))
+        .filter(|c| *c <= 1 << 24)
+        .ok_or_else(|| bad(format!("tensor `{}` is too large", t.name)))?;
+    let values: Vec<f64> = match t.data_type {
+        FLOAT if !t.float_data.is_empty() => t.float_data.iter().map(|v| f64::from(*v)).collect(),
+        FLOAT => t
+            .raw_data
+            .chunks_exact(4)
+            .map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+            .collect(),
+        DOUBLE if !t.double_data.is_empty() => t.double_data.clone(),
+        DOUBLE => t
+            .raw_data
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .collect(),
+        other => {
+            return Err(bad(format!(
+                "tensor `{}` has data type {other}; only float and double are read",
+                t.name
+            )))
+        }
+    };
+    if values.len() != count {
+        return Err(bad(format!(
+            "tensor `{}` holds {} values for dims {dims:?}",
+            t.name,
+            values.len()
+        )));
+    }
+    Ok((values, dims))
+}
+
+fn attr_i(n: &NodeProto, name: &str, default: i64) -> i64 {
+    n.attribute
+        .iter()
+        .find(|a| a.name == name)
+        .map_or(default, |a| a.i)
+}
+
+fn attr_f(n: &NodeProto, name: &str, default: f32) -> f32 {
+    n.attribute
+        .iter()
+        .find(|a| a.name == name)
+        .map_or(default, |a| a.f)
+}
+
+/// `[in][out]` (or `[out][in]` when `transposed`) values as rows `[out][in]`.
+fn rows(v: &[f64], dims: &[usize], transposed: bool) -> Result<Vec<Vec<f64>>, ModelError> {
+    let [a, b] = dims else {
+        return Err(bad(format!(
+            "a weight matrix must have 2 dims, it has {dims:?}"
+        )));
+    };
+    let (n_in, n_out) = if transposed { (*b, *a) } else { (*a, *b) };
+    Ok((0..n_out)
+        .map(|o| {
+            (0..n_in)
+                .map(|i| {
+                    if transposed {
+                        v[o * n_in + i]
+                    } else {
+                        v[i * n_out + o]
+                    }
+                })
+                .collect()
+        })
+        .collect())
+}
+
+/// Reads an ONNX model into a [`Model`] named `name` whose inputs lie in
+/// `input_min..=input_max` (ONNX does not say), then checks it like any uploaded model.
+pub fn model_from_onnx(
+    bytes: &[u8],
+    name: &str,
+    input_min: f64,
+    input_max: f64,
+) -> Result<Model, ModelError> {
+    if bytes.len() > MODEL_JSON_LIMIT {
+        return Err(bad("the file is over the size limit"));
+    }
+    let m =
+        ModelProto::parse_from_bytes(bytes).map_err(|e| bad(format!("not an ONNX model: {e}")))?;
+    let g = m
+        .graph
+        .as_ref()
+        .ok_or_else(|| bad("the model has no graph"))?;
+    let init = |n: &str| g.initializer.iter().find(|t| t.name == n);
+    let graph_inputs: Vec<&str> = g
+        .input
+        .iter()
+        .map(|i| i.name.as_str())
+        .filter(|n| init(n).is_none())
+        .collect();
+    let [input] = graph_inputs.as_slice() else {
+        return Err(bad(format!(
+            "the graph must have one data input, it has {}",
+            graph_inputs.len()
+        )));
+    };
+    let mut current = (*input).to_owned();
+    let mut layers: Vec<Layer> = Vec::new();
+    for n in &g.node {
+        let what = |m: &str| bad(format!("node `{}` ({}): {m}", n.name, n.op_type));
+        let data = n.input.first().map(String::as_str);
+        if data != Some(current.as_str()) {
+            return Err(what("the graph is not a single chain from its input"));
+        }
+        let param = |i: usize| {
+            n.input
+                .get(i)
+                .and_then(|p| init(p))
+                .ok_or_else(|| what(&format!("input {i} must be an initializer")))
+        };
+        match n.op_type.as_str() {
+            "Gemm" => {
+                if attr_i(n, "transA", 0) != 0 {
+                    return Err(what("transA is not supported"));
+                }
+                let (alpha, beta) = (
+                    f64::from(attr_f(n, "alpha", 1.0)),
+                    f64::from(attr_f(n, "beta", 1.0)),
+                );
+                let (w, dims) = floats(param(1)?)?;
+                let mut weights = rows(&w, &dims, attr_i(n, "transB", 0) != 0)?;
+                weights.iter_mut().flatten().for_each(|v| *v *= alpha);
+                let bias = match n.input.get(2).filter(|s| !s.is_empty()) {
+                    Some(_) => {
+                        let (b, _) = floats(param(2)?)?;
+                        if b.len() != weights.len() {
+                            return Err(what("the bias length differs from the output width"));
+                        }
+                        b.iter().map(|v| v * beta).collect()
+                    }
+                    None => vec![0.0; weights.len()],
+                };
+                layers.push(Layer::Dense { weights, bias });
+            }
+            "MatMul" => {
+                let (w, dims) = floats(param(1)?)?;
+                let weights = rows(&w, &dims, false)?;
+                let bias = vec![0.0; weights.len()];
+                layers.push(Layer::Dense { weights, bias });
+            }
+            "Add" => {
+                let (b, _) = floats(param(1)?)?;
+                match layers.last_mut() {
+                    Some(Layer::Dense { bias, .. }) if bias.len() == b.len() => {
+                        bias.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                    }
+                    _ => {
+                        return Err(what(
+                            "Add must follow a MatMul or Gemm, with a bias of its width",
+                        ))
+                    }
+                }
+            }
+            "Relu" => layers.push(Layer::Activation {
+                function: Activation::Relu,
+            }),
+            "Sigmoid" => layers.push(Layer::Activation {
+                function: Activation::Sigmoid,
+            }),
+            other => {
+                return Err(what(&format!(
+                    "op `{other}` is not supported (Gemm, MatMul, Add, Relu, Sigmoid)"
+                )))
+            }
+        }
+        current = n
+            .output
+            .first()
+            .cloned()
+            .ok_or_else(|| what("the node has no output"))?;
+    }
+    let input_len = layers
+        .iter()
+        .find_map(|l| match l {
+            Layer::Dense { weights, .. } => weights.first().map(Vec::len),
+            Layer::Activation { .. } => None,
+        })
+        .ok_or_else(|| bad("the graph has no Gemm or MatMul"))?;
+    let model = Model {
+        version: MODEL_VERSION,
+        name: name.to_owned(),
+        input_len: u32::try_from(input_len).map_err(|_| bad("the input is too wide"))?,
+        input_min,
+        input_max,
+        input_bits: 4,
+        weight_bits: 6,
+        layers,
+    };
+    model.check()?;
+    Ok(model)
+}
