@@ -291,7 +291,6 @@ pub fn run_remote(server: &ServerArgs, keys: &Path, function: &str, input: &Path
     if let Some(f) = builtin {
         f.encode(&json)?;
     }
-    let client_keys = load_client_keys(keys)?;
     let client = server.client()?;
     let value = runtime()?.block_on(async {
         let deployed = match builtin {
@@ -311,6 +310,8 @@ pub fn run_remote(server: &ServerArgs, keys: &Path, function: &str, input: &Path
                 )
             }
         };
+        // TFHE keys only now: a packed function (above) needs none.
+        let client_keys = load_client_keys(keys)?;
         let enc = match (builtin, &deployed) {
             (Some(f), _) => encrypt(&client_keys, f, &json)?,
             (None, Some(c)) => tenebra_client::encrypt_circuit(&client_keys, c, &json)?,
