@@ -2,12 +2,13 @@
 //!
 //! This crate is pure: no IO, no HTTP, no SQL, no tfhe-rs. It owns the IR ([`ir`]), the tracing
 //! [`builder`], validation of untrusted circuits ([`validate`]), the canonical JSON form and
-//! content id, the optimizing lowering to an execution [`plan`], the [`cost`] model and the
-//! plaintext evaluator ([`eval`]) that every encrypted result is checked against.
+//! content id, the optimizing lowering to an execution [`plan`], the [`cost`] model, the memory
+//! a run needs ([`footprint`]) and the plaintext evaluator ([`eval`]) that every encrypted result is checked against.
 
 pub mod builder;
 pub mod cost;
 pub mod eval;
+pub mod footprint;
 pub mod io;
 pub mod ir;
 pub mod packed;

@@ -436,12 +436,29 @@ pub fn plan_with(c: &ValidCircuit, opts: PlanOptions) -> Plan {
             _ => {}
         }
     }
-    // Whether `list` holds the other half (a max for a min, a min for a max) of node `me`.
-    let has_partner = |list: &[NodeId], me: NodeId| -> bool {
-        let my_op = c.nodes[me as usize].op_name();
-        list.iter()
-            .any(|&o| o != me && c.nodes[o as usize].op_name() != my_op)
+    // Whether a list holds both a min and a max (so each node in it has its other half):
+    // decided once per list, not once per node (a circuit of many `min(a, b)` would make
+    // that quadratic).
+    let mixed = |list: &[NodeId]| -> bool {
+        list.split_first().is_some_and(|(first, rest)| {
+            let op = c.nodes[*first as usize].op_name();
+            rest.iter().any(|&o| c.nodes[o as usize].op_name() != op)
+        })
     };
+    let pair_seen: HashMap<(NodeId, NodeId), (Vec<NodeId>, bool)> = pair_seen
+        .into_iter()
+        .map(|(k, list)| {
+            let m = mixed(&list);
+            (k, (list, m))
+        })
+        .collect();
+    let reduce_seen: HashMap<&[NodeId], (Vec<NodeId>, bool)> = reduce_seen
+        .into_iter()
+        .map(|(k, list)| {
+            let m = mixed(&list);
+            (k, (list, m))
+        })
+        .collect();
 
     let mut l = Lowering {
         steps: Vec::new(),
@@ -498,10 +515,7 @@ pub fn plan_with(c: &ValidCircuit, opts: PlanOptions) -> Plan {
                 b: Operand::Node(b),
             } if a != b => {
                 let key = (*a.min(b), *a.max(b));
-                if pair_seen
-                    .get(&key)
-                    .is_some_and(|list| has_partner(list, id))
-                {
+                if pair_seen.get(&key).is_some_and(|(_, mixed)| *mixed) {
                     let o = l.emit(
                         PlanOp::MinMax {
                             a: l.val(*a),
@@ -516,7 +530,7 @@ pub fn plan_with(c: &ValidCircuit, opts: PlanOptions) -> Plan {
                         (o[1], o[0])
                     };
                     // Every node with this op and pair gets the same value.
-                    for &same in &pair_seen[&key] {
+                    for &same in &pair_seen[&key].0 {
                         let same_op = c.nodes[same as usize].op_name();
                         l.vmap[same as usize] = Some(if same_op == node.op_name() {
                             mine
@@ -610,10 +624,10 @@ pub fn plan_with(c: &ValidCircuit, opts: PlanOptions) -> Plan {
                 let vals: Vec<ValueId> = args.iter().map(|&a| l.val(a)).collect();
                 let fused = reduce_seen
                     .get(args.as_slice())
-                    .is_some_and(|list| has_partner(list, id));
+                    .is_some_and(|(_, mixed)| *mixed);
                 if fused {
                     let (mn, mx) = l.min_max_tree(&vals, ty);
-                    for &same in &reduce_seen[args.as_slice()] {
+                    for &same in &reduce_seen[args.as_slice()].0 {
                         l.vmap[same as usize] = Some(match c.nodes[same as usize] {
                             Node::Reduce {
                                 op: ReduceOp::Min, ..

@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 
+use crate::footprint::{footprint, Footprint};
 use crate::ir::{
     BinOp, Circuit, ConstOp, Node, NodeId, Operand, UnOp, FORMAT_VERSION, SCHEME_TFHE,
 };
@@ -26,6 +27,14 @@ pub struct Limits {
     /// Longest chain of dependent nodes.
     pub max_depth: u32,
     pub max_name_len: usize,
+    /// Largest number of scalar values over all outputs (an element named twice counts twice).
+    pub max_output_values: usize,
+    /// Largest number of radix blocks over all outputs: bounds the result's size (a block is
+    /// [`crate::footprint::BLOCK_BYTES`]).
+    pub max_output_blocks: u64,
+    /// Most memory one run may hold ([`crate::footprint::footprint`]): inputs, live values,
+    /// temporaries and the result.
+    pub max_working_set_bytes: u64,
 }
 
 impl Default for Limits {
@@ -41,6 +50,10 @@ impl Default for Limits {
             max_lut_bits: 8,
             max_depth: 10_000,
             max_name_len: 64,
+            max_output_values: 4096,
+            // ~66 MiB of result.
+            max_output_blocks: 4096,
+            max_working_set_bytes: 4 << 30,
         }
     }
 }
@@ -60,6 +73,13 @@ pub enum ValidationError {
     },
     #[error("output `{output}`: {message}")]
     Output { output: String, message: String },
+    /// Valid, but running it would take more than a worker gives one task.
+    #[error("the circuit is too large: {what} is {needed}, the limit is {limit}")]
+    TooLarge {
+        what: &'static str,
+        needed: u64,
+        limit: u64,
+    },
 }
 
 /// A circuit that passed validation, with the type of every node.
@@ -68,6 +88,7 @@ pub struct ValidCircuit {
     circuit: Circuit,
     types: Vec<ScalarType>,
     depth: u32,
+    footprint: Footprint,
 }
 
 impl ValidCircuit {
@@ -87,6 +108,11 @@ impl ValidCircuit {
     /// Longest chain of dependent nodes.
     pub fn depth(&self) -> u32 {
         self.depth
+    }
+
+    /// The memory its plan needs (checked against the limits).
+    pub fn footprint(&self) -> Footprint {
+        self.footprint
     }
 
     pub fn into_circuit(self) -> Circuit {
@@ -226,6 +252,7 @@ pub fn validate(circuit: Circuit, limits: &Limits) -> Result<ValidCircuit, Valid
     }
 
     let mut out_names = HashSet::new();
+    let mut output_values = 0usize;
     for output in &circuit.outputs {
         let fail = |message: String| ValidationError::Output {
             output: output.name.clone(),
@@ -242,6 +269,14 @@ pub fn validate(circuit: Circuit, limits: &Limits) -> Result<ValidCircuit, Valid
                     limits.max_vector_len
                 )));
             }
+        }
+        output_values += output.nodes.len();
+        if output_values > limits.max_output_values {
+            return Err(ValidationError::TooLarge {
+                what: "the number of output values",
+                needed: circuit.outputs.iter().map(|o| o.nodes.len() as u64).sum(),
+                limit: limits.max_output_values as u64,
+            });
         }
         if output.nodes.len() != output.ty.count() {
             return Err(fail(format!(
@@ -263,12 +298,38 @@ pub fn validate(circuit: Circuit, limits: &Limits) -> Result<ValidCircuit, Valid
             }
         }
     }
+    let output_blocks: u64 = circuit
+        .outputs
+        .iter()
+        .map(|o| (o.ty.count() * o.ty.ty.blocks()) as u64)
+        .sum();
+    if output_blocks > limits.max_output_blocks {
+        return Err(ValidationError::TooLarge {
+            what: "the number of output blocks (2 bits each, ~16.5 KiB encrypted)",
+            needed: output_blocks,
+            limit: limits.max_output_blocks,
+        });
+    }
     let depth = depths.iter().copied().max().unwrap_or(0);
-    Ok(ValidCircuit {
+    let mut valid = ValidCircuit {
         circuit,
         types,
         depth,
-    })
+        footprint: Footprint {
+            working_set_bytes: 0,
+            result_bytes: 0,
+            output_blocks,
+        },
+    };
+    valid.footprint = footprint(&crate::plan::plan(&valid));
+    if valid.footprint.working_set_bytes > limits.max_working_set_bytes {
+        return Err(ValidationError::TooLarge {
+            what: "the memory one run needs, in bytes",
+            needed: valid.footprint.working_set_bytes,
+            limit: limits.max_working_set_bytes,
+        });
+    }
+    Ok(valid)
 }
 
 fn operand_type(

@@ -5,14 +5,21 @@
 //! reader finished. The cancellation flag is checked before each step, and progress is
 //! reported after each step.
 //!
+//! Memory is checked, not hoped for: the run counts the bytes of its live values and, before
+//! each step, adds what the step will allocate (its results and temporaries, as
+//! [`tenebra_circuit::footprint`] estimates them); a step that would take the total over the
+//! cap (twice the plan's sequential footprint, so any schedule of a validated circuit fits)
+//! fails the run with [`EngineError::TooLarge`] instead of allocating.
+//!
 //! Operations use the integer-level `tfhe::integer::ServerKey`, passed explicitly, so no
 //! thread-local `set_server_key` is needed on the pool's threads.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
+use tenebra_circuit::footprint::{bytes, dot_shifts, footprint, temp_blocks, value_bytes};
 use tenebra_circuit::ir::{BinOp, CmpOp, ConstOp, UnOp};
 use tenebra_circuit::plan::{Arg, Plan, PlanOp, Step};
 use tenebra_circuit::ScalarType;
@@ -94,7 +101,13 @@ struct Run<'a> {
     stop: AtomicBool,
     error: Mutex<Option<EngineError>>,
     opts: RunOptions<'a>,
+    /// Bytes of the values alive now plus the steps running now.
+    live_bytes: AtomicU64,
+    max_bytes: u64,
 }
+
+/// Slack above twice the footprint, so tiny plans are not refused for rounding.
+const CAP_SLACK: u64 = 64 << 20;
 
 /// Runs a plan on expanded inputs (one per plan input, in signature order) and returns each
 /// output's ciphertexts.
@@ -130,11 +143,17 @@ pub fn run(
     }
     let values: Vec<Mutex<Option<Arc<Ct>>>> =
         (0..plan.n_values).map(|_| Mutex::new(None)).collect();
+    let mut input_bytes = 0u64;
     for (slot, ct) in plan.inputs.iter().zip(inputs) {
         if let Some(v) = slot {
+            input_bytes += value_bytes(plan.value_types[*v as usize]);
             *lock(&values[*v as usize]) = Some(Arc::new(ct));
         }
     }
+    let max_bytes = footprint(plan)
+        .working_set_bytes
+        .saturating_mul(2)
+        .saturating_add(CAP_SLACK);
     let r = Run {
         sks,
         plan,
@@ -146,6 +165,8 @@ pub fn run(
         stop: AtomicBool::new(false),
         error: Mutex::new(None),
         opts,
+        live_bytes: AtomicU64::new(input_bytes),
+        max_bytes,
     };
     let ready: Vec<usize> = (0..plan.steps.len()).filter(|&i| pending[i] == 0).collect();
     rayon::scope(|s| {
@@ -164,21 +185,28 @@ pub fn run(
             total: plan.steps.len(),
         });
     }
-    let outputs = plan
-        .outputs
+    // Each output element is its own ciphertext in the result; the last reference to a value
+    // moves it out instead of copying it.
+    let mut refs = vec![0u32; plan.n_values];
+    for &v in plan.outputs.iter().flatten() {
+        refs[v as usize] += 1;
+    }
+    let mut take = |v: u32| -> Result<Ct, EngineError> {
+        let slot = lock(&r.values[v as usize]).take();
+        let ct = slot.ok_or_else(|| EngineError::Internal(format!("output value {v} missing")))?;
+        refs[v as usize] -= 1;
+        if refs[v as usize] == 0 {
+            Ok(Arc::try_unwrap(ct).unwrap_or_else(|shared| Ct::clone(&shared)))
+        } else {
+            let copy = Ct::clone(&ct);
+            *lock(&r.values[v as usize]) = Some(ct);
+            Ok(copy)
+        }
+    };
+    plan.outputs
         .iter()
-        .map(|o| {
-            o.iter()
-                .map(|&v| {
-                    lock(&r.values[v as usize])
-                        .as_ref()
-                        .map(|ct| Ct::clone(ct))
-                        .ok_or_else(|| EngineError::Internal(format!("output value {v} missing")))
-                })
-                .collect()
-        })
-        .collect();
-    outputs
+        .map(|o| o.iter().map(|&v| take(v)).collect())
+        .collect()
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -210,6 +238,18 @@ impl<'a> Run<'a> {
         }
         let step = &self.plan.steps[i];
         let deps = step.deps();
+        let outs_bytes = value_bytes(step.ty).saturating_mul(step.outs.len() as u64);
+        let temp = bytes(temp_blocks(step));
+        let need = outs_bytes.saturating_add(temp);
+        let before = self.live_bytes.fetch_add(need, Ordering::SeqCst);
+        if before.saturating_add(need) > self.max_bytes {
+            self.live_bytes.fetch_sub(need, Ordering::SeqCst);
+            return self.fail(EngineError::TooLarge(format!(
+                "step {i} would take the run's memory to {} bytes, over its cap of {} bytes",
+                before.saturating_add(need),
+                self.max_bytes
+            )));
+        }
         let started = std::time::Instant::now();
         let args: Result<Vec<Arc<Ct>>, EngineError> = deps.iter().map(|&d| self.get(d)).collect();
         let result = args.and_then(|args| {
@@ -223,6 +263,8 @@ impl<'a> Run<'a> {
                 )))
             })
         });
+        // The temporaries are gone; the results stay until their last reader.
+        self.live_bytes.fetch_sub(temp, Ordering::SeqCst);
         let outs = match result {
             Ok(outs) => outs,
             Err(e) => return self.fail(e),
@@ -238,8 +280,13 @@ impl<'a> Run<'a> {
         }
         // Free every input this step was the last reader of.
         for &d in &deps {
-            if self.remaining_uses[d as usize].fetch_sub(1, Ordering::SeqCst) == 1 {
-                lock(&self.values[d as usize]).take();
+            if self.remaining_uses[d as usize].fetch_sub(1, Ordering::SeqCst) == 1
+                && lock(&self.values[d as usize]).take().is_some()
+            {
+                self.live_bytes.fetch_sub(
+                    value_bytes(self.plan.value_types[d as usize]),
+                    Ordering::SeqCst,
+                );
             }
         }
         let done = self.done.fetch_add(1, Ordering::SeqCst) + 1;
@@ -432,10 +479,6 @@ fn execute_step(
     }
 }
 
-/// Most set bits of a weight (odd shifts count twice) for which the product is written as a
-/// sum of shifted copies instead of a scalar multiplication.
-const MAX_SHIFT_TERMS: u32 = 6;
-
 /// `x` shifted left by `2 * blocks` bits: free (blocks move, trivial zeros come in).
 fn block_shift(sks: &ServerKey, x: &RadixCiphertext, blocks: usize) -> RadixCiphertext {
     let n = x.blocks().len();
@@ -460,29 +503,14 @@ fn dot(
     ty: ScalarType,
 ) -> Result<RadixCiphertext, EngineError> {
     let mask = ty.mask();
-    let cost = |w: u64| -> u32 {
-        (0..64)
-            .filter(|k| w >> k & 1 == 1)
-            .map(|k| 1 + (k % 2))
-            .sum()
-    };
     let per_term: Vec<(Vec<RadixCiphertext>, u64)> = xs
         .par_iter()
         .zip(weights.par_iter())
         .map(|(x, &w)| {
             let w = w & mask;
-            if w == 0 {
-                return (Vec::new(), 0);
-            }
-            let neg = 0u64.wrapping_sub(w) & mask;
-            let (mag, negative) = if cost(neg) < cost(w) {
-                (neg, true)
-            } else {
-                (w, false)
-            };
-            if cost(mag) > MAX_SHIFT_TERMS {
+            let Some((mag, negative)) = dot_shifts(w, ty) else {
                 return (vec![sks.scalar_mul_parallelized(x, w)], 0);
-            }
+            };
             let mut terms = Vec::new();
             let mut constant = 0u64;
             for k in (0..u32::from(ty.bits())).filter(|k| mag >> k & 1 == 1) {

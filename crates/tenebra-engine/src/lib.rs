@@ -23,6 +23,10 @@ pub enum EngineError {
     /// The run was cancelled before its end.
     #[error("cancelled after {done} of {total} steps")]
     Cancelled { done: usize, total: usize },
+    /// The run would hold more memory than its plan's footprint allows: refused before the
+    /// allocation, never retried.
+    #[error("{0}")]
+    TooLarge(String),
     #[error("I/O error: {0}")]
     Io(String),
     /// A bug or an environment failure, not the caller's fault.

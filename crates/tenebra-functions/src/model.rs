@@ -35,8 +35,10 @@ pub const MODEL_VERSION: u32 = 1;
 /// Largest model JSON accepted.
 pub const MODEL_JSON_LIMIT: usize = 32 << 20;
 /// Limits of a model's shape.
-const MAX_LAYERS: usize = 32;
-const MAX_WIDTH: usize = 4096;
+/// Most layers a model may have.
+pub const MAX_LAYERS: usize = 32;
+/// Widest input or layer of a model.
+pub const MAX_WIDTH: usize = 4096;
 
 /// An activation function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,7 +5,11 @@
 
 use onnx_protobuf::{Message, ModelProto, NodeProto, TensorProto};
 
-use crate::model::{Activation, Layer, Model, ModelError, MODEL_JSON_LIMIT, MODEL_VERSION};
+use std::collections::HashMap;
+
+use crate::model::{
+    Activation, Layer, Model, ModelError, MAX_LAYERS, MAX_WIDTH, MODEL_JSON_LIMIT, MODEL_VERSION,
+};
 
 const FLOAT: i32 = 1;
 const DOUBLE: i32 = 11;
@@ -14,20 +18,49 @@ fn bad(m: impl Into<String>) -> ModelError {
     ModelError::Invalid(format!("ONNX: {}", m.into()))
 }
 
-/// A float tensor's values and dims.
+/// Most nodes a graph may have: every layer is one node, a dense layer two (`MatMul` + `Add`).
+const MAX_NODES: usize = 2 * MAX_LAYERS;
+/// Most initializers a graph may have (a weight and a bias per dense layer).
+const MAX_INITIALIZERS: usize = 2 * MAX_LAYERS;
+/// Most dims a weight or bias tensor may have.
+const MAX_DIMS: usize = 2;
+
+/// A float tensor's values and dims. Every dim is checked (1..=`MAX_WIDTH`) before anything
+/// is allocated, so a tensor's size follows from limits, not from what the file claims.
 fn floats(t: &TensorProto) -> Result<(Vec<f64>, Vec<usize>), ModelError> {
+    if t.dims.len() > MAX_DIMS {
+        return Err(bad(format!(
+            "tensor `{}` has {} dims; weights and biases have at most {MAX_DIMS}",
+            t.name,
+            t.dims.len()
+        )));
+    }
     let dims: Vec<usize> = t
         .dims
         .iter()
-        .map(|d| {
-            usize::try_from(*d).map_err(|_| bad(format!("tensor `{}` has a negative dim", t.name)))
+        .map(|d| match usize::try_from(*d) {
+            Ok(d) if (1..=MAX_WIDTH).contains(&d) => Ok(d),
+            _ => Err(bad(format!(
+                "tensor `{}` has dim {d}; every dim must be 1..={MAX_WIDTH}",
+                t.name
+            ))),
         })
         .collect::<Result<_, _>>()?;
-    let count = dims
-        .iter()
-        .try_fold(1usize, |a, d| a.checked_mul(*d))
-        .filter(|c| *c <= 1 << 24)
-        .ok_or_else(|| bad(format!("tensor `{}` is too large", t.name)))?;
+    // At most MAX_WIDTH^2 values: the dims were bounded above.
+    let count: usize = dims.iter().product();
+    let stored = match t.data_type {
+        FLOAT if !t.float_data.is_empty() => t.float_data.len(),
+        FLOAT => t.raw_data.len() / 4,
+        DOUBLE if !t.double_data.is_empty() => t.double_data.len(),
+        DOUBLE => t.raw_data.len() / 8,
+        _ => count,
+    };
+    if stored != count {
+        return Err(bad(format!(
+            "tensor `{}` holds {stored} values for dims {dims:?}",
+            t.name
+        )));
+    }
     let values: Vec<f64> = match t.data_type {
         FLOAT if !t.float_data.is_empty() => t.float_data.iter().map(|v| f64::from(*v)).collect(),
         FLOAT => t
@@ -112,7 +145,17 @@ pub fn model_from_onnx(
         .graph
         .as_ref()
         .ok_or_else(|| bad("the model has no graph"))?;
-    let init = |n: &str| g.initializer.iter().find(|t| t.name == n);
+    if g.node.len() > MAX_NODES || g.initializer.len() > MAX_INITIALIZERS {
+        return Err(bad(format!(
+            "the graph has {} nodes and {} initializers; the limits are {MAX_NODES} and \
+             {MAX_INITIALIZERS}",
+            g.node.len(),
+            g.initializer.len()
+        )));
+    }
+    let initializers: HashMap<&str, &TensorProto> =
+        g.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
+    let init = |n: &str| initializers.get(n).copied();
     let graph_inputs: Vec<&str> = g
         .input
         .iter()
@@ -139,6 +182,11 @@ pub fn model_from_onnx(
                 .and_then(|p| init(p))
                 .ok_or_else(|| what(&format!("input {i} must be an initializer")))
         };
+        if layers.len() >= MAX_LAYERS
+            && matches!(n.op_type.as_str(), "Gemm" | "MatMul" | "Relu" | "Sigmoid")
+        {
+            return Err(what(&format!("a model has at most {MAX_LAYERS} layers")));
+        }
         match n.op_type.as_str() {
             "Gemm" => {
                 if attr_i(n, "transA", 0) != 0 {

@@ -196,3 +196,66 @@ fn onnx_import() {
         assert!(e.to_string().contains("node `"), "{e}");
     }
 }
+
+/// Hostile ONNX files: dims that multiply to zero or overflow, claims without data, many nodes
+/// reusing one initializer, too many dims. Each is a clear error before anything is allocated
+/// (a `[0, 2^44]` MatMul weight used to abort the process allocating 2^44 rows).
+#[test]
+fn onnx_hostile_shapes() {
+    use onnx_protobuf::{GraphProto, Message, ModelProto, NodeProto, TensorProto, ValueInfoProto};
+    use tenebra_functions::onnx::model_from_onnx;
+    fn file(dims: &[i64], data: &[f32], nodes: usize) -> Vec<u8> {
+        let mut t = TensorProto::new();
+        t.name = "w".into();
+        t.dims = dims.to_vec();
+        t.data_type = 1;
+        t.raw_data = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let mut g = GraphProto::new();
+        let mut x = ValueInfoProto::new();
+        x.name = "x".into();
+        g.input.push(x);
+        g.initializer = vec![t];
+        for _ in 0..nodes {
+            let mut n = NodeProto::new();
+            n.op_type = "MatMul".into();
+            n.input = vec!["x".into(), "w".into()];
+            n.output = vec!["x".into()];
+            g.node.push(n);
+        }
+        let mut m = ModelProto::new();
+        m.graph = Some(g).into();
+        m.write_to_bytes().unwrap()
+    }
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "[0, 2^44] without data",
+            file(&[0, 1 << 44], &[], 1),
+            "dim 0",
+        ),
+        ("[2^44, 0]", file(&[1 << 44, 0], &[], 1), "dim"),
+        ("[2^32, 2^32]", file(&[1 << 32, 1 << 32], &[], 1), "dim"),
+        ("negative dim", file(&[-1, 4], &[1.0; 4], 1), "dim -1"),
+        ("three dims", file(&[1, 1, 1], &[1.0], 1), "3 dims"),
+        (
+            "claims more than it holds",
+            file(&[4, 4], &[1.0; 3], 1),
+            "holds 3",
+        ),
+        (
+            "a thousand layers on one weight",
+            file(&[2, 2], &[1.0; 4], 1000),
+            "nodes",
+        ),
+        (
+            "33 layers",
+            file(&[2, 2], &[1.0; 4], 33),
+            "at most 32 layers",
+        ),
+    ];
+    for (what, bytes, needle) in cases {
+        let e = model_from_onnx(&bytes, "m", 0.0, 1.0).expect_err(what);
+        assert!(e.to_string().contains(needle), "{what}: {e}");
+    }
+    // The same file shapes at sane sizes import.
+    model_from_onnx(&file(&[2, 2], &[1.0; 4], 2), "m", 0.0, 1.0).unwrap();
+}

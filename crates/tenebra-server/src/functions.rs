@@ -103,6 +103,17 @@ fn parse_stored(f: &Function) -> Result<ValidCircuit, ApiError> {
     parse_circuit(f.circuit_json.as_bytes(), &limits()).map_err(|e| ApiError::internal(&e))
 }
 
+/// A rejected circuit as the client sees it: `circuit_too_large` (with the numbers) when it is
+/// valid but would need more than a worker gives one task, `invalid_circuit` otherwise.
+pub(crate) fn circuit_error(e: &tenebra_circuit::ValidationError) -> ApiError {
+    match e {
+        tenebra_circuit::ValidationError::TooLarge { .. } => {
+            ApiError::bad_request("circuit_too_large", e.to_string())
+        }
+        e => ApiError::bad_request("invalid_circuit", e.to_string()),
+    }
+}
+
 /// Whether a circuit JSON declares the packed scheme.
 pub(crate) fn is_packed_json(bytes: &[u8]) -> bool {
     #[derive(Deserialize)]
@@ -471,8 +482,7 @@ pub(crate) async fn deploy(
         let cost = i64::try_from(c.cost_cu()).unwrap_or(i64::MAX);
         (c.circuit().name.clone(), c.id().to_string(), json, cost)
     } else {
-        let circuit = parse_circuit(&body, &limits())
-            .map_err(|e| ApiError::bad_request("invalid_circuit", e.to_string()))?;
+        let circuit = parse_circuit(&body, &limits()).map_err(|e| circuit_error(&e))?;
         let json =
             String::from_utf8(circuit.canonical_json()).map_err(|e| ApiError::internal(&e))?;
         let cost = i64::try_from(tenebra_circuit::cost::cost(&circuit).cu).unwrap_or(i64::MAX);

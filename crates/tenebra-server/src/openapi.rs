@@ -319,7 +319,7 @@ fn base_document() -> Value {
                 "get": op("List the built-ins and the tenant's deployed functions", "read", json!({"200": json_list("functions", "Function")}), json!({})),
                 "post": op("Deploy a circuit (canonical JSON from a builder) as the next version of its name", "compute",
                     json!({"201": json_response("deployed", "Function"), "200": json_response("this circuit is already a version", "Function"),
-                           "400": error_response("invalid_circuit"), "409": error_response("name_taken: a built-in's name"), "413": error_response("body_too_large")}),
+                           "400": error_response("invalid_circuit, circuit_too_large, circuit_too_deep"), "409": error_response("name_taken: a built-in's name"), "413": error_response("body_too_large")}),
                     json!({"requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object"}}}}}))
             },
             "/v1/functions/{name}": {

@@ -462,6 +462,14 @@ impl Worker {
                 };
                 self.finish(&task, &outcome, started).await;
             }
+            // The same run would be refused again on any worker: no retry.
+            Err(EngineError::TooLarge(message)) => {
+                let outcome = Outcome::Failed {
+                    code: "circuit_too_large".to_owned(),
+                    message,
+                };
+                self.finish(&task, &outcome, started).await;
+            }
             Err(e @ (EngineError::Io(_) | EngineError::Internal(_))) => {
                 tracing::error!(task = %task.id, error = %e, "task run failed");
                 self.retry(&task, "the run failed on our side").await;
