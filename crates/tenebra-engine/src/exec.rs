@@ -88,6 +88,9 @@ pub struct RunOptions<'a> {
     pub progress: Option<&'a (dyn Fn(Progress) + Sync)>,
     /// Collects each step's duration when set.
     pub timings: Option<&'a Mutex<Vec<StepTiming>>>,
+    /// The most bytes the run may hold; by default twice the plan's footprint (plus a
+    /// little), which any schedule of a validated circuit stays under.
+    pub max_bytes: Option<u64>,
 }
 
 struct Run<'a> {
@@ -150,10 +153,12 @@ pub fn run(
             *lock(&values[*v as usize]) = Some(Arc::new(ct));
         }
     }
-    let max_bytes = footprint(plan)
-        .working_set_bytes
-        .saturating_mul(2)
-        .saturating_add(CAP_SLACK);
+    let max_bytes = opts.max_bytes.unwrap_or_else(|| {
+        footprint(plan)
+            .working_set_bytes
+            .saturating_mul(2)
+            .saturating_add(CAP_SLACK)
+    });
     let r = Run {
         sks,
         plan,

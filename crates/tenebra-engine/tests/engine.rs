@@ -80,7 +80,7 @@ fn cancellation_stops_between_steps_and_progress_is_reported() {
     let opts = RunOptions {
         cancel: Some(&cancel),
         progress: Some(&progress),
-        timings: None,
+        ..RunOptions::default()
     };
     match evaluate(server_keys(), &c, &payload, opts) {
         Err(EngineError::Cancelled { done: 2, total: 6 }) => {}
@@ -160,4 +160,37 @@ fn keys_with_other_parameters_are_rejected() {
     // Truncated and garbage keys.
     assert!(tenebra_engine::ServerKeys::from_bytes(&good_sk[..1000], &good_pk).is_err());
     assert!(tenebra_engine::ServerKeys::from_bytes(b"xx", b"yy").is_err());
+}
+
+/// The executor checks each step's memory (results and temporaries) against the run's cap
+/// before it allocates: a cap below what the plan needs fails the run cleanly, and the
+/// default cap (from the plan's footprint) runs it to the exact result, with an output
+/// element named several times decrypting to the same value each time.
+#[test]
+fn memory_cap_is_checked_before_each_step() {
+    let b = Builder::new("caps");
+    let xs = b.input_vec("xs", Uint(8), 2);
+    let s = &xs[0] * &xs[1];
+    b.output_vec("o", &[s.clone(), s.clone(), s]);
+    let c = b.build().unwrap();
+    let fp = c.footprint();
+    assert_eq!(fp.output_blocks, 12);
+    let payload = encrypt_values(client_keys(), &c.input_types(), &[7, 9]).unwrap();
+    let tight = RunOptions {
+        max_bytes: Some(fp.working_set_bytes / 4),
+        ..RunOptions::default()
+    };
+    match evaluate(server_keys(), &c, &payload, tight) {
+        Err(EngineError::TooLarge(m)) => assert!(m.contains("over its cap"), "{m}"),
+        other => panic!("expected TooLarge, got {:?}", other.map(|v| v.len())),
+    }
+    let result = evaluate(server_keys(), &c, &payload, RunOptions::default()).unwrap();
+    let values = open_results(client_keys(), &result, &output_types(&c)).unwrap();
+    assert_eq!(values, vec![63, 63, 63]);
+    // The footprint's block size is not below what a result block really takes.
+    let per_block = result.len() as u64 / fp.output_blocks;
+    assert!(
+        per_block <= tenebra_circuit::footprint::BLOCK_BYTES,
+        "a result block takes {per_block} bytes"
+    );
 }

@@ -242,9 +242,13 @@ pub(crate) async fn resolve_packed(
         .function_by_circuit(tenant, function, id)
         .await?
     {
-        Some(f) if is_packed_json(f.circuit_json.as_bytes()) => Ok(Some(PackedRef::Deployed(
-            Box::new(parse_stored_packed(&f)?),
-        ))),
+        Some(f) if is_packed_json(f.circuit_json.as_bytes()) => {
+            let c = state
+                .cpu
+                .run(tenant, move || parse_stored_packed(&f))
+                .await??;
+            Ok(Some(PackedRef::Deployed(Box::new(c))))
+        }
         _ => Ok(None),
     }
 }
@@ -307,14 +311,17 @@ pub(crate) async fn resolve(
     circuit_id: &str,
 ) -> Result<ValidCircuit, ApiError> {
     if let Ok(f) = tenebra_functions::find(function) {
-        return builtin_circuit(f, size);
+        return state
+            .cpu
+            .run(tenant, move || builtin_circuit(f, size))
+            .await?;
     }
     match state
         .store
         .function_by_circuit(tenant, function, circuit_id)
         .await?
     {
-        Some(f) => parse_stored(&f),
+        Some(f) => state.cpu.run(tenant, move || parse_stored(&f)).await?,
         None => match state.store.function(tenant, function, None).await {
             Ok(latest) => Err(ApiError::bad_request(
                 "circuit_mismatch",
@@ -351,9 +358,14 @@ pub(crate) async fn priced(
         ));
     }
     if let Ok(f) = tenebra_functions::find(function) {
-        let c = builtin_circuit(f, size)?;
-        let cu = tenebra_circuit::cost::cost(&c).cu;
-        return Ok((c.id().to_string(), i64::try_from(cu).unwrap_or(i64::MAX)));
+        return state
+            .cpu
+            .run(tenant, move || {
+                let c = builtin_circuit(f, size)?;
+                let cu = tenebra_circuit::cost::cost(&c).cu;
+                Ok((c.id().to_string(), i64::try_from(cu).unwrap_or(i64::MAX)))
+            })
+            .await?;
     }
     let q = Selector {
         size: None,
@@ -404,9 +416,14 @@ pub(crate) async fn list(
         .map(|f| builtin_view(f, None))
         .collect::<Result<Vec<_>, _>>()?;
     views.extend(tenebra_functions::packed_builtins().iter().map(packed_view));
-    for f in state.store.list_functions(&caller.tenant_id).await? {
-        views.push(deployed_view(&f)?);
-    }
+    let deployed = state.store.list_functions(&caller.tenant_id).await?;
+    let deployed = state
+        .cpu
+        .run(&caller.tenant_id, move || {
+            deployed.iter().map(deployed_view).collect::<Result<Vec<_>, _>>()
+        })
+        .await??;
+    views.extend(deployed);
     Ok(Json(views))
 }
 
@@ -417,14 +434,24 @@ pub(crate) async fn get(
     QueryParams(q): QueryParams<Selector>,
 ) -> Result<Json<FunctionView>, ApiError> {
     caller.require(Scope::Read)?;
+    let tenant = &caller.tenant_id;
     if let Ok(f) = tenebra_functions::find(&name) {
-        return builtin_view(f, q.size).map(Json);
+        let size = q.size;
+        return state
+            .cpu
+            .run(tenant, move || builtin_view(f, size))
+            .await?
+            .map(Json);
     }
     if let Some(f) = tenebra_functions::find_packed(&name) {
         return Ok(Json(packed_view(f)));
     }
-    let f = deployed(&state, &caller.tenant_id, &name, &q).await?;
-    deployed_view(&f).map(Json)
+    let f = deployed(&state, tenant, &name, &q).await?;
+    state
+        .cpu
+        .run(tenant, move || deployed_view(&f))
+        .await?
+        .map(Json)
 }
 
 /// `GET /v1/functions/{name}/circuit`: the canonical circuit JSON clients encrypt against.
@@ -441,7 +468,12 @@ pub(crate) async fn circuit(
         let size = q.size.ok_or_else(|| {
             ApiError::bad_request("invalid_size", format!("`{name}` needs ?size=N"))
         })?;
-        builtin_circuit(f, size)?.canonical_json()
+        state
+            .cpu
+            .run(&caller.tenant_id, move || {
+                builtin_circuit(f, size).map(|c| c.canonical_json())
+            })
+            .await??
     } else {
         deployed(&state, &caller.tenant_id, &name, &q)
             .await?
@@ -468,26 +500,10 @@ pub(crate) async fn deploy(
             &format!("a circuit is at most {CIRCUIT_LIMIT} bytes of JSON"),
         )
     })?;
-    let (name, id, json, cost) = if is_packed_json(&body) {
-        let c = tenebra_circuit::packed::parse_packed(&body, &packed_limits()).map_err(
-            |e| match e {
-                tenebra_circuit::packed::PackedError::TooDeep(m) => {
-                    ApiError::bad_request("circuit_too_deep", m)
-                }
-                e => ApiError::bad_request("invalid_circuit", e.to_string()),
-            },
-        )?;
-        let json =
-            String::from_utf8(c.circuit().canonical_json()).map_err(|e| ApiError::internal(&e))?;
-        let cost = i64::try_from(c.cost_cu()).unwrap_or(i64::MAX);
-        (c.circuit().name.clone(), c.id().to_string(), json, cost)
-    } else {
-        let circuit = parse_circuit(&body, &limits()).map_err(|e| circuit_error(&e))?;
-        let json =
-            String::from_utf8(circuit.canonical_json()).map_err(|e| ApiError::internal(&e))?;
-        let cost = i64::try_from(tenebra_circuit::cost::cost(&circuit).cu).unwrap_or(i64::MAX);
-        (circuit.name.clone(), circuit.id().to_string(), json, cost)
-    };
+    let (name, id, json, cost) = state
+        .cpu
+        .run(&caller.tenant_id, move || checked_for_deploy(&body))
+        .await??;
     // Validation restricted the name to 1 to 64 letters, digits, `_` or `-`: URL-safe.
     if tenebra_functions::find(&name).is_ok() || tenebra_functions::find_packed(&name).is_some() {
         return Err(ApiError::new(
@@ -500,10 +516,40 @@ pub(crate) async fn deploy(
         .store
         .deploy_function(&caller.tenant_id, &name, &id, &json, cost)
         .await?;
-    match deployed {
-        Deployed::Created(f) => Ok((StatusCode::CREATED, Json(deployed_view(&f)?))),
-        Deployed::Existing(f) => Ok((StatusCode::OK, Json(deployed_view(&f)?))),
-    }
+    let (status, f) = match deployed {
+        Deployed::Created(f) => (StatusCode::CREATED, f),
+        Deployed::Existing(f) => (StatusCode::OK, f),
+    };
+    let view = state
+        .cpu
+        .run(&caller.tenant_id, move || deployed_view(&f))
+        .await??;
+    Ok((status, Json(view)))
+}
+
+/// Parses, validates and prices a circuit to deploy: its name, content id, canonical JSON
+/// and cost in CU.
+fn checked_for_deploy(body: &[u8]) -> Result<(String, String, String, i64), ApiError> {
+    Ok(if is_packed_json(body) {
+        let c = tenebra_circuit::packed::parse_packed(body, &packed_limits()).map_err(
+            |e| match e {
+                tenebra_circuit::packed::PackedError::TooDeep(m) => {
+                    ApiError::bad_request("circuit_too_deep", m)
+                }
+                e => ApiError::bad_request("invalid_circuit", e.to_string()),
+            },
+        )?;
+        let json =
+            String::from_utf8(c.circuit().canonical_json()).map_err(|e| ApiError::internal(&e))?;
+        let cost = i64::try_from(c.cost_cu()).unwrap_or(i64::MAX);
+        (c.circuit().name.clone(), c.id().to_string(), json, cost)
+    } else {
+        let circuit = parse_circuit(body, &limits()).map_err(|e| circuit_error(&e))?;
+        let json =
+            String::from_utf8(circuit.canonical_json()).map_err(|e| ApiError::internal(&e))?;
+        let cost = i64::try_from(tenebra_circuit::cost::cost(&circuit).cu).unwrap_or(i64::MAX);
+        (circuit.name.clone(), circuit.id().to_string(), json, cost)
+    })
 }
 
 /// `DELETE /v1/functions/{name}[?version=N]`: one version, or every version.

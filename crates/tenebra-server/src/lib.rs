@@ -8,6 +8,7 @@ mod admin;
 pub mod audit;
 pub mod billing;
 pub mod blobs;
+pub mod cpu;
 pub mod error;
 mod functions;
 mod keysets;
@@ -63,6 +64,8 @@ pub struct AppState {
     pub audit_signer: audit::AuditSigner,
     /// Each tenant's requests-per-second limit, read at most every few seconds.
     rate_limits: Arc<std::sync::Mutex<HashMap<String, CachedLimit>>>,
+    /// Gates CPU work on untrusted documents (per tenant and over all).
+    pub cpu: cpu::CpuGate,
 }
 
 /// A tenant's requests-per-second limit and when it was read.
@@ -163,6 +166,7 @@ pub async fn open(settings: &Settings) -> Result<AppState, String> {
         operator_hash,
         audit_signer: audit::AuditSigner::load_or_create(&audit_key)?,
         rate_limits: Arc::default(),
+        cpu: cpu::CpuGate::default(),
     })
 }
 

@@ -79,13 +79,23 @@ pub(crate) async fn upload(
         crate::error::body_error(&r, &format!("a model is at most {MODEL_LIMIT} bytes"))
     })?;
     let model = match q.format.as_deref() {
-        None | Some("json") => Model::parse(&body).map_err(model_error)?,
+        None | Some("json") => state
+            .cpu
+            .run(&caller.tenant_id, move || Model::parse(&body))
+            .await?
+            .map_err(model_error)?,
         Some("onnx") => {
-            let name = q.name.as_deref().ok_or_else(|| {
+            let name = q.name.clone().ok_or_else(|| {
                 ApiError::bad_request("invalid_model", "an ONNX upload needs ?name=")
             })?;
             let (lo, hi) = (q.input_min.unwrap_or(0.0), q.input_max.unwrap_or(1.0));
-            tenebra_functions::onnx::model_from_onnx(&body, name, lo, hi).map_err(model_error)?
+            state
+                .cpu
+                .run(&caller.tenant_id, move || {
+                    tenebra_functions::onnx::model_from_onnx(&body, &name, lo, hi)
+                })
+                .await?
+                .map_err(model_error)?
         }
         Some(other) => {
             return Err(ApiError::bad_request(
@@ -98,9 +108,7 @@ pub(crate) async fn upload(
     let sha = hex::encode(Sha256::digest(json.as_bytes()));
     // Compiling every split and measuring it takes CPU: off the async threads.
     let m = model.clone();
-    let page = tokio::task::spawn_blocking(move || m.page())
-        .await
-        .map_err(|e| ApiError::internal(&e))?;
+    let page = state.cpu.run(&caller.tenant_id, move || m.page()).await?;
     if page.splits.iter().all(|s| s.refused.is_some()) {
         let why = page.splits.first().and_then(|s| s.refused.clone());
         return Err(ApiError::bad_request(
@@ -215,9 +223,10 @@ pub(crate) async fn signature(
         )
     })?;
     let row = m.clone();
-    let (model, comp) = tokio::task::spawn_blocking(move || compiled(&row, layers))
-        .await
-        .map_err(|e| ApiError::internal(&e))??;
+    let (model, comp) = state
+        .cpu
+        .run(&caller.tenant_id, move || compiled(&row, layers))
+        .await??;
     let function = model_function(&m.owner_id, &m.name, m.version, layers);
     Ok(Json(model.signature(&comp, function)))
 }
@@ -333,9 +342,10 @@ pub(crate) async fn resolve(
         return Ok(None);
     };
     let (m, _) = accessible(state, tenant, owner, name, Some(version)).await?;
-    let (_, comp) = tokio::task::spawn_blocking(move || compiled(&m, layers))
-        .await
-        .map_err(|e| ApiError::internal(&e))??;
+    let (_, comp) = state
+        .cpu
+        .run(tenant, move || compiled(&m, layers))
+        .await??;
     Ok(Some(comp))
 }
 

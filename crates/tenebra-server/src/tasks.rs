@@ -155,7 +155,12 @@ pub(crate) async fn submit(
                     &circuit.id(),
                 ));
             }
-            let cost = tenebra_circuit::cost::cost(&circuit).cu;
+            let cost = state
+                .cpu
+                .run(&caller.tenant_id, move || {
+                    tenebra_circuit::cost::cost(&circuit).cu
+                })
+                .await?;
             (
                 header.function,
                 header.size,

@@ -308,8 +308,10 @@ impl Worker {
         )
         .await
         .map_err(|e| {
-            if e.status.is_client_error() {
-                // The function was deleted or changed since the task was submitted.
+            if e.status.is_client_error() && e.status != axum::http::StatusCode::TOO_MANY_REQUESTS
+            {
+                // The function was deleted or changed since the task was submitted (a busy
+                // tenant's 429 is only a wait: the task is retried).
                 Prep::Fail(e.code, e.message)
             } else {
                 Prep::Retry("reading the function failed")
@@ -545,7 +547,7 @@ fn execute(
     let opts = RunOptions {
         cancel: Some(&flag.flag),
         progress: Some(&report),
-        timings: None,
+        ..RunOptions::default()
     };
     // The circuit was resolved from the task row; the engine checks the input's header
     // names that very circuit and key set.

@@ -692,7 +692,7 @@ fn eval(keys: &Path, function: &str, input: &Path, out: &Path) -> Result<()> {
     let opts = RunOptions {
         cancel: None,
         progress: Some(&report),
-        timings: None,
+        ..RunOptions::default()
     };
     let result = evaluate_bundle(&keys, &bytes, builtin_circuit, opts)?;
     if let Some(b) = bar {

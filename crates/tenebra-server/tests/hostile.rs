@@ -1,0 +1,208 @@
+//! A hostile tenant with nothing but a valid API key, against the real server on port 0 with
+//! a real worker, on SQLite and on the real PostgreSQL. Every attack is refused with its 4xx
+//! before anything is spent; afterwards the server still answers and another tenant's task
+//! still finishes with the reference result.
+
+use std::time::Duration;
+
+use onnx_protobuf::{GraphProto, Message, ModelProto, NodeProto, TensorProto, ValueInfoProto};
+use serde_json::{json, Value};
+use tenebra_client::http::{Client, HttpError};
+use tenebra_client::{decrypt, encrypt};
+use tenebra_engine::test_support::{client_keys, test_key_dir};
+use tenebra_server::create_tenant;
+use tenebra_server::worker::{self, WorkerConfig};
+use tokio::sync::watch;
+
+mod common;
+
+/// An ONNX file with one `MatMul` whose weight has `dims` and holds `values` floats, repeated
+/// `nodes` times (each node reads the previous one's output).
+fn onnx(dims: &[i64], values: usize, nodes: usize) -> Vec<u8> {
+    let mut w = TensorProto::new();
+    w.name = "w".into();
+    w.dims = dims.to_vec();
+    w.data_type = 1;
+    w.raw_data = vec![0; 4 * values];
+    let mut g = GraphProto::new();
+    let mut x = ValueInfoProto::new();
+    x.name = "x".into();
+    g.input.push(x);
+    g.initializer = vec![w];
+    for _ in 0..nodes {
+        let mut n = NodeProto::new();
+        n.op_type = "MatMul".into();
+        n.input = vec!["x".into(), "w".into()];
+        n.output = vec!["x".into()];
+        g.node.push(n);
+    }
+    let mut m = ModelProto::new();
+    m.graph = Some(g).into();
+    m.write_to_bytes().unwrap()
+}
+
+fn tfhe_circuit(input: &str, nodes: Vec<Value>, outputs: Value) -> Vec<u8> {
+    serde_json::to_vec(&json!({"version":1,"scheme":"tfhe","name":"evil",
+        "inputs":[{"name":"x","type":input}], "nodes": nodes, "outputs": outputs}))
+    .unwrap()
+}
+
+fn api_error<T: std::fmt::Debug>(r: Result<T, HttpError>) -> (u16, String, String) {
+    match r {
+        Err(HttpError::Api {
+            status,
+            code,
+            message,
+        }) => (status, code, message),
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+async fn attacks(postgres: bool) {
+    let h = common::Harness::start(postgres).await;
+    let (stop_worker, rx) = watch::channel(false);
+    let worker = tokio::spawn(worker::run(
+        h.state.clone(),
+        WorkerConfig {
+            lease: Duration::from_secs(6),
+            poll: Duration::from_millis(500),
+            ..WorkerConfig::default()
+        },
+        rx,
+    ));
+    let (_, evil_token) = create_tenant(&h.state, "mallory").await.unwrap();
+    let (_, good_token) = create_tenant(&h.state, "alice").await.unwrap();
+    let evil = Client::new(&h.base, &evil_token);
+    let good = Client::new(&h.base, &good_token);
+    let http = reqwest::Client::new();
+
+    // The 95-byte ONNX file that aborted the process: a MatMul weight of dims [0, 2^44]
+    // (product 0, so no data needed) whose rows were collected one by one. Also dims that
+    // overflow, and a thousand layers reading one initializer.
+    let files = [
+        ("zero times 2^44", onnx(&[0, 1 << 44], 0, 1), "dim 0"),
+        ("2^32 squared", onnx(&[1 << 32, 1 << 32], 0, 1), "dim"),
+        ("1000 layers", onnx(&[2, 2], 4, 1000), "1000 nodes"),
+    ];
+    for (what, body, needle) in files {
+        let r = http
+            .post(format!(
+                "{}/v1/models?format=onnx&name=m&input_min=0&input_max=1",
+                h.base
+            ))
+            .bearer_auth(&evil_token)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some("invalid_model")),
+            "{what}: {body}"
+        );
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(needle), "{what}: {message}");
+    }
+
+    // One u64 named 4096 times in each of 64 u64[4096] outputs: 262,144 ciphertexts
+    // (~4 GiB) for a few hundred CU. Refused at deploy with the numbers.
+    let not_of_input = || vec![json!({"op":"input","input":0,"index":0}), json!({"op":"not","a":0})];
+    let outputs: Vec<Value> = (0..64)
+        .map(|k| json!({"name": format!("o{k}"), "type": "u64[4096]", "nodes": vec![1; 4096]}))
+        .collect();
+    let (status, code, message) = api_error(
+        evil.deploy_function(tfhe_circuit("u64", not_of_input(), json!(outputs)))
+            .await,
+    );
+    assert_eq!((status, code.as_str()), (400, "circuit_too_large"));
+    assert!(message.contains("4096"), "{message}");
+    // A working set over the worker's budget: 4096 u64 inputs summed (2.2 GB expanded).
+    let mut nodes: Vec<Value> = (0..4096)
+        .map(|i| json!({"op":"input","input":0,"index":i}))
+        .collect();
+    nodes.push(json!({"op":"sum","args":(0..4096).collect::<Vec<_>>()}));
+    let (status, code, message) = api_error(
+        evil.deploy_function(tfhe_circuit(
+            "u64[4096]",
+            nodes,
+            json!([{"name":"o","type":"u64","nodes":[4096]}]),
+        ))
+        .await,
+    );
+    assert_eq!((status, code.as_str()), (400, "circuit_too_large"), "{message}");
+    assert!(message.contains("memory"), "{message}");
+
+    // Many large documents at once (100,000 mins of one pair, ~3 MB each, that plan in
+    // linear time): each answers, none with a 5xx, while the other tenant is served.
+    let mut mins = vec![
+        json!({"op":"input","input":0,"index":0}),
+        json!({"op":"input","input":0,"index":1}),
+    ];
+    let n = 100_000usize;
+    mins.extend((0..n).map(|_| json!({"op":"min","a":0,"b":1})));
+    let mut partial = Vec::new();
+    for chunk in (2..n + 2).collect::<Vec<_>>().chunks(4096) {
+        mins.push(json!({"op":"sum","args":chunk}));
+        partial.push(mins.len() - 1);
+    }
+    mins.push(json!({"op":"sum","args":partial}));
+    let last = mins.len() - 1;
+    let big = tfhe_circuit(
+        "u2[2]",
+        mins,
+        json!([{"name":"o","type":"u2","nodes":[last]}]),
+    );
+    let flood: Vec<_> = (0..6)
+        .map(|_| {
+            let (evil, big) = (evil.clone(), big.clone());
+            tokio::spawn(async move { evil.deploy_function(big).await })
+        })
+        .collect();
+    let listed = good.functions().await.unwrap();
+    assert!(listed.iter().any(|f| f.name == "weight_stats"));
+    for f in flood {
+        match f.await.unwrap() {
+            Ok(_) => {}
+            Err(HttpError::Api { status, code, .. }) => {
+                assert!(
+                    status == 429 && code == "too_many_requests",
+                    "{status} {code}"
+                )
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+
+    // The service is up and another tenant's task runs to the reference result.
+    let health = http.get(format!("{}/healthz", h.base)).send().await.unwrap();
+    assert!(health.status().is_success());
+    let upload = tenebra_engine::keys::read_upload(&test_key_dir()).unwrap();
+    good.upload_key_set(upload).await.unwrap();
+    let weights = tenebra_functions::find("weight_stats").unwrap();
+    let input = json!({"weights": [680, 650, 0, 65535, 705]});
+    let enc = encrypt(client_keys(), weights, &input).unwrap();
+    let t = good.submit_task(enc, None).await.unwrap();
+    let done = good.wait_task(&t.id, |_| {}).await.unwrap();
+    assert_eq!(done.status, "succeeded", "{done:?}");
+    let result = good.task_result(&t.id).await.unwrap();
+    assert_eq!(
+        decrypt(client_keys(), weights, &result).unwrap(),
+        weights.reference(&input).unwrap()
+    );
+
+    let _ = stop_worker.send(true);
+    let _ = worker.await;
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attacks_on_sqlite() {
+    attacks(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attacks_on_postgres() {
+    attacks(true).await;
+}
