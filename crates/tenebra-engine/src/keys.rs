@@ -126,13 +126,17 @@ fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), EngineError> {
     f.sync_all().map_err(io)
 }
 
-/// Writes a secret file readable by its owner only.
+/// Writes a secret file readable by its owner only: written to a temporary file created
+/// 0600 beside it, then renamed into place, so the secret is never readable by others, not
+/// even for a moment, and a crash leaves the old file or the new one, never half of one.
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
     let io = |e: std::io::Error| EngineError::Io(format!("{}: {e}", path.display()));
-    let mut f = fs::File::create(path).map_err(io)?;
-    restrict_permissions(path);
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let mut f = tempfile::NamedTempFile::new_in(dir.unwrap_or(Path::new("."))).map_err(io)?;
     f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)
+    f.as_file().sync_all().map_err(io)?;
+    f.persist(path).map_err(|e| io(e.error))?;
+    Ok(())
 }
 
 /// Reads a file of at most `limit` bytes.
@@ -163,8 +167,7 @@ impl ClientKeys {
         let id = KeySetId::of(&server_bytes, &public_bytes);
         write_file(dir, SERVER_KEY_FILE, &server_bytes)?;
         write_file(dir, PUBLIC_KEY_FILE, &public_bytes)?;
-        write_file(dir, CLIENT_KEY_FILE, &client_bytes)?;
-        restrict_permissions(&dir.join(CLIENT_KEY_FILE));
+        write_private(&dir.join(CLIENT_KEY_FILE), &client_bytes)?;
         let public = public.into_raw_parts().0;
         let manifest = Manifest {
             version: KEYSET_VERSION,
@@ -206,16 +209,6 @@ impl ClientKeys {
         &self.client
     }
 }
-
-#[cfg(unix)]
-fn restrict_permissions(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    // Best effort: the secret key is readable by its owner only.
-    let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o600));
-}
-
-#[cfg(not(unix))]
-fn restrict_permissions(_: &Path) {}
 
 fn bad_key(what: &str, e: &str) -> EngineError {
     EngineError::BadInput(format!(

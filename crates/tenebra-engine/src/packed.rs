@@ -17,7 +17,7 @@
 //! Encrypted inputs and results are bundles too (kinds `Input`/`Result`, a [`PackedHeader`]),
 //! holding length-prefixed ciphertexts in the layouts the plan gives.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -77,15 +77,32 @@ fn internal(e: impl std::fmt::Display) -> EngineError {
     EngineError::Internal(e.to_string())
 }
 
-/// The parameters for `degree` and plaintext modulus `t`, shared (one `Arc` per pair, as
-/// fhe.rs requires ciphertexts and plaintexts of one operation to share it).
+/// Bytes of the parameter sets kept: each holds NTT and scaling tables for its moduli
+/// (estimated at 8 words per coefficient and modulus: ~9.4 MiB at N=16384), so a few dozen
+/// plaintext moduli fit and tenants' circuits cannot pin one set per modulus forever.
+const PARAMETER_CACHE_BYTES: u64 = 256 << 20;
+
+/// Weighs cache entries by the bytes they hold (stored beside the value).
+#[derive(Clone)]
+struct ByBytes;
+
+impl<K, V> quick_cache::Weighter<K, (u64, V)> for ByBytes {
+    fn weight(&self, _key: &K, val: &(u64, V)) -> u64 {
+        val.0
+    }
+}
+
+type BytesCache<K, V> = quick_cache::sync::Cache<K, (u64, V), ByBytes>;
+
+/// The parameters for `degree` and plaintext modulus `t`, shared (one `Arc` per pair while it
+/// is cached, as fhe.rs requires ciphertexts and plaintexts of one operation to share it; a
+/// run takes every operand from one `Arc`, and caches of things made with a set key it by
+/// its address, so an evicted set is never mixed with its successor).
 pub fn parameters(degree: usize, t: u64) -> Result<Arc<BfvParameters>, EngineError> {
-    type Shared = HashMap<(usize, u64), Arc<BfvParameters>>;
-    static CACHE: OnceLock<Mutex<Shared>> = OnceLock::new();
-    let cache = CACHE.get_or_init(Default::default);
-    let mut map = cache.lock().map_err(internal)?;
-    if let Some(p) = map.get(&(degree, t)) {
-        return Ok(p.clone());
+    static CACHE: OnceLock<BytesCache<(usize, u64), Arc<BfvParameters>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| BytesCache::with_weighter(64, PARAMETER_CACHE_BYTES, ByBytes));
+    if let Some((_, p)) = cache.get(&(degree, t)) {
+        return Ok(p);
     }
     let moduli: &[u64] = match degree {
         4096 => &MODULI_4096,
@@ -103,7 +120,8 @@ pub fn parameters(degree: usize, t: u64) -> Result<Arc<BfvParameters>, EngineErr
         .set_moduli(moduli)
         .build_arc()
         .map_err(|e| EngineError::BadInput(format!("plaintext modulus {t}: {e}")))?;
-    map.insert((degree, t), p.clone());
+    let bytes = (degree * moduli.len() * 8 * 8) as u64;
+    cache.insert((degree, t), (bytes, p.clone()));
     Ok(p)
 }
 
@@ -672,33 +690,33 @@ pub fn result_header(bytes: &[u8]) -> Result<PackedHeader, EngineError> {
 // ---- execution ----------------------------------------------------------------------------
 
 /// Plaintexts of a circuit's plain operands, encoded once per (circuit, parameters) and kept
-/// for the next runs (the ad catalogue's 128 diagonals take longer to encode than to apply).
+/// for the next runs (the ad catalogue's 128 diagonals take longer to encode than to apply),
+/// up to [`ENCODED_CACHE_BYTES`] over all circuits (a wide circuit's diagonals can take
+/// gigabytes: one larger than a cache shard is encoded for each run instead).
 type Encoded = Arc<Vec<Vec<Option<Plaintext>>>>;
 
+/// Bytes of encoded plaintexts kept over all circuits.
+pub const ENCODED_CACHE_BYTES: u64 = 1 << 30;
+
 fn encoded(circuit: &ValidPacked, par: &Arc<BfvParameters>) -> Result<Encoded, EngineError> {
-    static CACHE: OnceLock<Mutex<Vec<(String, Encoded)>>> = OnceLock::new();
-    const KEEP: usize = 8;
-    let key = format!("{}/{}", circuit.id(), par.plaintext());
-    let cache = CACHE.get_or_init(Default::default);
-    if let Some((_, e)) = cache
-        .lock()
-        .map_err(internal)?
-        .iter()
-        .find(|(k, _)| *k == key)
-    {
-        return Ok(e.clone());
+    // Keyed by the parameters' address: entries hold their `Arc`, so it is never reused.
+    type Key = (String, usize);
+    static CACHE: OnceLock<BytesCache<Key, Encoded>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| BytesCache::with_weighter(64, ENCODED_CACHE_BYTES, ByBytes));
+    let key = (circuit.id().to_string(), Arc::as_ptr(par) as usize);
+    if let Some((_, e)) = cache.get(&key) {
+        return Ok(e);
     }
     let plan = circuit.plan();
     let nodes = circuit.circuit().nodes.iter().enumerate();
     let per_node: Vec<Vec<Option<Plaintext>>> = nodes
         .map(|(id, n)| encode_node(n, plan, id, par))
         .collect::<Result<_, _>>()?;
+    let plaintexts = per_node.iter().flatten().filter(|p| p.is_some()).count() as u64;
+    // A plaintext holds its coefficients and its NTT form over every modulus.
+    let each = (par.degree() * (par.moduli().len() + 1) * 8) as u64;
     let e = Arc::new(per_node);
-    let mut c = cache.lock().map_err(internal)?;
-    if c.len() >= KEEP {
-        c.remove(0);
-    }
-    c.push((key, e.clone()));
+    cache.insert(key, (plaintexts.saturating_mul(each), e.clone()));
     Ok(e)
 }
 

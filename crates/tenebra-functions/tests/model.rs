@@ -258,4 +258,30 @@ fn onnx_hostile_shapes() {
     }
     // The same file shapes at sane sizes import.
     model_from_onnx(&file(&[2, 2], &[1.0; 4], 2), "m", 0.0, 1.0).unwrap();
+
+    // Amplification: 200,000 empty nodes are 400 KB of file but ~50 MB parsed (15 million,
+    // in 30 MB, took 3.4 GB). Counted on the wire before the parser runs.
+    fn len_field(field: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![field << 3 | 2];
+        let mut n = payload.len();
+        while n >= 0x80 {
+            out.push((n as u8 & 0x7f) | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
+        out.extend_from_slice(payload);
+        out
+    }
+    let empty_nodes: Vec<u8> = std::iter::repeat_n([0x0a, 0x00], 200_000)
+        .flatten()
+        .collect();
+    let e = model_from_onnx(&len_field(7, &empty_nodes), "m", 0.0, 1.0).unwrap_err();
+    assert!(e.to_string().contains("length-delimited fields"), "{e}");
+    // Messages nested 20 deep.
+    let mut nested = vec![0x08, 0x01];
+    for _ in 0..20 {
+        nested = len_field(1, &nested);
+    }
+    let e = model_from_onnx(&len_field(7, &nested), "m", 0.0, 1.0).unwrap_err();
+    assert!(e.to_string().contains("nested deeper"), "{e}");
 }

@@ -294,7 +294,7 @@ pub(crate) async fn limits(
 }
 
 /// Where meter events go.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct MeterSink {
     /// Append the events to this file as JSON lines.
     pub file: Option<std::path::PathBuf>,
@@ -304,6 +304,18 @@ pub struct MeterSink {
     pub token: Option<String>,
     /// Tries per event before the export stops (the rest go next time).
     pub attempts: u32,
+}
+
+/// The token prints as `<redacted>`.
+impl std::fmt::Debug for MeterSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeterSink")
+            .field("file", &self.file)
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("attempts", &self.attempts)
+            .finish()
+    }
 }
 
 /// What an export did.
@@ -320,7 +332,7 @@ pub struct Exported {
 /// next export repeats it with the same identifier, which billing providers deduplicate.
 pub async fn export_meter_events(state: &AppState, sink: &MeterSink) -> Result<Exported, String> {
     use tokio::io::AsyncWriteExt;
-    let http = reqwest::Client::new();
+    let http = crate::outbound_client()?;
     let mut file = match &sink.file {
         Some(p) => Some(
             tokio::fs::OpenOptions::new()

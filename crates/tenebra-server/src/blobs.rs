@@ -249,7 +249,8 @@ impl Blobs {
     }
 
     /// Stores a whole blob, encrypted.
-    pub async fn put(&self, path: &BlobPath, bytes: Vec<u8>) -> std::io::Result<()> {
+    pub async fn put(&self, path: &BlobPath, bytes: impl AsRef<[u8]>) -> std::io::Result<()> {
+        let bytes = bytes.as_ref();
         let data_key = self.new_data_key(path).await?;
         let (mut sealer, mut out) = Sealer::new(&data_key, path);
         out.reserve(bytes.len() + bytes.len() / CHUNK * TAG + TAG);

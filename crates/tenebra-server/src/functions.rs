@@ -114,6 +114,22 @@ pub(crate) fn circuit_error(e: &tenebra_circuit::ValidationError) -> ApiError {
     }
 }
 
+/// A bounded, non-secret label for a task's function in metrics: a built-in's own name, or
+/// the kind of a tenant's function (`model`, `deployed`), never the name a tenant chose.
+pub(crate) fn kind_label(function: &str) -> &'static str {
+    if let Ok(f) = tenebra_functions::find(function) {
+        return f.name;
+    }
+    if let Some(f) = tenebra_functions::find_packed(function) {
+        return f.name;
+    }
+    if function.starts_with("model:") {
+        "model"
+    } else {
+        "deployed"
+    }
+}
+
 /// Whether a circuit JSON declares the packed scheme.
 pub(crate) fn is_packed_json(bytes: &[u8]) -> bool {
     #[derive(Deserialize)]
@@ -420,7 +436,10 @@ pub(crate) async fn list(
     let deployed = state
         .cpu
         .run(&caller.tenant_id, move || {
-            deployed.iter().map(deployed_view).collect::<Result<Vec<_>, _>>()
+            deployed
+                .iter()
+                .map(deployed_view)
+                .collect::<Result<Vec<_>, _>>()
         })
         .await??;
     views.extend(deployed);
@@ -531,14 +550,13 @@ pub(crate) async fn deploy(
 /// and cost in CU.
 fn checked_for_deploy(body: &[u8]) -> Result<(String, String, String, i64), ApiError> {
     Ok(if is_packed_json(body) {
-        let c = tenebra_circuit::packed::parse_packed(body, &packed_limits()).map_err(
-            |e| match e {
+        let c =
+            tenebra_circuit::packed::parse_packed(body, &packed_limits()).map_err(|e| match e {
                 tenebra_circuit::packed::PackedError::TooDeep(m) => {
                     ApiError::bad_request("circuit_too_deep", m)
                 }
                 e => ApiError::bad_request("invalid_circuit", e.to_string()),
-            },
-        )?;
+            })?;
         let json =
             String::from_utf8(c.circuit().canonical_json()).map_err(|e| ApiError::internal(&e))?;
         let cost = i64::try_from(c.cost_cu()).unwrap_or(i64::MAX);

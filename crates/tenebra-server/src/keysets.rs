@@ -122,14 +122,19 @@ pub(crate) async fn upload(
             ))
         }
     };
+    // Refused before the body is read: too many uploads at once, or no room left for a
+    // key set (the size is checked again when the row is written).
+    let _slot = state.cpu.upload_slot(&caller.tenant_id)?;
+    state.store.check_key_set_quota(&caller.tenant_id).await?;
     let (tmp, size) = receive(&state, body).await?;
     let path = tmp
         .0
         .clone()
         .ok_or_else(|| ApiError::internal(&"temporary file lost"))?;
-    let checked = tokio::task::spawn_blocking(move || check_any_upload(&path))
-        .await
-        .map_err(|e| ApiError::internal(&e))?;
+    let checked = state
+        .cpu
+        .run(&caller.tenant_id, move || check_any_upload(&path))
+        .await?;
     let fingerprint = match checked {
         Ok(id) => id,
         Err(EngineError::Io(e)) => return Err(ApiError::internal(&e)),

@@ -245,13 +245,23 @@ impl Kms for LocalKms {
 /// Vault's (or OpenBao's) transit engine: data keys are wrapped by a named transit key that
 /// never leaves Vault. Configured as `vault+http(s)://host:port/<transit mount>/<key name>`
 /// with the token in `VAULT_TOKEN`.
-#[derive(Debug)]
 pub struct VaultKms {
     /// e.g. `http://127.0.0.1:8200/v1/transit`.
     base: String,
     key: String,
     token: String,
     http: reqwest::Client,
+}
+
+/// The token prints as `<redacted>`.
+impl std::fmt::Debug for VaultKms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultKms")
+            .field("base", &self.base)
+            .field("key", &self.key)
+            .field("token", &"<redacted>")
+            .finish()
+    }
 }
 
 impl VaultKms {
@@ -275,7 +285,7 @@ impl VaultKms {
             base: format!("{origin}/v1/{mount}"),
             key: key.to_owned(),
             token: token.to_owned(),
-            http: reqwest::Client::new(),
+            http: crate::outbound_client()?,
         })
     }
 

@@ -55,11 +55,14 @@ pub struct AppState {
     /// Wakes this process's workers when a task is submitted (PostgreSQL also notifies
     /// the workers of other processes).
     pub wake: Arc<tokio::sync::Notify>,
-    /// Announces that this process's workers ended a task (long polls wake up; other
-    /// processes' ends are seen by polling).
-    pub task_ended: Arc<tokio::sync::Notify>,
+    /// Ids of tasks that ended, announced by this process's workers and cancels and, on
+    /// PostgreSQL, by every node's (forwarded from `LISTEN` while `serve` runs): long polls
+    /// wake for their own task only.
+    pub task_ended: tokio::sync::broadcast::Sender<Arc<str>>,
     /// HMAC of the operator token under `secret`; `None`: the operator API is off.
     pub operator_hash: Option<[u8; 32]>,
+    /// HMAC of the metrics token under `secret`; `None`: `/metrics` is off.
+    pub metrics_hash: Option<[u8; 32]>,
     /// Signs the audit log's checkpoints.
     pub audit_signer: audit::AuditSigner,
     /// Each tenant's requests-per-second limit, read at most every few seconds.
@@ -72,7 +75,7 @@ pub struct AppState {
 type CachedLimit = (Instant, Option<i64>);
 
 /// Where the server keeps its data, and which database it uses.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Settings {
     pub data_dir: PathBuf,
     /// `postgres://...` for a cluster; `None` for the embedded SQLite file in `data_dir`.
@@ -93,6 +96,59 @@ pub struct Settings {
     pub kms: Option<String>,
     /// Token for the Vault KMS.
     pub vault_token: Option<String>,
+    /// The token Prometheus presents for `/metrics` (`Authorization: Bearer`); `None` turns
+    /// `/metrics` off.
+    pub metrics_token: Option<String>,
+}
+
+/// Secrets print as `<redacted>`.
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |s: &Option<String>| s.as_ref().map(|_| "<redacted>");
+        f.debug_struct("Settings")
+            .field("data_dir", &self.data_dir)
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(redact_url),
+            )
+            .field("secret_hex", &hidden(&self.secret_hex))
+            .field("blob_url", &self.blob_url)
+            .field("operator_token", &hidden(&self.operator_token))
+            .field("audit_key_file", &self.audit_key_file)
+            .field("kms", &self.kms)
+            .field("vault_token", &hidden(&self.vault_token))
+            .field("metrics_token", &hidden(&self.metrics_token))
+            .finish()
+    }
+}
+
+/// A URL without its password (`postgres://user:secret@host` → `postgres://user:***@host`).
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &creds[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// The HTTP client for every outbound call (Vault, meter-event pushes): a request that
+/// cannot connect in 5 s or finish in 30 s fails instead of hanging its caller.
+pub(crate) fn outbound_client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .map_err(|e| format!("building the HTTP client: {e}"))
 }
 
 /// The KMS the settings name.
@@ -116,8 +172,7 @@ pub fn open_kms(settings: &Settings) -> Result<Arc<dyn kms::Kms>, String> {
 
 /// Opens (and migrates) the database and loads the token secret.
 pub async fn open(settings: &Settings) -> Result<AppState, String> {
-    tokio::fs::create_dir_all(&settings.data_dir)
-        .await
+    create_private_dir(&settings.data_dir)
         .map_err(|e| format!("creating {}: {e}", settings.data_dir.display()))?;
     let url = match &settings.database_url {
         Some(u) => u.clone(),
@@ -145,6 +200,13 @@ pub async fn open(settings: &Settings) -> Result<AppState, String> {
         Some(url) => blobs::Blobs::s3(url, kms)?,
         None => blobs::Blobs::local(&settings.data_dir.join("blobs"), kms)?,
     };
+    let metrics_hash = match settings.metrics_token.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(t) if t.len() < 32 => {
+            return Err("the metrics token must be at least 32 characters".into())
+        }
+        Some(t) => Some(token::hash(&secret, t)),
+    };
     let operator_hash = match settings.operator_token.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(t) if t.len() < 32 => {
@@ -162,8 +224,9 @@ pub async fn open(settings: &Settings) -> Result<AppState, String> {
         blobs,
         tmp: settings.data_dir.join("tmp"),
         wake: Arc::new(tokio::sync::Notify::new()),
-        task_ended: Arc::new(tokio::sync::Notify::new()),
+        task_ended: tokio::sync::broadcast::channel(1024).0,
         operator_hash,
+        metrics_hash,
         audit_signer: audit::AuditSigner::load_or_create(&audit_key)?,
         rate_limits: Arc::default(),
         cpu: cpu::CpuGate::default(),
@@ -193,6 +256,31 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .open(path)?;
     f.write_all(bytes)?;
     f.sync_all()
+}
+
+/// Creates the data directory 0700 (it holds the token secret, the master keys and the
+/// blobs); an existing one open to others is logged, not changed.
+#[cfg(unix)]
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            dir = %dir.display(),
+            mode = format!("{:o}", mode & 0o777),
+            "the data directory is open to other users; chmod 700 it"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)
 }
 
 #[cfg(not(unix))]
@@ -323,9 +411,29 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    let forward = tokio::spawn(forward_ended(state.clone()));
+    let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    forward.abort();
+    served
+}
+
+/// Forwards other nodes' task ends (PostgreSQL `LISTEN`) to this process's long polls.
+async fn forward_ended(state: AppState) {
+    loop {
+        match state.store.ended_listener().await {
+            Ok(None) => return,
+            Ok(Some(mut l)) => {
+                while let Some(id) = l.next().await {
+                    let _ = state.task_ended.send(id.into());
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "listening for task ends"),
+        }
+        // Lost: long polls fall back to their slow poll until the listener is back.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {

@@ -1,6 +1,7 @@
-//! Prometheus metrics: request latencies per route, queue depth, task durations per
-//! function, key-cache hits and misses (recorded where they happen with the `metrics`
-//! macros; rendered here).
+//! Prometheus metrics: request latencies per route template, queue depth, task durations
+//! per function kind (never a tenant-chosen name: that would leak names and let tenants
+//! mint label values), key-cache hits and misses (recorded where they happen with the
+//! `metrics` macros; rendered here). `/metrics` answers only the metrics token.
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -45,8 +46,24 @@ pub(crate) async fn track(req: Request, next: Next) -> Response {
     resp
 }
 
-/// `GET /metrics`: Prometheus text format.
-pub(crate) async fn render(State(state): State<AppState>) -> Result<Response, ApiError> {
+/// `GET /metrics`: Prometheus text format, for the metrics token only (404 when none is set:
+/// the endpoint does not exist then).
+pub(crate) async fn render(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    let Some(expected) = &state.metrics_hash else {
+        return Err(ApiError::not_found("route"));
+    };
+    let presented = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| ApiError::unauthorized("missing `Authorization: Bearer <metrics token>`"))?;
+    if crate::token::hash(&state.secret, presented) != *expected {
+        return Err(ApiError::unauthorized("not the metrics token"));
+    }
     let depth = state.store.queue_depth().await?;
     metrics::gauge!("tenebra_queue_depth").set(depth as f64);
     Ok((

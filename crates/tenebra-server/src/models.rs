@@ -10,7 +10,7 @@
 //! the owner, or a grantee allowed to); `GET /v1/model-grants/{name}`;
 //! `PUT|DELETE /v1/model-grants/{name}/{tenant}` (the owner's).
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -183,27 +183,36 @@ pub(crate) async fn get(
     Ok(Json(view(&m)?))
 }
 
-/// Compiled splits kept for the next tasks and signature requests.
-fn compiled(m: &ModelRow, layers: usize) -> Result<(Arc<Model>, Arc<Compiled>), ApiError> {
-    type Cache = Mutex<Vec<(String, Arc<Model>, Arc<Compiled>)>>;
+/// Bytes of parsed models and compiled splits kept over all tenants.
+const COMPILED_CACHE_BYTES: u64 = 512 << 20;
+
+/// Weighs a cached split by the bytes it holds (stored beside it).
+#[derive(Clone)]
+struct ByBytes;
+
+type Split = (Arc<Model>, Arc<Compiled>);
+
+impl quick_cache::Weighter<String, (u64, Split)> for ByBytes {
+    fn weight(&self, _key: &String, val: &(u64, Split)) -> u64 {
+        val.0
+    }
+}
+
+/// Compiled splits kept for the next tasks and signature requests, bounded by bytes.
+fn compiled(m: &ModelRow, layers: usize) -> Result<Split, ApiError> {
+    type Cache = quick_cache::sync::Cache<String, (u64, Split), ByBytes>;
     static CACHE: OnceLock<Cache> = OnceLock::new();
-    const KEEP: usize = 32;
     let key = format!("{}/{}/{layers}", m.owner_id, m.model_sha256);
-    let cache = CACHE.get_or_init(Default::default);
-    {
-        let c = cache.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, model, comp)) = c.iter().find(|(k, _, _)| *k == key) {
-            return Ok((model.clone(), comp.clone()));
-        }
+    let cache = CACHE.get_or_init(|| Cache::with_weighter(64, COMPILED_CACHE_BYTES, ByBytes));
+    if let Some((_, split)) = cache.get(&key) {
+        return Ok(split);
     }
     let model = Model::parse(m.model_json.as_bytes()).map_err(|e| ApiError::internal(&e))?;
     let comp = Arc::new(model.compile(layers).map_err(model_error)?);
     let model = Arc::new(model);
-    let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
-    if c.len() >= KEEP {
-        c.remove(0);
-    }
-    c.push((key, model.clone(), comp.clone()));
+    // The model's floats and the split's integers take about what the JSON took, each.
+    let bytes = 2 * m.model_json.len() as u64 + 4096;
+    cache.insert(key, (bytes, (model.clone(), comp.clone())));
     Ok((model, comp))
 }
 

@@ -234,7 +234,7 @@ pub(crate) async fn submit(
     let input = blobs::task_input(tenant, &new.id);
     state
         .blobs
-        .put(&input, body.to_vec())
+        .put(&input, &body)
         .await
         .map_err(|e| ApiError::internal(&e))?;
     let submitted = state.store.submit_task(tenant, &new).await;
@@ -278,8 +278,9 @@ pub(crate) async fn submit(
 
 /// Longest long poll (`GET /v1/tasks/{id}?wait=SECS`).
 const MAX_WAIT_SECS: u64 = 60;
-/// How often a long poll looks at the task when no local worker announces its end.
-const WAIT_POLL: Duration = Duration::from_millis(250);
+/// How often a long poll looks at the task anyway (an end whose notification was missed:
+/// a lost PostgreSQL connection, a SQLite worker in another process).
+const WAIT_POLL: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -295,11 +296,20 @@ pub(crate) async fn get(
     QueryParams(q): QueryParams<GetQuery>,
 ) -> Result<Json<TaskView>, ApiError> {
     caller.require(Scope::Read)?;
-    let deadline =
-        tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(0).min(MAX_WAIT_SECS));
+    // A tenant holds at most a few long polls at once; past that, the poll answers now.
+    let slot = match q.wait {
+        Some(w) if w > 0 => state.cpu.long_poll_slot(&caller.tenant_id),
+        _ => None,
+    };
+    let wait = if slot.is_some() {
+        q.wait.unwrap_or(0)
+    } else {
+        0
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait.min(MAX_WAIT_SECS));
+    // Subscribed before reading, so an end announced in between is not missed.
+    let mut ended = state.task_ended.subscribe();
     loop {
-        // Registered before reading, so an end announced in between is not missed.
-        let ended = state.task_ended.notified();
         let t = state
             .store
             .task(&caller.tenant_id, &id)
@@ -308,10 +318,19 @@ pub(crate) async fn get(
         if t.status.is_final() || tokio::time::Instant::now() >= deadline {
             return Ok(Json(view(t)));
         }
-        tokio::select! {
-            () = ended => {}
-            () = tokio::time::sleep(WAIT_POLL) => {}
-            () = tokio::time::sleep_until(deadline) => {}
+        // Read the task again when it ends, at the slow poll, or at the deadline: one query
+        // per wake-up, not one per quarter second.
+        let poll = tokio::time::sleep(WAIT_POLL);
+        tokio::pin!(poll);
+        loop {
+            tokio::select! {
+                r = ended.recv() => match r {
+                    Ok(ended_id) if *ended_id != *id => continue,
+                    _ => break,
+                },
+                () = &mut poll => break,
+                () = tokio::time::sleep_until(deadline) => break,
+            }
         }
     }
 }
@@ -363,6 +382,7 @@ pub(crate) async fn cancel(
         .await
         .map_err(not_found)?;
     if was_queued {
+        let _ = state.task_ended.send(t.id.as_str().into());
         state
             .blobs
             .remove(&blobs::task_input(tenant, &id))

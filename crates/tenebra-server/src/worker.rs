@@ -308,8 +308,7 @@ impl Worker {
         )
         .await
         .map_err(|e| {
-            if e.status.is_client_error() && e.status != axum::http::StatusCode::TOO_MANY_REQUESTS
-            {
+            if e.status.is_client_error() && e.status != axum::http::StatusCode::TOO_MANY_REQUESTS {
                 // The function was deleted or changed since the task was submitted (a busy
                 // tenant's 429 is only a wait: the task is retried).
                 Prep::Fail(e.code, e.message)
@@ -489,9 +488,9 @@ impl Worker {
             .await
         {
             Ok(t) => {
-                self.state.task_ended.notify_waiters();
+                let _ = self.state.task_ended.send(t.id.as_str().into());
                 tracing::info!(task = %t.id, status = t.status.as_str(), wall_ms = wall, "finished");
-                metrics::histogram!("tenebra_task_seconds", "function" => t.function.clone(), "status" => t.status.as_str())
+                metrics::histogram!("tenebra_task_seconds", "function" => functions::kind_label(&t.function), "status" => t.status.as_str())
                     .record(started.elapsed().as_secs_f64());
                 let input = blobs::task_input(&t.tenant_id, &t.id);
                 if let Err(e) = self.state.blobs.remove(&input).await {

@@ -108,7 +108,12 @@ async fn attacks(postgres: bool) {
 
     // One u64 named 4096 times in each of 64 u64[4096] outputs: 262,144 ciphertexts
     // (~4 GiB) for a few hundred CU. Refused at deploy with the numbers.
-    let not_of_input = || vec![json!({"op":"input","input":0,"index":0}), json!({"op":"not","a":0})];
+    let not_of_input = || {
+        vec![
+            json!({"op":"input","input":0,"index":0}),
+            json!({"op":"not","a":0}),
+        ]
+    };
     let outputs: Vec<Value> = (0..64)
         .map(|k| json!({"name": format!("o{k}"), "type": "u64[4096]", "nodes": vec![1; 4096]}))
         .collect();
@@ -131,7 +136,11 @@ async fn attacks(postgres: bool) {
         ))
         .await,
     );
-    assert_eq!((status, code.as_str()), (400, "circuit_too_large"), "{message}");
+    assert_eq!(
+        (status, code.as_str()),
+        (400, "circuit_too_large"),
+        "{message}"
+    );
     assert!(message.contains("memory"), "{message}");
 
     // Many large documents at once (100,000 mins of one pair, ~3 MB each, that plan in
@@ -176,7 +185,11 @@ async fn attacks(postgres: bool) {
     }
 
     // The service is up and another tenant's task runs to the reference result.
-    let health = http.get(format!("{}/healthz", h.base)).send().await.unwrap();
+    let health = http
+        .get(format!("{}/healthz", h.base))
+        .send()
+        .await
+        .unwrap();
     assert!(health.status().is_success());
     let upload = tenebra_engine::keys::read_upload(&test_key_dir()).unwrap();
     good.upload_key_set(upload).await.unwrap();
@@ -191,6 +204,23 @@ async fn attacks(postgres: bool) {
         decrypt(client_keys(), weights, &result).unwrap(),
         weights.reference(&input).unwrap()
     );
+
+    // `/metrics` answers only its token, and labels tasks by function kind, never by a
+    // name a tenant chose.
+    let scrape = |token: &str| {
+        http.get(format!("{}/metrics", h.base))
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(scrape(&evil_token).await.unwrap().status(), 401);
+    let metrics = scrape(common::METRICS_TOKEN)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("tenebra_task_seconds"), "{metrics}");
+    assert!(!metrics.contains("evil") && !metrics.contains("mallory"));
 
     let _ = stop_worker.send(true);
     let _ = worker.await;

@@ -259,7 +259,16 @@ async fn story(postgres: bool) {
     assert!(b.usage(&[]).await.unwrap().records.is_empty());
 
     // Prometheus metrics.
-    let metrics = reqwest::get(format!("{}/metrics", s.h.base))
+    let scrape = |token: Option<&str>| {
+        let mut req = reqwest::Client::new().get(format!("{}/metrics", s.h.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+    assert_eq!(scrape(None).await.unwrap().status(), 401);
+    assert_eq!(scrape(Some(&token_a)).await.unwrap().status(), 401);
+    let metrics = scrape(Some(common::METRICS_TOKEN))
         .await
         .unwrap()
         .text()

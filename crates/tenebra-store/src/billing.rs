@@ -577,6 +577,30 @@ impl Store {
         })
     }
 
+    /// A cheap early check before a key set upload is received: `Quota` when the tenant
+    /// already holds its plan's key sets or has no byte of storage left. The upload is checked
+    /// again, with its size, when its row is written.
+    pub async fn check_key_set_quota(&self, tenant: &str) -> Result<(), StoreError> {
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let r = match tenant_plan_in!(tx, tenant) {
+                Some(plan) => {
+                    let used = tenant_usage_in!(tx, tenant);
+                    if let Some(limit) = plan.max_key_sets.filter(|l| used.key_sets >= *l) {
+                        Err(StoreError::Quota(QuotaExceeded::KeySets { limit }))
+                    } else if let Some(q) = check_bytes(&plan, &used, 1) {
+                        Err(StoreError::Quota(q))
+                    } else {
+                        Ok(())
+                    }
+                }
+                None => Ok(()),
+            };
+            tx.commit().await?;
+            r
+        })
+    }
+
     /// Counts a request of `api_key` in the current second; returns the count so far
     /// (shared by every node on the database).
     pub async fn count_request(&self, api_key: &str) -> Result<i64, StoreError> {

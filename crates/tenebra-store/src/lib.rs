@@ -168,7 +168,9 @@ pub use billing::{
 };
 pub use functions::{Deployed, Function};
 pub use models::{ModelGrant, ModelRow, Uploaded};
-pub use tasks::{NewTask, Outcome, Submitted, Task, TaskListener, TaskPage, TaskStatus};
+pub use tasks::{
+    EndedListener, NewTask, Outcome, Submitted, Task, TaskListener, TaskPage, TaskStatus,
+};
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {

@@ -17,6 +17,8 @@ use crate::{billing, now_ms, unique_violation, Store, StoreError};
 
 /// Channel PostgreSQL announces new tasks on.
 pub const TASKS_CHANNEL: &str = "tenebra_tasks";
+/// PostgreSQL channel announcing a task's end; the payload is the task id.
+pub const TASK_ENDED_CHANNEL: &str = "tenebra_task_ended";
 
 /// Where a task is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -249,15 +251,23 @@ macro_rules! fetch_tasks_in {
 }
 
 /// Records, inside `$tx`, that `$task` changed status: an audit record, and the usage
-/// record when the task ended.
+/// record and (PostgreSQL) a notification on [`TASK_ENDED_CHANNEL`] when the task ended.
 macro_rules! task_changed {
-    ($tx:expr, $task:expr, $actor:expr) => {{
+    ($store:expr, $tx:expr, $task:expr, $actor:expr) => {{
         let t: &Task = $task;
         if matches!(
             t.status,
             TaskStatus::Succeeded | TaskStatus::Failed | TaskStatus::Cancelled
         ) {
             meter_task!($tx, t);
+            if matches!($store, Store::Postgres(_)) {
+                // Delivered at commit: long polls on every API node wake for this task.
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(TASK_ENDED_CHANNEL)
+                    .bind(&t.id)
+                    .execute(&mut *$tx)
+                    .await?;
+            }
         }
         let outcome = match (&t.error_code, t.status) {
             (Some(code), TaskStatus::Failed) => code.clone(),
@@ -333,7 +343,7 @@ impl Store {
             match r {
                 Ok(row) => {
                     let t = task_from_row!(row)?;
-                    task_changed!(tx, &t, &new.api_key_id);
+                    task_changed!(self, tx, &t, &new.api_key_id);
                     if matches!(self, Store::Postgres(_)) {
                         // Delivered at commit, so a woken worker finds the row.
                         sqlx::query("SELECT pg_notify($1, '')")
@@ -436,7 +446,7 @@ impl Store {
             let mut tx = p.begin().await?;
             let t = fetch_task_in!(tx, q, now_ms(), tenant, id);
             if let Some(t) = &t {
-                task_changed!(tx, t, &t.api_key_id);
+                task_changed!(self, tx, t, &t.api_key_id);
             }
             tx.commit().await?;
             t
@@ -490,11 +500,11 @@ impl Store {
             let mut reaped = fetch_tasks_in!(tx, reap_cancelled, now);
             reaped.extend(fetch_tasks_in!(tx, reap_failed, now, i64::from(max_attempts)));
             for t in &reaped {
-                task_changed!(tx, t, SYSTEM);
+                task_changed!(self, tx, t, SYSTEM);
             }
             let t = fetch_task_in!(tx, claim, worker, lease_until, now);
             if let Some(t) = &t {
-                task_changed!(tx, t, &format!("worker:{worker}"));
+                task_changed!(self, tx, t, &format!("worker:{worker}"));
             }
             tx.commit().await?;
             Ok(t)
@@ -582,7 +592,7 @@ impl Store {
                 fence
             );
             let t = t.ok_or(StoreError::LeaseLost)?;
-            task_changed!(tx, &t, WORKER);
+            task_changed!(self, tx, &t, WORKER);
             tx.commit().await?;
             Ok(t)
         })
@@ -622,7 +632,7 @@ impl Store {
                 fence
             );
             let t = t.ok_or(StoreError::LeaseLost)?;
-            task_changed!(tx, &t, WORKER);
+            task_changed!(self, tx, &t, WORKER);
             tx.commit().await?;
             Ok(t)
         })
@@ -641,7 +651,7 @@ impl Store {
             let mut tx = p.begin().await?;
             let t = fetch_task_in!(tx, q, now_ms(), id, fence);
             let t = t.ok_or(StoreError::LeaseLost)?;
-            task_changed!(tx, &t, WORKER);
+            task_changed!(self, tx, &t, WORKER);
             tx.commit().await?;
             Ok(())
         })
@@ -659,7 +669,7 @@ impl Store {
             let mut tx = p.begin().await?;
             let tasks = fetch_tasks_in!(tx, q, now_ms());
             for t in &tasks {
-                task_changed!(tx, t, SYSTEM);
+                task_changed!(self, tx, t, SYSTEM);
             }
             tx.commit().await?;
             Ok(tasks)
@@ -686,6 +696,32 @@ impl Store {
             }
             Store::Sqlite(_) => Ok(TaskListener(None)),
         }
+    }
+}
+
+impl Store {
+    /// Ended tasks' ids as they end on any node: a PostgreSQL listener on
+    /// [`TASK_ENDED_CHANNEL`]; `None` on SQLite (its workers live in the serving process).
+    pub async fn ended_listener(&self) -> Result<Option<EndedListener>, StoreError> {
+        match self {
+            Store::Postgres(p) => {
+                let mut l = sqlx::postgres::PgListener::connect_with(p).await?;
+                l.listen(TASK_ENDED_CHANNEL).await?;
+                Ok(Some(EndedListener(l)))
+            }
+            Store::Sqlite(_) => Ok(None),
+        }
+    }
+}
+
+/// Ids of tasks that ended (PostgreSQL `LISTEN`).
+pub struct EndedListener(sqlx::postgres::PgListener);
+
+impl EndedListener {
+    /// The next ended task's id; `None` after a lost connection (sqlx reconnects on the
+    /// next call; a notification sent meanwhile is missed, so waiters also poll slowly).
+    pub async fn next(&mut self) -> Option<String> {
+        self.0.recv().await.ok().map(|n| n.payload().to_owned())
     }
 }
 

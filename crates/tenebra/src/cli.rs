@@ -251,6 +251,15 @@ pub struct StorageArgs {
     /// Token of the Vault KMS.
     #[arg(long, env = "VAULT_TOKEN", hide_env_values = true, global = true)]
     vault_token: Option<String>,
+    /// Token (>= 32 characters) Prometheus presents for `/metrics`
+    /// (`Authorization: Bearer`); without one `/metrics` is off.
+    #[arg(
+        long,
+        env = "TENEBRA_METRICS_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    metrics_token: Option<String>,
 }
 
 impl StorageArgs {
@@ -264,6 +273,7 @@ impl StorageArgs {
             audit_key_file: self.audit_key_file.clone(),
             kms: self.kms.clone(),
             vault_token: self.vault_token.clone(),
+            metrics_token: self.metrics_token.clone(),
         }
     }
 }

@@ -8,6 +8,8 @@ use tokio::sync::watch;
 const PG: &str = "postgres://postgres@127.0.0.1:5432";
 /// The operator token every harness server accepts.
 pub const OPERATOR_TOKEN: &str = "test-operator-token-0123456789abcdef";
+/// The metrics token every harness server accepts.
+pub const METRICS_TOKEN: &str = "test-metrics-token-0123456789abcdef0";
 
 /// A running server with its own data directory (and PostgreSQL database).
 pub struct Harness {
@@ -64,6 +66,7 @@ impl Harness {
             database_url: pg_db.as_ref().map(|n| format!("{PG}/{n}")),
             blob_url,
             operator_token: Some(OPERATOR_TOKEN.into()),
+            metrics_token: Some(METRICS_TOKEN.into()),
             ..Default::default()
         };
         let (base, state, stop) = serve_node(&settings).await;
