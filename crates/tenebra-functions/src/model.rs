@@ -643,17 +643,18 @@ pub fn model_function(owner: &str, name: &str, version: i64, layers: usize) -> S
     format!("model:{owner}/{name}/{version}/{layers}")
 }
 
-/// Parses a model split's task function name: owner, name, version, layers.
+/// Parses a model split's task function name: owner, name, version, layers. Only the
+/// canonical spelling [`model_function`] writes is one (`+1` or `01` is not `1`), so one split
+/// has one name, one price and one usage line.
 pub fn parse_model_function(f: &str) -> Option<(&str, &str, i64, usize)> {
     let rest = f.strip_prefix("model:")?;
     let mut parts = rest.split('/');
     let (owner, name) = (parts.next()?, parts.next()?);
     let version = parts.next()?.parse().ok()?;
     let layers = parts.next()?.parse().ok()?;
-    parts
-        .next()
-        .is_none()
-        .then_some((owner, name, version, layers))
+    let canonical =
+        parts.next().is_none() && version >= 1 && model_function(owner, name, version, layers) == f;
+    canonical.then_some((owner, name, version, layers))
 }
 
 fn quantize(x: &[f64], min: f64, max: f64, bits: u32) -> Vec<i64> {

@@ -285,3 +285,27 @@ fn onnx_hostile_shapes() {
     let e = model_from_onnx(&len_field(7, &nested), "m", 0.0, 1.0).unwrap_err();
     assert!(e.to_string().contains("nested deeper"), "{e}");
 }
+
+/// One split, one name: only the canonical spelling parses (a price or a usage line keyed by
+/// the raw string could otherwise be dodged with `+1` or `01`).
+#[test]
+fn model_function_names_are_canonical() {
+    use tenebra_functions::model::{model_function, parse_model_function};
+    assert_eq!(
+        parse_model_function(&model_function("o", "m", 1, 1)),
+        Some(("o", "m", 1, 1))
+    );
+    for other in [
+        "model:o/m/+1/1",
+        "model:o/m/01/1",
+        "model:o/m/1/01",
+        "model:o/m/1/+1",
+        "model:o/m/0/1",
+        "model:o/m/-1/1",
+        "model:o/m/1/1/",
+        "model:o/m/1",
+        "o/m/1/1",
+    ] {
+        assert_eq!(parse_model_function(other), None, "{other}");
+    }
+}

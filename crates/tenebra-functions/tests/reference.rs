@@ -121,3 +121,21 @@ fn costs_are_known_before_running() {
         assert!(small.cu > 0 && large.cu > small.cu, "{}", f.name);
     }
 }
+
+/// Every built-in at its largest size fits a worker with room to spare: its working set is
+/// under half the default limit (weight_stats at 1024 values is ~1.1 GB, mostly the
+/// 1024-operand sum's copies), and its result is what it returns (a few values).
+#[test]
+fn builtins_fit_the_default_limits() {
+    let limits = tenebra_circuit::Limits::default();
+    for f in builtins() {
+        let fp = f.circuit(*f.sizes.end()).unwrap().footprint();
+        assert!(
+            fp.working_set_bytes < limits.max_working_set_bytes / 2,
+            "{} at {}: {fp:?}",
+            f.name,
+            f.sizes.end()
+        );
+        assert!(fp.output_blocks <= 64, "{}: {fp:?}", f.name);
+    }
+}

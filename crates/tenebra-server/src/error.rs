@@ -103,6 +103,7 @@ fn quota_error(q: &QuotaExceeded) -> ApiError {
             (StatusCode::FORBIDDEN, "storage_quota_exceeded", None)
         }
         QuotaExceeded::KeySets { .. } => (StatusCode::FORBIDDEN, "key_set_quota_exceeded", None),
+        QuotaExceeded::ApiKeys { .. } => (StatusCode::FORBIDDEN, "api_key_quota_exceeded", None),
     };
     let mut e = ApiError::new(status, code, q.to_string());
     e.retry_after = retry_after;

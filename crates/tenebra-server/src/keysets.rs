@@ -147,11 +147,20 @@ pub(crate) async fn upload(
         .await
     {
         Ok(existing) => {
+            // The same set again: its expiry becomes what this upload asks for.
+            let existing = if existing.expires_at == expires_at {
+                existing
+            } else {
+                state
+                    .store
+                    .set_key_set_expiry(tenant, &existing.id, expires_at)
+                    .await?
+            };
             return Ok((
                 StatusCode::OK,
                 Extension(AuditTarget(existing.id.clone())),
                 Json(view(existing)),
-            ))
+            ));
         }
         Err(StoreError::NotFound) => {}
         Err(e) => return Err(e.into()),

@@ -69,7 +69,15 @@ pub struct AppState {
     rate_limits: Arc<std::sync::Mutex<HashMap<String, CachedLimit>>>,
     /// Gates CPU work on untrusted documents (per tenant and over all).
     pub cpu: cpu::CpuGate,
+    /// Failed authentications per source address in the current minute.
+    auth_failures: Arc<quick_cache::sync::Cache<std::net::IpAddr, (u64, u32)>>,
 }
+
+/// Failed authentications a source address may make per minute; past that its requests are
+/// 429 before any key lookup until the minute ends (per API node).
+pub const AUTH_FAILURES_PER_MINUTE: u32 = 20;
+/// Source addresses whose failures are remembered (the oldest are forgotten first).
+const AUTH_FAILURE_SOURCES: usize = 100_000;
 
 /// A tenant's requests-per-second limit and when it was read.
 type CachedLimit = (Instant, Option<i64>);
@@ -230,6 +238,7 @@ pub async fn open(settings: &Settings) -> Result<AppState, String> {
         audit_signer: audit::AuditSigner::load_or_create(&audit_key)?,
         rate_limits: Arc::default(),
         cpu: cpu::CpuGate::default(),
+        auth_failures: Arc::new(quick_cache::sync::Cache::new(AUTH_FAILURE_SOURCES)),
     })
 }
 
@@ -412,7 +421,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let forward = tokio::spawn(forward_ended(state.clone()));
-    let served = axum::serve(listener, router(state))
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
     forward.abort();
@@ -468,6 +478,37 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let source = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        let minute = (tenebra_store::now_ms() / 60_000) as u64;
+        if let Some(ip) = source {
+            if let Some((m, n)) = state.auth_failures.get(&ip) {
+                if m == minute && n >= AUTH_FAILURES_PER_MINUTE {
+                    let mut e = ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "too_many_failed_authentications",
+                        format!(
+                            "{AUTH_FAILURES_PER_MINUTE} failed authentications from this \
+                             address this minute; wait for the next one"
+                        ),
+                    );
+                    e.retry_after = Some(60 - (tenebra_store::now_ms() / 1000 % 60) as u64);
+                    return Err(e);
+                }
+            }
+        }
+        let failed = |e: ApiError| {
+            if let Some(ip) = source {
+                let n = match state.auth_failures.get(&ip) {
+                    Some((m, n)) if m == minute => n.saturating_add(1),
+                    _ => 1,
+                };
+                state.auth_failures.insert(ip, (minute, n));
+            }
+            e
+        };
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
@@ -477,18 +518,22 @@ impl FromRequestParts<AppState> for Caller {
             .strip_prefix("Bearer ")
             .map(str::trim)
             .filter(|t| token::is_well_formed(t))
-            .ok_or_else(|| ApiError::unauthorized("malformed API key"))?;
+            .ok_or_else(|| failed(ApiError::unauthorized("malformed API key")))?;
         let key = match state
             .store
             .api_key_by_hash(&token::hash(&state.secret, token))
             .await
         {
             Ok(k) => k,
-            Err(StoreError::NotFound) => return Err(ApiError::unauthorized("unknown API key")),
+            Err(StoreError::NotFound) => {
+                return Err(failed(ApiError::unauthorized("unknown API key")))
+            }
             Err(e) => return Err(e.into()),
         };
         if key.revoked_at.is_some() {
-            return Err(ApiError::unauthorized("this API key has been revoked"));
+            return Err(failed(ApiError::unauthorized(
+                "this API key has been revoked",
+            )));
         }
         if let Some(slot) = parts.extensions.get::<audit::ActorSlot>() {
             slot.set(Some(key.tenant_id.clone()), key.id.clone());

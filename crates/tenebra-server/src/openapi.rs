@@ -290,12 +290,12 @@ fn base_document() -> Value {
         "paths": {
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "alive"}}}},
             "/readyz": {"get": {"summary": "Readiness (the database answers)", "responses": {"200": {"description": "ready"}, "500": error_response("not ready")}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text format 0.0.4"}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics, for the metrics token (`--metrics-token`; off without one)", "responses": {"200": {"description": "text format 0.0.4"}, "401": error_response("not the metrics token"), "404": error_response("no metrics token is set")}}},
             "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
             "/v1/api-keys": {
                 "get": op("List the tenant's API keys", "admin", json!({"200": json_list("keys", "ApiKey")}), json!({})),
                 "post": op("Create an API key (the token is shown once)", "admin",
-                    json!({"201": json_response("created", "ApiKey"), "400": error_response("invalid name or scope")}),
+                    json!({"201": json_response("created", "ApiKey"), "400": error_response("invalid name or scope"), "403": error_response("api_key_quota_exceeded: 100 live keys")}),
                     json!({"requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CreateApiKey"}}}}}))
             },
             "/v1/api-keys/{id}": {
@@ -307,7 +307,7 @@ fn base_document() -> Value {
                 "get": op("List the tenant's key sets", "read", json!({"200": json_list("key sets", "KeySet")}), json!({})),
                 "post": op("Upload a key set (`tenebra keys upload`: compressed server key + compact public key, streamed, size-limited, conformance-checked); the same set again returns the existing one", "compute",
                     json!({"201": json_response("created", "KeySet"), "200": json_response("already uploaded", "KeySet"),
-                           "400": error_response("invalid_key_set or invalid_ttl"), "413": error_response("body_too_large")}),
+                           "400": error_response("invalid_key_set or invalid_ttl"), "403": error_response("key_set_quota_exceeded or storage_quota_exceeded"), "413": error_response("body_too_large"), "429": error_response("too_many_uploads")}),
                     json!({"parameters": [query("ttl_secs", "integer", "delete the set after this many seconds (>= 60)")],
                            "requestBody": {"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}))
             },
@@ -374,7 +374,7 @@ fn base_document() -> Value {
                     json!({"parameters": [query("status", "string", "queued, running, succeeded, failed, cancelled or expired"), query("limit", "integer", "1..1000, default 50"), query("after", "string", "the previous page's `next`")]})),
                 "post": op("Submit an encrypted input (from `tenebra encrypt` or the SDK); its header names the function, circuit and key set", "compute",
                     json!({"202": json_response("queued", "Task"), "200": json_response("the task this Idempotency-Key already created", "Task"),
-                           "400": error_response("invalid_input, unknown_function, invalid_size, circuit_mismatch or unknown_key_set"),
+                           "400": error_response("invalid_input, unknown_function, invalid_size, circuit_mismatch, circuit_too_large, unknown_key_set or key_set_expired"), "429": error_response("too_many_requests: this tenant's circuits are being checked"),
                            "409": error_response("idempotency_conflict: the key was used with another input"), "413": error_response("body_too_large")}),
                     json!({"parameters": [{"name": "Idempotency-Key", "in": "header", "required": false, "schema": {"type": "string", "maxLength": 255}}],
                            "requestBody": {"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}))

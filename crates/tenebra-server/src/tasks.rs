@@ -218,6 +218,18 @@ pub(crate) async fn submit(
         }
         Err(e) => return Err(e.into()),
     };
+    if key_set
+        .expires_at
+        .is_some_and(|e| e <= tenebra_store::now_ms())
+    {
+        return Err(ApiError::bad_request(
+            "key_set_expired",
+            format!(
+                "key set {} has expired: upload it again (with a longer ttl_secs, or none)",
+                key_set.id
+            ),
+        ));
+    }
     let input_sha256 = hex::encode(Sha256::digest(&body));
     let new = NewTask {
         id: new_id("task"),

@@ -206,12 +206,22 @@ pub async fn run(
             _ = stop.changed() => break,
         };
         let w = &worker.cfg;
-        match worker
+        let claimed = worker
             .state
             .store
-            .claim_task(&w.id, w.lease, w.max_attempts)
-            .await
-        {
+            .claim_task_reaping(&w.id, w.lease, w.max_attempts)
+            .await;
+        if let Ok((_, reaped)) = &claimed {
+            // Abandoned tasks that ended while being reaped free their inputs here.
+            for t in reaped {
+                let _ = worker.state.task_ended.send(t.id.as_str().into());
+                let input = blobs::task_input(&t.tenant_id, &t.id);
+                if let Err(e) = worker.state.blobs.remove(&input).await {
+                    tracing::warn!(task = %t.id, error = %e, "removing a reaped task's input");
+                }
+            }
+        }
+        match claimed.map(|(t, _)| t) {
             Ok(Some(task)) => {
                 let (worker, stop) = (worker.clone(), stop.clone());
                 running.spawn(async move {
@@ -270,6 +280,16 @@ pub async fn sweep(state: &AppState) {
     if let Err(e) = crate::audit::checkpoint(state).await {
         tracing::warn!(error = %e, "signing an audit checkpoint failed");
     }
+}
+
+/// What recording a task's end came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Finish {
+    Recorded,
+    /// Another claim holds the task: nothing of this run was recorded.
+    LeaseLost,
+    /// The store failed: the end may or may not have been recorded.
+    Unknown,
 }
 
 /// Why a task cannot start.
@@ -443,7 +463,9 @@ impl Worker {
                         i64::try_from(self.cfg.result_ttl.as_millis()).unwrap_or(i64::MAX),
                     ),
                 };
-                if !self.finish(&task, &outcome, started).await {
+                // Only a lost lease means no row points at this result; after any other
+                // error the commit may have happened, so the blob stays.
+                if self.finish(&task, &outcome, started).await == Finish::LeaseLost {
                     let _ = self.state.blobs.remove(&path).await;
                 }
             }
@@ -478,8 +500,8 @@ impl Worker {
         }
     }
 
-    /// Records a final outcome; returns false when the lease was lost meanwhile.
-    async fn finish(&self, task: &Task, outcome: &Outcome, started: Instant) -> bool {
+    /// Records a final outcome.
+    async fn finish(&self, task: &Task, outcome: &Outcome, started: Instant) -> Finish {
         let wall = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
         match self
             .state
@@ -496,16 +518,17 @@ impl Worker {
                 if let Err(e) = self.state.blobs.remove(&input).await {
                     tracing::warn!(task = %t.id, error = %e, "removing a finished task's input");
                 }
-                true
+                Finish::Recorded
             }
             Err(StoreError::LeaseLost) => {
                 tracing::warn!(task = %task.id, "lease lost before finishing");
-                false
+                Finish::LeaseLost
             }
             Err(e) => {
-                // The lease will expire and another run will record it.
+                // Maybe committed, maybe not: if not, the lease expires and another run
+                // records it.
                 tracing::error!(task = %task.id, error = %e, "recording a task's end");
-                false
+                Finish::Unknown
             }
         }
     }

@@ -184,6 +184,17 @@ async fn attacks(postgres: bool) {
         }
     }
 
+    // API keys cannot be minted without end (each would get its own rate limit): 100 live
+    // keys per tenant (the first came with the tenant), then 403; revoking one frees a slot.
+    let mut last = None;
+    for i in 1..tenebra_store::MAX_LIVE_API_KEYS {
+        last = Some(evil.create_api_key(&format!("k{i}"), "read").await.unwrap());
+    }
+    let (status, code, _) = api_error(evil.create_api_key("one-more", "read").await);
+    assert_eq!((status, code.as_str()), (403, "api_key_quota_exceeded"));
+    evil.revoke_api_key(&last.unwrap().id).await.unwrap();
+    evil.create_api_key("one-more", "read").await.unwrap();
+
     // The service is up and another tenant's task runs to the reference result.
     let health = http
         .get(format!("{}/healthz", h.base))
@@ -221,6 +232,28 @@ async fn attacks(postgres: bool) {
         .unwrap();
     assert!(metrics.contains("tenebra_task_seconds"), "{metrics}");
     assert!(!metrics.contains("evil") && !metrics.contains("mallory"));
+
+    // Failed authentications are throttled per source address, before any key lookup
+    // (last: every client of this test shares 127.0.0.1).
+    let bogus = Client::new(&h.base, &tenebra_server::token::generate());
+    let limit = tenebra_server::AUTH_FAILURES_PER_MINUTE;
+    let mut refused = 0;
+    let mut throttled = false;
+    // At most twice the limit: the counting minute may turn over once in between.
+    for _ in 0..2 * limit + 1 {
+        let (status, code, _) = api_error(bogus.functions().await);
+        if status == 429 {
+            assert_eq!(code, "too_many_failed_authentications");
+            throttled = true;
+            break;
+        }
+        assert_eq!(status, 401);
+        refused += 1;
+    }
+    assert!(
+        throttled && refused >= limit,
+        "{refused} refusals before the throttle"
+    );
 
     let _ = stop_worker.send(true);
     let _ = worker.await;

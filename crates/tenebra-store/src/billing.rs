@@ -83,6 +83,11 @@ pub enum QuotaExceeded {
     KeySets {
         limit: i64,
     },
+    /// Live (unrevoked) API keys: a fixed cap, so keys cannot be minted to multiply the
+    /// per-key rate limit or fill the table.
+    ApiKeys {
+        limit: i64,
+    },
     Rate {
         limit: i64,
     },
@@ -116,6 +121,10 @@ impl std::fmt::Display for QuotaExceeded {
                 "storing {adding} more bytes would pass the plan's {limit} bytes ({used} used)"
             ),
             QuotaExceeded::KeySets { limit } => write!(f, "the plan allows {limit} key sets"),
+            QuotaExceeded::ApiKeys { limit } => write!(
+                f,
+                "a tenant may hold {limit} live API keys; revoke one to create another"
+            ),
             QuotaExceeded::Rate { limit } => {
                 write!(f, "the plan allows {limit} requests per second per API key")
             }

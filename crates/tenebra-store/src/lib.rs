@@ -13,6 +13,9 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::Row;
 
+/// Most live (unrevoked) API keys one tenant may hold.
+pub const MAX_LIVE_API_KEYS: i64 = 100;
+
 /// Storage failures, in domain terms (never HTTP codes).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -312,7 +315,8 @@ impl Store {
         row.ok_or(StoreError::NotFound)?
     }
 
-    /// Stores a new API key of `tenant`, identified by the HMAC of its token.
+    /// Stores a new API key of `tenant`, identified by the HMAC of its token; `Quota` past
+    /// [`MAX_LIVE_API_KEYS`] live keys.
     pub async fn create_api_key(
         &self,
         tenant: &str,
@@ -330,18 +334,40 @@ impl Store {
         };
         let q = "INSERT INTO api_keys (id, tenant_id, name, scope, token_hash, created_at) \
                  VALUES ($1, $2, $3, $4, $5, $6)";
-        let r = on_pool!(self, p => sqlx::query(q)
-            .bind(&k.id)
-            .bind(&k.tenant_id)
-            .bind(&k.name)
-            .bind(k.scope.as_str())
-            .bind(token_hash.as_slice())
-            .bind(k.created_at)
-            .execute(p)
-            .await
-            .map(|r| r.rows_affected()));
+        let live = "SELECT COUNT(*) AS n FROM api_keys WHERE tenant_id = $1 \
+                    AND revoked_at IS NULL";
+        let r: Result<(), sqlx::Error> = on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            lock_tenant!(tx, tenant);
+            let n: i64 = sqlx::query(live)
+                .bind(tenant)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("n")?;
+            if n >= MAX_LIVE_API_KEYS {
+                return Err(StoreError::Quota(QuotaExceeded::ApiKeys {
+                    limit: MAX_LIVE_API_KEYS,
+                }));
+            }
+            match sqlx::query(q)
+                .bind(&k.id)
+                .bind(&k.tenant_id)
+                .bind(&k.name)
+                .bind(k.scope.as_str())
+                .bind(token_hash.as_slice())
+                .bind(k.created_at)
+                .execute(&mut *tx)
+                .await
+            {
+                Ok(_) => {
+                    tx.commit().await?;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        });
         match r {
-            Ok(_) => Ok(k),
+            Ok(()) => Ok(k),
             Err(sqlx::Error::Database(d)) if d.is_foreign_key_violation() => {
                 Err(StoreError::NotFound)
             }
@@ -462,6 +488,21 @@ impl Store {
         fetch_optional!(self, key_set_from_row, q, tenant, fingerprint)?.ok_or(StoreError::NotFound)
     }
 
+    /// Sets when one of the tenant's key sets expires (`None`: never); returns it.
+    pub async fn set_key_set_expiry(
+        &self,
+        tenant: &str,
+        id: &str,
+        expires_at: Option<i64>,
+    ) -> Result<KeySet, StoreError> {
+        let q = concat!(
+            "UPDATE key_sets SET expires_at = $1 WHERE tenant_id = $2 AND id = $3 RETURNING ",
+            key_set_columns!()
+        );
+        fetch_optional!(self, key_set_from_row, q, expires_at, tenant, id)?
+            .ok_or(StoreError::NotFound)
+    }
+
     /// One of the tenant's key sets; another tenant's is not found.
     pub async fn key_set(&self, tenant: &str, id: &str) -> Result<KeySet, StoreError> {
         let q = concat!(select_key_sets!(), "WHERE tenant_id = $1 AND id = $2");
@@ -499,8 +540,9 @@ impl Store {
     /// Deletes the rows of key sets past their time to live; returns them (the caller
     /// removes the blobs).
     pub async fn expire_key_sets(&self) -> Result<Vec<KeySet>, StoreError> {
+        // A set a queued or running task still needs stays until that task ends.
         let q = concat!(
-            "DELETE FROM key_sets WHERE expires_at <= $1 RETURNING ",
+            "DELETE FROM key_sets WHERE expires_at <= $1 AND NOT EXISTS (SELECT 1 FROM tasks              WHERE tasks.key_set_id = key_sets.id AND tasks.status IN ('queued', 'running'))              RETURNING ",
             key_set_columns!()
         );
         on_pool!(self, p => {

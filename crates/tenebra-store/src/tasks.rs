@@ -475,6 +475,19 @@ impl Store {
         lease: Duration,
         max_attempts: u32,
     ) -> Result<Option<Task>, StoreError> {
+        self.claim_task_reaping(worker, lease, max_attempts)
+            .await
+            .map(|(t, _)| t)
+    }
+
+    /// [`Store::claim_task`], also returning the abandoned tasks it ended (their input blobs
+    /// are the caller's to remove).
+    pub async fn claim_task_reaping(
+        &self,
+        worker: &str,
+        lease: Duration,
+        max_attempts: u32,
+    ) -> Result<(Option<Task>, Vec<Task>), StoreError> {
         let now = now_ms();
         let reap_cancelled = concat!(
             "UPDATE tasks SET status = 'cancelled', finished_at = $1, \
@@ -507,7 +520,7 @@ impl Store {
                 task_changed!(self, tx, t, &format!("worker:{worker}"));
             }
             tx.commit().await?;
-            Ok(t)
+            Ok((t, reaped))
         })
     }
 

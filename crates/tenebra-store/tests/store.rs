@@ -153,7 +153,27 @@ async fn story(store: &Store) {
         .unwrap();
     assert_eq!(store.expire_key_sets().await.unwrap(), vec![gone]);
     assert_eq!(store.list_key_sets(&a.id).await.unwrap().len(), 1);
+    // An expiry can be changed (a re-upload asks for another one).
+    let forever = store.set_key_set_expiry(&a.id, "ks_4", None).await.unwrap();
+    assert_eq!(forever.expires_at, None);
+    assert!(matches!(
+        store.set_key_set_expiry(&b.id, "ks_4", None).await,
+        Err(StoreError::NotFound)
+    ));
     store.delete_key_set(&a.id, "ks_4").await.unwrap();
+    // A set a queued task needs outlives its expiry until the task ends.
+    let held = store
+        .create_key_set(&a.id, "ks_6", "gh", 10, Some(past))
+        .await
+        .unwrap();
+    let needs = NewTask {
+        key_set_id: "ks_6".into(),
+        ..new_task(None)
+    };
+    let t = created(store.submit_task(&a.id, &needs).await.unwrap());
+    assert!(store.expire_key_sets().await.unwrap().is_empty());
+    store.cancel_task(&a.id, &t.id).await.unwrap();
+    assert_eq!(store.expire_key_sets().await.unwrap(), vec![held]);
     // Migrations are idempotent.
     store.migrate().await.unwrap();
 }
@@ -317,7 +337,11 @@ async fn task_story(store: &Store) {
     let c5 = store.claim_task("w1", short, 1).await.unwrap().unwrap();
     assert_eq!(c5.id, t5.id);
     tokio::time::sleep(Duration::from_millis(20)).await;
-    assert!(store.claim_task("w2", lease, 1).await.unwrap().is_none());
+    let (claimed, reaped) = store.claim_task_reaping("w2", lease, 1).await.unwrap();
+    assert!(claimed.is_none());
+    // The reaped task is handed back, so its input blob can be freed.
+    let reaped: Vec<&str> = reaped.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(reaped, [t5.id.as_str()]);
     let t = store.task(&a, &t5.id).await.unwrap();
     assert_eq!(
         (t.status, t.error_code.as_deref()),
