@@ -268,7 +268,8 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// Creates the data directory 0700 (it holds the token secret, the master keys and the
-/// blobs); an existing one open to others is logged, not changed.
+/// blobs); an existing one open to other users is closed to them (0700), or, where that is
+/// not allowed, logged.
 #[cfg(unix)]
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -278,11 +279,14 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         .create(dir)?;
     let mode = std::fs::metadata(dir)?.permissions().mode();
     if mode & 0o077 != 0 {
-        tracing::warn!(
-            dir = %dir.display(),
-            mode = format!("{:o}", mode & 0o777),
-            "the data directory is open to other users; chmod 700 it"
-        );
+        if let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+            tracing::warn!(
+                dir = %dir.display(),
+                mode = format!("{:o}", mode & 0o777),
+                error = %e,
+                "the data directory is open to other users and cannot be closed: chmod 700 it"
+            );
+        }
     }
     Ok(())
 }

@@ -255,6 +255,14 @@ async fn attacks(postgres: bool) {
         "{refused} refusals before the throttle"
     );
 
+    // Secrets at rest are the owner's alone: the data directory 0700, the token secret 0600.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&h.settings.data_dir), 0o700);
+        assert_eq!(mode(&h.settings.data_dir.join("secret.key")), 0o600);
+    }
+
     let _ = stop_worker.send(true);
     let _ = worker.await;
     h.stop().await;
