@@ -303,3 +303,99 @@ pub fn random_circuit(rng: &mut Rng, n_nodes: usize) -> ValidCircuit {
 pub fn random_inputs(rng: &mut Rng, c: &Circuit) -> Vec<u64> {
     c.input_types().into_iter().map(|t| rng.value(t)).collect()
 }
+
+/// Circuit JSON documents a hostile tenant would send, for the attack tests here, in the
+/// engine and against the server. Each is valid JSON of the circuit format.
+pub mod hostile {
+    use serde_json::{json, Value};
+
+    fn circuit(input: &str, nodes: Vec<Value>, outputs: Value) -> Value {
+        json!({"version":1,"scheme":"tfhe","name":"evil",
+            "inputs":[{"name":"x","type":input}], "nodes": nodes, "outputs": outputs})
+    }
+
+    /// `not(x)` of one input of type `ty`: node 1.
+    fn not_of_input() -> Vec<Value> {
+        vec![
+            json!({"op":"input","input":0,"index":0}),
+            json!({"op":"not","a":0}),
+        ]
+    }
+
+    /// One `u64` named 4096 times in each of 64 `u64[4096]` outputs: 262,144 ciphertexts
+    /// (~4 GiB of result) for a few hundred CU, had outputs no bound.
+    pub fn repeated_outputs() -> Value {
+        let outputs: Vec<Value> = (0..64)
+            .map(|k| json!({"name": format!("o{k}"), "type": "u64[4096]", "nodes": vec![1; 4096]}))
+            .collect();
+        circuit("u64", not_of_input(), json!(outputs))
+    }
+
+    /// One `u64` named `n` times in one `u64[n]` output (`n` of 128 is 4096 blocks).
+    pub fn u64_outputs(n: usize) -> Value {
+        circuit(
+            "u64",
+            not_of_input(),
+            json!([{"name":"o","type":format!("u64[{n}]"),"nodes":vec![1; n]}]),
+        )
+    }
+
+    /// `n` `u64` inputs summed (4096 of them are 2.2 GB once expanded, before the sum's
+    /// operand copies).
+    pub fn wide_sum(n: usize) -> Value {
+        let mut nodes: Vec<Value> = (0..n)
+            .map(|i| json!({"op":"input","input":0,"index":i}))
+            .collect();
+        nodes.push(json!({"op":"sum","args":(0..n).collect::<Vec<_>>()}));
+        circuit(
+            &format!("u64[{n}]"),
+            nodes,
+            json!([{"name":"o","type":"u64","nodes":[n]}]),
+        )
+    }
+
+    /// `nodes` (each reading the input of type `ty`) summed 4096 at a time, then the partial
+    /// sums summed: every node stays alive until its sum runs.
+    fn summed(ty: &str, first: Vec<Value>, many: Vec<Value>) -> Value {
+        let start = first.len();
+        let n = many.len();
+        let mut nodes = first;
+        nodes.extend(many);
+        let mut partial = Vec::new();
+        for chunk in (start..start + n).collect::<Vec<_>>().chunks(4096) {
+            nodes.push(json!({"op":"sum","args":chunk}));
+            partial.push(nodes.len() - 1);
+        }
+        nodes.push(json!({"op":"sum","args":partial}));
+        let last = nodes.len() - 1;
+        let scalar = ty.split('[').next().unwrap_or(ty);
+        circuit(
+            ty,
+            nodes,
+            json!([{"name":"o","type":scalar,"nodes":[last]}]),
+        )
+    }
+
+    /// `n` free `not(x)` of one `u8`, all alive until the sums at the end read them.
+    pub fn many_nots(n: usize) -> Value {
+        let first = vec![json!({"op":"input","input":0,"index":0})];
+        summed(
+            "u8",
+            first,
+            (0..n).map(|_| json!({"op":"not","a":0})).collect(),
+        )
+    }
+
+    /// `n` copies of `min(a, b)` of one pair of `u2` (and no max), summed.
+    pub fn many_mins(n: usize) -> Value {
+        let first = vec![
+            json!({"op":"input","input":0,"index":0}),
+            json!({"op":"input","input":0,"index":1}),
+        ];
+        summed(
+            "u2[2]",
+            first,
+            (0..n).map(|_| json!({"op":"min","a":0,"b":1})).collect(),
+        )
+    }
+}

@@ -277,8 +277,9 @@ fn argmax_and_dot_reference() {
 /// values and temporaries), each refused with the numbers.
 #[test]
 fn resource_bounds_are_checked_before_anything_runs() {
-    use serde_json::{json, Value};
+    use serde_json::Value;
     use tenebra_circuit::footprint::BLOCK_BYTES;
+    use tenebra_circuit::testing::hostile;
     let parse = |v: &Value| parse_circuit(&serde_json::to_vec(v).unwrap(), &Limits::default());
     let too_large = |v: Value, what: &str| match parse(&v) {
         Err(e @ ValidationError::TooLarge { .. }) => {
@@ -286,72 +287,21 @@ fn resource_bounds_are_checked_before_anything_runs() {
         }
         other => panic!("expected TooLarge ({what}), got {other:?}"),
     };
-    let circuit = |input: &str, nodes: Vec<Value>, outputs: Value| {
-        json!({"version":1,"scheme":"tfhe","name":"t",
-            "inputs":[{"name":"x","type":input}], "nodes": nodes, "outputs": outputs})
-    };
-    let not_of_input = || {
-        vec![
-            json!({"op":"input","input":0,"index":0}),
-            json!({"op":"not","a":0}),
-        ]
-    };
-    // The attack: one u64 named 4096 times in each of 64 u64[4096] outputs
-    // (262,144 ciphertexts, ~4 GiB of result, for a few hundred CU).
-    let outputs: Vec<Value> = (0..64)
-        .map(|k| json!({"name": format!("o{k}"), "type": "u64[4096]", "nodes": vec![1; 4096]}))
-        .collect();
-    too_large(
-        circuit("u64", not_of_input(), json!(outputs)),
-        "output values",
-    );
+    // The attack: 262,144 ciphertexts of result for a few hundred CU.
+    too_large(hostile::repeated_outputs(), "output values");
     // 129 u64 outputs are 4128 blocks of result; 128 fit.
-    let outs = |n: usize| {
-        circuit(
-            "u64",
-            not_of_input(),
-            json!([{"name":"o","type":format!("u64[{n}]"),"nodes":vec![1; n]}]),
-        )
-    };
-    too_large(outs(129), "output blocks");
-    let fits = parse(&outs(128)).unwrap().footprint();
+    too_large(hostile::u64_outputs(129), "output blocks");
+    let fits = parse(&hostile::u64_outputs(128)).unwrap().footprint();
     assert_eq!(fits.output_blocks, 4096);
     assert_eq!(fits.result_bytes, 4096 * BLOCK_BYTES);
     // 4096 u64 inputs summed: 2.2 GB of expanded inputs plus the sum's operand copies.
-    let sum = |n: usize| {
-        let mut nodes: Vec<Value> = (0..n)
-            .map(|i| json!({"op":"input","input":0,"index":i}))
-            .collect();
-        nodes.push(json!({"op":"sum","args":(0..n).collect::<Vec<_>>()}));
-        circuit(
-            &format!("u64[{n}]"),
-            nodes,
-            json!([{"name":"o","type":"u64","nodes":[n]}]),
-        )
-    };
-    too_large(sum(4096), "memory");
-    let small = parse(&sum(64)).unwrap().footprint();
+    too_large(hostile::wide_sum(4096), "memory");
+    let small = parse(&hostile::wide_sum(64)).unwrap().footprint();
     // Inputs, the sum's result and its temporaries are all counted.
     assert!(small.working_set_bytes >= (64 + 1) * 32 * BLOCK_BYTES);
     // Free operations (`not`) keep values alive too: 60,000 of them read by sums at the end
     // hold ~4 GiB, whatever their price.
-    let mut nodes = vec![json!({"op":"input","input":0,"index":0})];
-    nodes.extend((0..60_000).map(|_| json!({"op":"not","a":0})));
-    let mut partial = Vec::new();
-    for chunk in (1..=60_000usize).collect::<Vec<_>>().chunks(4096) {
-        nodes.push(json!({"op":"sum","args":chunk}));
-        partial.push(nodes.len() - 1);
-    }
-    nodes.push(json!({"op":"sum","args":partial}));
-    let last = nodes.len() - 1;
-    too_large(
-        circuit(
-            "u8",
-            nodes,
-            json!([{"name":"o","type":"u8","nodes":[last]}]),
-        ),
-        "memory",
-    );
+    too_large(hostile::many_nots(60_000), "memory");
 }
 
 /// 100,000 `min(a, b)` of one pair (and no max) plan in linear time: whether a pair has its
@@ -359,23 +309,8 @@ fn resource_bounds_are_checked_before_anything_runs() {
 /// steps here). Each min stays its own step.
 #[test]
 fn many_mins_of_one_pair_plan_in_linear_time() {
-    use serde_json::json;
     let n = 100_000usize;
-    let mut nodes = vec![
-        json!({"op":"input","input":0,"index":0}),
-        json!({"op":"input","input":0,"index":1}),
-    ];
-    nodes.extend((0..n).map(|_| json!({"op":"min","a":0,"b":1})));
-    let mut partial = Vec::new();
-    for chunk in (2..n + 2).collect::<Vec<_>>().chunks(4096) {
-        nodes.push(json!({"op":"sum","args":chunk}));
-        partial.push(nodes.len() - 1);
-    }
-    nodes.push(json!({"op":"sum","args":partial}));
-    let last = nodes.len() - 1;
-    let v = json!({"version":1,"scheme":"tfhe","name":"t",
-        "inputs":[{"name":"x","type":"u2[2]"}], "nodes": nodes,
-        "outputs":[{"name":"o","type":"u2","nodes":[last]}]});
+    let v = tenebra_circuit::testing::hostile::many_mins(n);
     let c = parse_circuit(&serde_json::to_vec(&v).unwrap(), &Limits::default()).unwrap();
     let plan = tenebra_circuit::plan::plan(&c);
     let mins = plan

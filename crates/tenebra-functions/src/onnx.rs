@@ -358,3 +358,33 @@ pub fn model_from_onnx(
     model.check()?;
     Ok(model)
 }
+
+/// ONNX files for tests, hostile ones included.
+pub mod testing {
+    use onnx_protobuf::{GraphProto, Message, ModelProto, NodeProto, TensorProto, ValueInfoProto};
+
+    /// A graph of `nodes` `MatMul`s, each reading the previous one's output (`x`) and the one
+    /// float initializer `w` of `dims` holding `data` (whatever the dims claim).
+    pub fn matmul_chain(dims: &[i64], data: &[f32], nodes: usize) -> Vec<u8> {
+        let mut w = TensorProto::new();
+        w.name = "w".into();
+        w.dims = dims.to_vec();
+        w.data_type = 1;
+        w.raw_data = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let mut g = GraphProto::new();
+        let mut x = ValueInfoProto::new();
+        x.name = "x".into();
+        g.input.push(x);
+        g.initializer = vec![w];
+        for _ in 0..nodes {
+            let mut n = NodeProto::new();
+            n.op_type = "MatMul".into();
+            n.input = vec!["x".into(), "w".into()];
+            n.output = vec!["x".into()];
+            g.node.push(n);
+        }
+        let mut m = ModelProto::new();
+        m.graph = Some(g).into();
+        m.write_to_bytes().unwrap_or_default()
+    }
+}

@@ -202,30 +202,8 @@ fn onnx_import() {
 /// (a `[0, 2^44]` MatMul weight used to abort the process allocating 2^44 rows).
 #[test]
 fn onnx_hostile_shapes() {
-    use onnx_protobuf::{GraphProto, Message, ModelProto, NodeProto, TensorProto, ValueInfoProto};
     use tenebra_functions::onnx::model_from_onnx;
-    fn file(dims: &[i64], data: &[f32], nodes: usize) -> Vec<u8> {
-        let mut t = TensorProto::new();
-        t.name = "w".into();
-        t.dims = dims.to_vec();
-        t.data_type = 1;
-        t.raw_data = data.iter().flat_map(|x| x.to_le_bytes()).collect();
-        let mut g = GraphProto::new();
-        let mut x = ValueInfoProto::new();
-        x.name = "x".into();
-        g.input.push(x);
-        g.initializer = vec![t];
-        for _ in 0..nodes {
-            let mut n = NodeProto::new();
-            n.op_type = "MatMul".into();
-            n.input = vec!["x".into(), "w".into()];
-            n.output = vec!["x".into()];
-            g.node.push(n);
-        }
-        let mut m = ModelProto::new();
-        m.graph = Some(g).into();
-        m.write_to_bytes().unwrap()
-    }
+    use tenebra_functions::onnx::testing::matmul_chain as file;
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         (
             "[0, 2^44] without data",

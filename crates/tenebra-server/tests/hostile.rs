@@ -5,47 +5,17 @@
 
 use std::time::Duration;
 
-use onnx_protobuf::{GraphProto, Message, ModelProto, NodeProto, TensorProto, ValueInfoProto};
 use serde_json::{json, Value};
+use tenebra_circuit::testing::hostile;
 use tenebra_client::http::{Client, HttpError};
 use tenebra_client::{decrypt, encrypt};
 use tenebra_engine::test_support::{client_keys, test_key_dir};
+use tenebra_functions::onnx::testing::matmul_chain as onnx;
 use tenebra_server::create_tenant;
 use tenebra_server::worker::{self, WorkerConfig};
 use tokio::sync::watch;
 
 mod common;
-
-/// An ONNX file with one `MatMul` whose weight has `dims` and holds `values` floats, repeated
-/// `nodes` times (each node reads the previous one's output).
-fn onnx(dims: &[i64], values: usize, nodes: usize) -> Vec<u8> {
-    let mut w = TensorProto::new();
-    w.name = "w".into();
-    w.dims = dims.to_vec();
-    w.data_type = 1;
-    w.raw_data = vec![0; 4 * values];
-    let mut g = GraphProto::new();
-    let mut x = ValueInfoProto::new();
-    x.name = "x".into();
-    g.input.push(x);
-    g.initializer = vec![w];
-    for _ in 0..nodes {
-        let mut n = NodeProto::new();
-        n.op_type = "MatMul".into();
-        n.input = vec!["x".into(), "w".into()];
-        n.output = vec!["x".into()];
-        g.node.push(n);
-    }
-    let mut m = ModelProto::new();
-    m.graph = Some(g).into();
-    m.write_to_bytes().unwrap()
-}
-
-fn tfhe_circuit(input: &str, nodes: Vec<Value>, outputs: Value) -> Vec<u8> {
-    serde_json::to_vec(&json!({"version":1,"scheme":"tfhe","name":"evil",
-        "inputs":[{"name":"x","type":input}], "nodes": nodes, "outputs": outputs}))
-    .unwrap()
-}
 
 fn api_error<T: std::fmt::Debug>(r: Result<T, HttpError>) -> (u16, String, String) {
     match r {
@@ -80,9 +50,9 @@ async fn attacks(postgres: bool) {
     // (product 0, so no data needed) whose rows were collected one by one. Also dims that
     // overflow, and a thousand layers reading one initializer.
     let files = [
-        ("zero times 2^44", onnx(&[0, 1 << 44], 0, 1), "dim 0"),
-        ("2^32 squared", onnx(&[1 << 32, 1 << 32], 0, 1), "dim"),
-        ("1000 layers", onnx(&[2, 2], 4, 1000), "1000 nodes"),
+        ("zero times 2^44", onnx(&[0, 1 << 44], &[], 1), "dim 0"),
+        ("2^32 squared", onnx(&[1 << 32, 1 << 32], &[], 1), "dim"),
+        ("1000 layers", onnx(&[2, 2], &[0.0; 4], 1000), "1000 nodes"),
     ];
     for (what, body, needle) in files {
         let r = http
@@ -108,34 +78,16 @@ async fn attacks(postgres: bool) {
 
     // One u64 named 4096 times in each of 64 u64[4096] outputs: 262,144 ciphertexts
     // (~4 GiB) for a few hundred CU. Refused at deploy with the numbers.
-    let not_of_input = || {
-        vec![
-            json!({"op":"input","input":0,"index":0}),
-            json!({"op":"not","a":0}),
-        ]
-    };
-    let outputs: Vec<Value> = (0..64)
-        .map(|k| json!({"name": format!("o{k}"), "type": "u64[4096]", "nodes": vec![1; 4096]}))
-        .collect();
+    let json = |v: Value| serde_json::to_vec(&v).unwrap();
     let (status, code, message) = api_error(
-        evil.deploy_function(tfhe_circuit("u64", not_of_input(), json!(outputs)))
+        evil.deploy_function(json(hostile::repeated_outputs()))
             .await,
     );
     assert_eq!((status, code.as_str()), (400, "circuit_too_large"));
     assert!(message.contains("4096"), "{message}");
     // A working set over the worker's budget: 4096 u64 inputs summed (2.2 GB expanded).
-    let mut nodes: Vec<Value> = (0..4096)
-        .map(|i| json!({"op":"input","input":0,"index":i}))
-        .collect();
-    nodes.push(json!({"op":"sum","args":(0..4096).collect::<Vec<_>>()}));
-    let (status, code, message) = api_error(
-        evil.deploy_function(tfhe_circuit(
-            "u64[4096]",
-            nodes,
-            json!([{"name":"o","type":"u64","nodes":[4096]}]),
-        ))
-        .await,
-    );
+    let (status, code, message) =
+        api_error(evil.deploy_function(json(hostile::wide_sum(4096))).await);
     assert_eq!(
         (status, code.as_str()),
         (400, "circuit_too_large"),
@@ -145,24 +97,7 @@ async fn attacks(postgres: bool) {
 
     // Many large documents at once (100,000 mins of one pair, ~3 MB each, that plan in
     // linear time): each answers, none with a 5xx, while the other tenant is served.
-    let mut mins = vec![
-        json!({"op":"input","input":0,"index":0}),
-        json!({"op":"input","input":0,"index":1}),
-    ];
-    let n = 100_000usize;
-    mins.extend((0..n).map(|_| json!({"op":"min","a":0,"b":1})));
-    let mut partial = Vec::new();
-    for chunk in (2..n + 2).collect::<Vec<_>>().chunks(4096) {
-        mins.push(json!({"op":"sum","args":chunk}));
-        partial.push(mins.len() - 1);
-    }
-    mins.push(json!({"op":"sum","args":partial}));
-    let last = mins.len() - 1;
-    let big = tfhe_circuit(
-        "u2[2]",
-        mins,
-        json!([{"name":"o","type":"u2","nodes":[last]}]),
-    );
+    let big = json(hostile::many_mins(100_000));
     let flood: Vec<_> = (0..6)
         .map(|_| {
             let (evil, big) = (evil.clone(), big.clone());
