@@ -946,6 +946,18 @@ pub fn run(
     circuit: &ValidPacked,
     input: &[u8],
 ) -> Result<Vec<u8>, EngineError> {
+    run_with(keys, circuit, input, crate::RunOptions::default())
+}
+
+/// [`run`] with the executor's hooks: the cancellation flag is checked before every node
+/// (a cancel, a lost lease or a shutdown stops the run there) and progress is reported after
+/// each.
+pub fn run_with(
+    keys: &PackedKeySet,
+    circuit: &ValidPacked,
+    input: &[u8],
+    opts: crate::RunOptions<'_>,
+) -> Result<Vec<u8>, EngineError> {
     let plan = circuit.plan();
     let (header, payload) = read_bundle(input, Kind::Input, &circuit.signature())?;
     if header.key_set_id != keys.id() {
@@ -972,7 +984,7 @@ pub fn run(
         )));
     }
     let cts = unframe(payload, &ev.par, expected.iter().map(|c| *c as usize).sum())?;
-    let outputs = guarded("the input", || execute(&ev, circuit, cts))?;
+    let outputs = guarded("the input", || execute(&ev, circuit, cts, opts))?;
     let mut flat = Vec::new();
     let mut counts = Vec::new();
     for o in &circuit.circuit().outputs {
@@ -988,6 +1000,7 @@ fn execute(
     ev: &Evaluator,
     circuit: &ValidPacked,
     inputs: Vec<Ciphertext>,
+    opts: crate::RunOptions<'_>,
 ) -> Result<Vec<Vec<Ciphertext>>, EngineError> {
     let plan = circuit.plan();
     let pts = encoded(circuit, &ev.par)?;
@@ -998,7 +1011,14 @@ fn execute(
         per_input.push(it.by_ref().take(n).collect::<Vec<_>>());
     }
     let mut vals: Vec<Vec<Ciphertext>> = Vec::with_capacity(plan.nodes.len());
+    let total = circuit.circuit().nodes.len();
     for (id, n) in circuit.circuit().nodes.iter().enumerate() {
+        if opts
+            .cancel
+            .is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst))
+        {
+            return Err(EngineError::Cancelled { done: id, total });
+        }
         let p = &pts[id];
         let layout = plan.nodes[id].layout;
         let v = match n {
@@ -1057,6 +1077,12 @@ fn execute(
             }
         };
         vals.push(v);
+        if let Some(report) = opts.progress {
+            report(crate::Progress {
+                done: id + 1,
+                total,
+            });
+        }
     }
     Ok(vals)
 }

@@ -262,3 +262,39 @@ fn hostile_key_sets_and_inputs_are_clear_errors() {
         Err(EngineError::BadInput(_))
     ));
 }
+
+/// A packed run stops at its next node once cancelled (a tenant's cancel, a lost lease, a
+/// shutdown) and reports progress node by node.
+#[test]
+fn cancellation_stops_a_packed_run_between_nodes() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let c = small();
+    let sk = PackedSecret::generate(c.plan().degree).unwrap();
+    let keys = PackedKeySet::parse(sk.key_set(&KeyNeeds::of(c.plan())).unwrap()).unwrap();
+    let enc = sk
+        .encrypt(&c.signature(), "t", &keys.id(), &[vec![1; 30]])
+        .unwrap();
+    let cancel = AtomicBool::new(false);
+    let seen = AtomicUsize::new(0);
+    let progress = |p: tenebra_engine::Progress| {
+        seen.store(p.done, Ordering::SeqCst);
+        assert_eq!(p.total, 2);
+        cancel.store(true, Ordering::SeqCst);
+    };
+    let opts = tenebra_engine::RunOptions {
+        cancel: Some(&cancel),
+        progress: Some(&progress),
+        ..Default::default()
+    };
+    match tenebra_engine::packed::run_with(&keys, &c, &enc, opts) {
+        Err(EngineError::Cancelled { done: 1, total: 2 }) => {}
+        other => panic!(
+            "expected a cancel after node 1 of 2, got {:?}",
+            other.map(|r| r.len())
+        ),
+    }
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+    // Not cancelled: the same run finishes.
+    let result = run(&keys, &c, &enc).unwrap();
+    assert!(!result.is_empty());
+}

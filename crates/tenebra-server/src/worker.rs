@@ -390,7 +390,16 @@ impl Worker {
                             }
                         };
                         return tokio::task::spawn_blocking(move || {
-                            tenebra_engine::packed::run(&keys, c.circuit(), &input)
+                            let report = |p: Progress| {
+                                progress.0.store(p.done, Ordering::Relaxed);
+                                progress.1.store(p.total, Ordering::Relaxed);
+                            };
+                            let opts = RunOptions {
+                                cancel: Some(&flag.flag),
+                                progress: Some(&report),
+                                ..RunOptions::default()
+                            };
+                            tenebra_engine::packed::run_with(&keys, c.circuit(), &input, opts)
                         })
                         .await
                         .unwrap_or_else(|e| Err(EngineError::Internal(e.to_string())));
