@@ -11,7 +11,7 @@ use tenebra_store::StoreError;
 
 use crate::audit::{self, ActorSlot, AuditQuery};
 use crate::billing::{plan_from_view, plan_view};
-use crate::{token, ApiError, AppState, JsonBody, QueryParams};
+use crate::{ApiError, AppState, JsonBody, QueryParams};
 
 /// The operator: whoever holds the operator token.
 #[derive(Debug)]
@@ -27,18 +27,7 @@ impl FromRequestParts<AppState> for Operator {
                  (TENEBRA_OPERATOR_TOKEN)",
             ));
         };
-        let presented = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
-            .ok_or_else(|| {
-                ApiError::unauthorized("missing `Authorization: Bearer <operator token>`")
-            })?;
-        if token::hash(&state.secret, presented) != *expected {
-            return Err(ApiError::unauthorized("not the operator token"));
-        }
+        crate::check_service_token(&parts.headers, &state.secret, expected, "operator")?;
         if let Some(slot) = parts.extensions.get::<ActorSlot>() {
             slot.set(None, "operator".to_owned());
         }

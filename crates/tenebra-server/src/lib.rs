@@ -208,20 +208,9 @@ pub async fn open(settings: &Settings) -> Result<AppState, String> {
         Some(url) => blobs::Blobs::s3(url, kms)?,
         None => blobs::Blobs::local(&settings.data_dir.join("blobs"), kms)?,
     };
-    let metrics_hash = match settings.metrics_token.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(t) if t.len() < 32 => {
-            return Err("the metrics token must be at least 32 characters".into())
-        }
-        Some(t) => Some(token::hash(&secret, t)),
-    };
-    let operator_hash = match settings.operator_token.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(t) if t.len() < 32 => {
-            return Err("the operator token must be at least 32 characters".into())
-        }
-        Some(t) => Some(token::hash(&secret, t)),
-    };
+    let metrics_hash = service_token_hash(&secret, settings.metrics_token.as_deref(), "metrics")?;
+    let operator_hash =
+        service_token_hash(&secret, settings.operator_token.as_deref(), "operator")?;
     let audit_key = settings
         .audit_key_file
         .clone()
@@ -265,6 +254,42 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .open(path)?;
     f.write_all(bytes)?;
     f.sync_all()
+}
+
+/// The HMAC of a service token (operator, metrics) under `secret`; `None` (the service is
+/// off) when no token is set; an error for one under 32 characters.
+fn service_token_hash(
+    secret: &Secret,
+    token: Option<&str>,
+    what: &str,
+) -> Result<Option<[u8; 32]>, String> {
+    match token.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(t) if t.len() < 32 => Err(format!("the {what} token must be at least 32 characters")),
+        Some(t) => Ok(Some(token::hash(secret, t))),
+    }
+}
+
+/// Checks that a request carries the service token whose HMAC is `expected`
+/// (`Authorization: Bearer <token>`); `what` names it in the 401.
+pub(crate) fn check_service_token(
+    headers: &axum::http::HeaderMap,
+    secret: &Secret,
+    expected: &[u8; 32],
+    what: &str,
+) -> Result<(), ApiError> {
+    let presented = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| {
+            ApiError::unauthorized(format!("missing `Authorization: Bearer <{what} token>`"))
+        })?;
+    if token::hash(secret, presented) != *expected {
+        return Err(ApiError::unauthorized(format!("not the {what} token")));
+    }
+    Ok(())
 }
 
 /// Creates the data directory 0700 (it holds the token secret, the master keys and the

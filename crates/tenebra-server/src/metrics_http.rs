@@ -55,15 +55,7 @@ pub(crate) async fn render(
     let Some(expected) = &state.metrics_hash else {
         return Err(ApiError::not_found("route"));
     };
-    let presented = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .map(str::trim)
-        .ok_or_else(|| ApiError::unauthorized("missing `Authorization: Bearer <metrics token>`"))?;
-    if crate::token::hash(&state.secret, presented) != *expected {
-        return Err(ApiError::unauthorized("not the metrics token"));
-    }
+    crate::check_service_token(&headers, &state.secret, expected, "metrics")?;
     let depth = state.store.queue_depth().await?;
     metrics::gauge!("tenebra_queue_depth").set(depth as f64);
     Ok((

@@ -390,16 +390,9 @@ impl Worker {
                             }
                         };
                         return tokio::task::spawn_blocking(move || {
-                            let report = |p: Progress| {
-                                progress.0.store(p.done, Ordering::Relaxed);
-                                progress.1.store(p.total, Ordering::Relaxed);
-                            };
-                            let opts = RunOptions {
-                                cancel: Some(&flag.flag),
-                                progress: Some(&report),
-                                ..RunOptions::default()
-                            };
-                            tenebra_engine::packed::run_with(&keys, c.circuit(), &input, opts)
+                            with_hooks(&flag, &progress, |opts| {
+                                tenebra_engine::packed::run_with(&keys, c.circuit(), &input, opts)
+                            })
                         })
                         .await
                         .unwrap_or_else(|e| Err(EngineError::Internal(e.to_string())));
@@ -571,16 +564,27 @@ fn execute(
     flag: &StopFlag,
     progress: &(AtomicUsize, AtomicUsize),
 ) -> Result<Vec<u8>, EngineError> {
+    // The circuit was resolved from the task row; the engine checks the input's header
+    // names that very circuit and key set.
+    with_hooks(flag, progress, |opts| {
+        evaluate_bundle(keys, input, |_| Ok(circuit), opts)
+    })
+}
+
+/// Runs `run` with the task's hooks (TFHE or packed alike): the stop flag as the engine's
+/// cancellation flag, progress into the counters the heartbeat reports.
+fn with_hooks<T>(
+    flag: &StopFlag,
+    progress: &(AtomicUsize, AtomicUsize),
+    run: impl FnOnce(RunOptions<'_>) -> T,
+) -> T {
     let report = |p: Progress| {
         progress.0.store(p.done, Ordering::Relaxed);
         progress.1.store(p.total, Ordering::Relaxed);
     };
-    let opts = RunOptions {
+    run(RunOptions {
         cancel: Some(&flag.flag),
         progress: Some(&report),
         ..RunOptions::default()
-    };
-    // The circuit was resolved from the task row; the engine checks the input's header
-    // names that very circuit and key set.
-    evaluate_bundle(keys, input, |_| Ok(circuit), opts)
+    })
 }
