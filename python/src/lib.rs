@@ -340,19 +340,8 @@ impl Circuit {
 
     /// `{"name": type}` of the inputs, e.g. `{"xs": "u8[3]"}`.
     fn signature(&self) -> String {
-        let ins: Vec<String> = self
-            .0
-            .inputs
-            .iter()
-            .map(|i| format!("{}: {}", i.name, i.ty))
-            .collect();
-        let outs: Vec<String> = self
-            .0
-            .outputs
-            .iter()
-            .map(|o| format!("{}: {}", o.name, o.ty))
-            .collect();
-        format!("({}) -> ({})", ins.join(", "), outs.join(", "))
+        let (ins, outs) = self.0.signature_lists();
+        format!("({ins}) -> ({outs})")
     }
 
     fn __repr__(&self) -> String {

@@ -257,6 +257,17 @@ impl Circuit {
             .collect()
     }
 
+    /// The inputs and the outputs with their types, each list joined by `, `:
+    /// `("a: u16[5], b: i8", "c: u16")`.
+    pub fn signature_lists(&self) -> (String, String) {
+        let inputs = self.inputs.iter().map(|i| format!("{}: {}", i.name, i.ty));
+        let outputs = self.outputs.iter().map(|o| format!("{}: {}", o.name, o.ty));
+        (
+            inputs.collect::<Vec<_>>().join(", "),
+            outputs.collect::<Vec<_>>().join(", "),
+        )
+    }
+
     /// Scalar type of every input value, in signature order (vectors flattened).
     pub fn input_types(&self) -> Vec<ScalarType> {
         self.inputs

@@ -13,10 +13,12 @@ pub mod io;
 pub mod ir;
 pub mod packed;
 pub mod plan;
+pub mod scheme;
 pub mod testing;
 pub mod types;
 pub mod validate;
 
 pub use ir::{Circuit, CircuitId, Node, NodeId, Operand};
+pub use scheme::{AnyCircuit, AnyError, AnyLimits, Scheme};
 pub use types::{IoType, ScalarType};
 pub use validate::{parse_circuit, validate, Limits, ValidCircuit, ValidationError};

@@ -1,18 +1,21 @@
-//! Tenebra engine: runs circuits on ciphertexts with tfhe-rs.
+//! Tenebra engine: runs circuits on ciphertexts, TFHE with tfhe-rs and BFV with fhe.rs.
 //!
-//! Owns key sets ([`keys`]), the encrypted input and result files ([`bundle`]) with their
-//! size-limited, conformance-checked deserialization, and the parallel dataflow executor
-//! ([`exec`]). Knows nothing about HTTP or SQL.
+//! Owns key sets ([`keys`], [`packed`]), the encrypted input and result files ([`bundle`])
+//! with their size-limited, conformance-checked deserialization, the parallel TFHE dataflow
+//! executor ([`exec`]), the BFV executor ([`packed`]), and the one place that tells the two
+//! schemes' files apart and runs either ([`scheme`]). Knows nothing about HTTP or SQL.
 
 pub mod bundle;
 pub mod exec;
 pub mod keys;
 pub mod packed;
+pub mod scheme;
 #[doc(hidden)]
 pub mod test_support;
 
 pub use exec::{Ct, Progress, RunOptions, StepTiming};
 pub use keys::{ClientKeys, KeySetId, ServerKeys};
+pub use scheme::{run, EvalKeys, InputHeader};
 
 /// Everything that can go wrong in the engine.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,6 +71,19 @@ pub fn evaluate_bundle(
     resolve: impl FnOnce(&bundle::Header) -> Result<tenebra_circuit::ValidCircuit, EngineError>,
     opts: RunOptions<'_>,
 ) -> Result<Vec<u8>, EngineError> {
+    let (header, _) = bundle::read(input, bundle::Kind::Input)?;
+    let circuit = resolve(&header)?;
+    evaluate_input(keys, input, &circuit, opts)
+}
+
+/// Evaluates an encrypted input bundle made for `circuit` and this key set (both checked)
+/// and returns the result bundle.
+pub fn evaluate_input(
+    keys: &ServerKeys,
+    input: &[u8],
+    circuit: &tenebra_circuit::ValidCircuit,
+    opts: RunOptions<'_>,
+) -> Result<Vec<u8>, EngineError> {
     let (header, payload) = bundle::read(input, bundle::Kind::Input)?;
     if header.key_set_id != keys.id().to_string() {
         return Err(EngineError::BadInput(format!(
@@ -76,7 +92,6 @@ pub fn evaluate_bundle(
             keys.id()
         )));
     }
-    let circuit = resolve(&header)?;
     if header.circuit_id != circuit.id().to_string() || header.types != circuit.input_types() {
         return Err(EngineError::BadInput(format!(
             "the input was encrypted for another version of `{}` (circuit {}, expected {})",
@@ -85,9 +100,9 @@ pub fn evaluate_bundle(
             circuit.id()
         )));
     }
-    let result = evaluate(keys, &circuit, payload, opts)?;
+    let result = evaluate(keys, circuit, payload, opts)?;
     let out_header = bundle::Header {
-        types: output_types(&circuit),
+        types: output_types(circuit),
         ..header
     };
     bundle::write(bundle::Kind::Result, &out_header, &result)

@@ -8,7 +8,7 @@
 use std::ops::RangeInclusive;
 
 use serde_json::Value;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use tenebra_circuit::cost::{cost, Cost};
 use tenebra_circuit::eval::evaluate;
 use tenebra_circuit::packed::{evaluate_packed, ValidPacked};
@@ -168,8 +168,17 @@ impl PackedBuiltin {
 
     /// The circuit (built once, then shared).
     pub fn circuit(&self) -> &'static ValidPacked {
-        static BUILT: OnceLock<Vec<ValidPacked>> = OnceLock::new();
-        let all = BUILT.get_or_init(|| PACKED.iter().map(|b| (b.build)()).collect());
+        self.built()
+    }
+
+    /// The circuit as a shared handle (what a task holds while it runs).
+    pub fn shared(&self) -> Arc<ValidPacked> {
+        self.built().clone()
+    }
+
+    fn built(&self) -> &'static Arc<ValidPacked> {
+        static BUILT: OnceLock<Vec<Arc<ValidPacked>>> = OnceLock::new();
+        let all = BUILT.get_or_init(|| PACKED.iter().map(|b| Arc::new((b.build)())).collect());
         let i = PACKED.iter().position(|b| b.name == self.name).unwrap_or(0);
         &all[i]
     }
@@ -200,6 +209,66 @@ impl PackedBuiltin {
             .collect();
         Ok(self.finish(&narrowed))
     }
+}
+
+/// A built-in of either scheme.
+#[derive(Debug, Clone, Copy)]
+pub enum AnyBuiltin {
+    /// A TFHE family of circuits, one per input size.
+    Tfhe(&'static Builtin),
+    /// One BFV circuit.
+    Bfv(&'static PackedBuiltin),
+}
+
+impl AnyBuiltin {
+    pub fn name(&self) -> &'static str {
+        match self {
+            AnyBuiltin::Tfhe(b) => b.name,
+            AnyBuiltin::Bfv(b) => b.name,
+        }
+    }
+
+    pub fn summary(&self) -> &'static str {
+        match self {
+            AnyBuiltin::Tfhe(b) => b.summary,
+            AnyBuiltin::Bfv(b) => b.summary,
+        }
+    }
+
+    pub fn signature(&self) -> &'static str {
+        match self {
+            AnyBuiltin::Tfhe(b) => b.signature,
+            AnyBuiltin::Bfv(b) => b.signature,
+        }
+    }
+
+    pub fn scheme(&self) -> tenebra_circuit::Scheme {
+        match self {
+            AnyBuiltin::Tfhe(_) => tenebra_circuit::Scheme::Tfhe,
+            AnyBuiltin::Bfv(_) => tenebra_circuit::Scheme::Bfv,
+        }
+    }
+
+    /// The circuit at `size` (a BFV built-in has one circuit and ignores it).
+    pub fn circuit(&self, size: u32) -> Result<tenebra_circuit::AnyCircuit, FunctionError> {
+        Ok(match self {
+            AnyBuiltin::Tfhe(b) => b.circuit(size)?.into(),
+            AnyBuiltin::Bfv(b) => b.shared().into(),
+        })
+    }
+}
+
+/// Every built-in of both schemes, TFHE first.
+pub fn all_builtins() -> impl Iterator<Item = AnyBuiltin> {
+    BUILTINS
+        .iter()
+        .map(AnyBuiltin::Tfhe)
+        .chain(PACKED.iter().map(AnyBuiltin::Bfv))
+}
+
+/// Looks a built-in of either scheme up by name.
+pub fn find_any(name: &str) -> Option<AnyBuiltin> {
+    all_builtins().find(|b| b.name() == name)
 }
 
 /// Smallest even width (2..=64) that holds `max` without wrapping.
@@ -256,6 +325,26 @@ pub(crate) fn only_keys(v: &Value, keys: &[&str]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_builtin_is_found_by_name_once() {
+        let names: Vec<&str> = all_builtins().map(|b| b.name()).collect();
+        assert_eq!(names, ["weight_stats", "sleep_quality", "ad_targeting"]);
+        for name in names {
+            assert_eq!(find_any(name).map(|b| b.name()), Some(name));
+        }
+        assert!(find_any("nope").is_none());
+        let ads = find_any("ad_targeting").expect("ad_targeting");
+        assert_eq!(ads.scheme(), tenebra_circuit::Scheme::Bfv);
+        assert_eq!(ads.circuit(0).expect("circuit").id(), ads_id());
+    }
+
+    fn ads_id() -> tenebra_circuit::CircuitId {
+        find_packed("ad_targeting")
+            .expect("ad_targeting")
+            .circuit()
+            .id()
+    }
 
     #[test]
     fn widths() {

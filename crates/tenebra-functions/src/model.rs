@@ -344,7 +344,7 @@ impl Model {
         Ok(Compiled {
             layers: k,
             scale,
-            circuit: valid,
+            circuit: std::sync::Arc::new(valid),
             max_abs_error: None,
         })
     }
@@ -356,7 +356,7 @@ pub struct Compiled {
     pub layers: usize,
     /// Decrypted integers divided by this give the float activations.
     pub scale: f64,
-    pub circuit: ValidPacked,
+    pub circuit: std::sync::Arc<ValidPacked>,
     /// Largest |quantized - float| over the test set it was measured on.
     pub max_abs_error: Option<f64>,
 }

@@ -18,6 +18,7 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use tenebra_api::{AuditRecordView, AuditVerifyView};
 use tenebra_store::{new_id, AuditEntry, AuditRecord};
+use tracing::Instrument;
 
 use crate::{AppState, QueryParams};
 
@@ -112,20 +113,39 @@ fn request_id(req: &Request) -> String {
         .map_or_else(|| new_id("req"), str::to_owned)
 }
 
-/// Gives every request an id (`X-Request-Id`, the client's if it sent a sane one) and
-/// appends each authenticated state-changing request to the audit log.
-pub(crate) async fn track(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+/// Gives every request an id (`X-Request-Id`, the client's if it sent a sane one), runs it in
+/// a `request` span that carries the id (so every log line of the request, an internal error's
+/// included, names the id the client sees), logs its outcome, and appends each authenticated
+/// state-changing request to the audit log.
+pub(crate) async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let id = request_id(&req);
-    let changes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
+    let span = tracing::info_span!("request", id = %id, method = %req.method(), route = %route);
+    tracked(state, req, next, id, route).instrument(span).await
+}
+
+async fn tracked(
+    state: AppState,
+    mut req: Request,
+    next: Next,
+    id: String,
+    route: String,
+) -> Response {
+    let started = std::time::Instant::now();
+    let changes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     let action = format!("{} {route}", req.method());
     let path = req.uri().path().to_owned();
     let slot = ActorSlot::default();
     req.extensions_mut().insert(slot.clone());
     let mut resp = next.run(req).await;
+    tracing::info!(
+        status = resp.status().as_u16(),
+        ms = started.elapsed().as_millis() as u64,
+        "answered"
+    );
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert("x-request-id", v);
     }

@@ -13,7 +13,8 @@ use tenebra_api::{
 use tenebra_store::billing::{self, period_name, period_of};
 use tenebra_store::{now_ms, Plan, Scope, UsageFilter, UsageRecord};
 
-use crate::{functions, ApiError, AppState, Caller, JsonBody, QueryParams};
+use crate::catalogue::{self, Selector, Want};
+use crate::{ApiError, AppState, Caller, JsonBody, QueryParams};
 
 /// The meter events' name (the billing provider's meter must use it).
 pub const METER_EVENT_NAME: &str = "tenebra_cu";
@@ -107,15 +108,14 @@ pub(crate) async fn quote(
     JsonBody(q): JsonBody<QuoteRequest>,
 ) -> Result<Json<QuoteView>, ApiError> {
     caller.require(Scope::Read)?;
-    let (circuit_id, cu) = functions::priced(
-        &state,
-        &caller.tenant_id,
-        &q.function,
-        q.size,
-        q.version,
-        q.circuit_id,
-    )
-    .await?;
+    let want = Selector {
+        size: Some(q.size),
+        version: q.version,
+        circuit_id: q.circuit_id,
+    };
+    let function =
+        catalogue::resolve(&state, &caller.tenant_id, &q.function, Want::Lookup(&want)).await?;
+    let (circuit_id, cu) = (function.circuit.id().to_string(), function.cost_cu);
     let plan = state.store.tenant_plan(&caller.tenant_id).await?;
     let price = plan.price_of(&q.function);
     Ok(Json(QuoteView {

@@ -14,7 +14,7 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use futures_util::StreamExt;
 use serde::Deserialize;
-use tenebra_engine::keys::{check_upload_file, UPLOAD_LIMIT};
+use tenebra_engine::scheme::KEY_SET_LIMIT as UPLOAD_LIMIT;
 use tenebra_engine::EngineError;
 use tenebra_store::{new_id, KeySet, Scope, StoreError};
 use tokio::io::AsyncWriteExt;
@@ -84,24 +84,6 @@ pub(crate) struct UploadQuery {
 /// Shortest key set time to live: a task queued behind others should not lose its key.
 const MIN_TTL_SECS: u64 = 60;
 
-/// Checks an upload file: a TFHE key set, or a packed (BFV) one (a bundle of kind 3);
-/// returns its fingerprint, the key set id clients encrypt under.
-fn check_any_upload(path: &std::path::Path) -> Result<String, EngineError> {
-    let io = |e: std::io::Error| EngineError::Io(format!("{}: {e}", path.display()));
-    let mut head = [0u8; 5];
-    let is_packed = {
-        use std::io::Read;
-        let mut f = std::fs::File::open(path).map_err(io)?;
-        f.read(&mut head).map_err(io)? == 5 && &head == b"TNBR\x03"
-    };
-    if is_packed {
-        let bytes =
-            tenebra_engine::keys::read_limited(path, tenebra_engine::packed::KEY_SET_LIMIT)?;
-        return Ok(tenebra_engine::packed::PackedKeySet::parse(bytes)?.id());
-    }
-    check_upload_file(path).map(|id| id.to_string())
-}
-
 pub(crate) async fn upload(
     State(state): State<AppState>,
     caller: Caller,
@@ -133,7 +115,9 @@ pub(crate) async fn upload(
         .ok_or_else(|| ApiError::internal(&"temporary file lost"))?;
     let checked = state
         .cpu
-        .run(&caller.tenant_id, move || check_any_upload(&path))
+        .run(&caller.tenant_id, move || {
+            tenebra_engine::scheme::check_key_set_file(&path).map(|(_, id)| id)
+        })
         .await?;
     let fingerprint = match checked {
         Ok(id) => id,

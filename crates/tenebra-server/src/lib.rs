@@ -8,6 +8,7 @@ mod admin;
 pub mod audit;
 pub mod billing;
 pub mod blobs;
+mod catalogue;
 pub mod cpu;
 pub mod error;
 mod functions;
@@ -379,7 +380,7 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/functions",
             get(functions::list).post(functions::deploy).layer(
-                axum::extract::DefaultBodyLimit::max(functions::CIRCUIT_LIMIT),
+                axum::extract::DefaultBodyLimit::max(catalogue::CIRCUIT_LIMIT),
             ),
         )
         .route(

@@ -19,7 +19,6 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use tenebra_circuit::packed::ValidPacked;
 use tenebra_functions::model::{
     model_function, parse_model_function, Compiled, GrantView, Model, ModelError, ModelPage,
     ModelSignature, ModelView, RemainingLayers,
@@ -356,9 +355,4 @@ pub(crate) async fn resolve(
         .run(tenant, move || compiled(&m, layers))
         .await??;
     Ok(Some(comp))
-}
-
-/// The packed circuit of a compiled split.
-pub(crate) fn circuit_of(c: &Arc<Compiled>) -> &ValidPacked {
-    &c.circuit
 }

@@ -17,11 +17,12 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tenebra_api::{ErrorView, ProgressView, TaskPage, TaskView};
-use tenebra_engine::bundle::{self, Kind};
+use tenebra_engine::InputHeader;
 use tenebra_store::{new_id, NewTask, Scope, StoreError, Submitted, Task, TaskStatus};
 
 use crate::audit::AuditTarget;
-use crate::{blobs, functions, ApiError, AppState, Caller, QueryParams};
+use crate::catalogue::{self, Want};
+use crate::{blobs, ApiError, AppState, Caller, QueryParams};
 
 /// Largest encrypted input accepted.
 pub const TASK_INPUT_LIMIT: usize = 32 << 20;
@@ -87,31 +88,6 @@ fn not_found(e: StoreError) -> ApiError {
     }
 }
 
-/// An encrypted input's header: a TFHE bundle or a packed (BFV) one.
-enum InputHeader {
-    Tfhe(bundle::Header),
-    Packed(tenebra_engine::packed::PackedHeader),
-}
-
-fn read_header(body: &[u8]) -> Result<InputHeader, ApiError> {
-    let bad =
-        |e: tenebra_engine::EngineError| ApiError::bad_request("invalid_input", e.to_string());
-    let (value, _): (serde_json::Value, &[u8]) = bundle::read_as(body, Kind::Input).map_err(bad)?;
-    if value.get("scheme").and_then(|s| s.as_str()) == Some(tenebra_circuit::packed::SCHEME_BFV) {
-        let h = tenebra_engine::packed::input_header(body).map_err(bad)?;
-        if h.version != tenebra_engine::packed::PACKED_VERSION {
-            return Err(ApiError::bad_request(
-                "invalid_input",
-                format!("packed input version {} is not supported", h.version),
-            ));
-        }
-        return Ok(InputHeader::Packed(h));
-    }
-    bundle::read(body, Kind::Input)
-        .map(|(h, _)| InputHeader::Tfhe(h))
-        .map_err(bad)
-}
-
 fn mismatch(function: &str, got: &str, runs: &impl std::fmt::Display) -> ApiError {
     ApiError::bad_request(
         "circuit_mismatch",
@@ -136,69 +112,33 @@ pub(crate) async fn submit(
             &format!("an encrypted input is at most {TASK_INPUT_LIMIT} bytes"),
         )
     })?;
-    let (function, size, circuit_id, key_set_id, cost_cu) = match read_header(&body)? {
-        InputHeader::Tfhe(header) => {
-            let circuit = functions::resolve(
-                &state,
-                &caller.tenant_id,
-                &header.function,
-                header.size,
-                &header.circuit_id,
-            )
-            .await?;
-            if header.circuit_id != circuit.id().to_string()
-                || header.types != circuit.input_types()
-            {
-                return Err(mismatch(
-                    &header.function,
-                    &header.circuit_id,
-                    &circuit.id(),
-                ));
-            }
-            let cost = state
-                .cpu
-                .run(&caller.tenant_id, move || {
-                    tenebra_circuit::cost::cost(&circuit).cu
-                })
-                .await?;
-            (
-                header.function,
-                header.size,
-                header.circuit_id,
-                header.key_set_id,
-                cost,
-            )
-        }
-        InputHeader::Packed(header) => {
-            let found = functions::resolve_packed(
-                &state,
-                &caller.tenant_id,
-                &header.function,
-                Some(&header.circuit_id),
-            )
-            .await?;
-            let Some(p) = found else {
-                return Err(ApiError::bad_request(
-                    "unknown_function",
-                    format!("no packed function or model named `{}`", header.function),
-                ));
-            };
-            let c = p.circuit();
-            if header.circuit_id != c.id().to_string()
-                || header.degree != c.plan().degree
-                || header.plain_modulus != c.plan().plain_modulus
-            {
-                return Err(mismatch(&header.function, &header.circuit_id, &c.id()));
-            }
-            (
-                header.function,
-                0,
-                header.circuit_id,
-                header.key_set_id,
-                c.cost_cu(),
-            )
-        }
+    let header = InputHeader::read(&body)
+        .map_err(|e| ApiError::bad_request("invalid_input", e.to_string()))?;
+    let want = Want::Input {
+        size: header.size(),
+        circuit_id: header.circuit_id(),
     };
+    let function = catalogue::resolve(&state, &caller.tenant_id, header.function(), want).await?;
+    if header.scheme() != function.circuit.scheme() {
+        return Err(ApiError::bad_request(
+            "circuit_mismatch",
+            format!(
+                "`{}` is a {} function, the input is encrypted with {} keys: encrypt it for \
+                 this function",
+                header.function(),
+                function.circuit.scheme(),
+                header.scheme()
+            ),
+        ));
+    }
+    if !header.matches(&function.circuit) {
+        return Err(mismatch(
+            header.function(),
+            header.circuit_id(),
+            &function.circuit.id(),
+        ));
+    }
+    let key_set_id = header.key_set_id().to_owned();
     let tenant = &caller.tenant_id;
     let key_set = match state
         .store
@@ -234,14 +174,14 @@ pub(crate) async fn submit(
     let new = NewTask {
         id: new_id("task"),
         api_key_id: caller.key_id.clone(),
-        function,
-        size: i64::from(size),
-        circuit_id,
+        function: header.function().to_owned(),
+        size: i64::from(header.size()),
+        circuit_id: header.circuit_id().to_owned(),
         key_set_id: key_set.id,
         idempotency_key,
         input_sha256,
         input_bytes: body.len() as i64,
-        cost_cu: i64::try_from(cost_cu).unwrap_or(i64::MAX),
+        cost_cu: function.cost_cu,
     };
     let input = blobs::task_input(tenant, &new.id);
     state

@@ -17,16 +17,18 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tenebra_engine::keys::{unpack_upload, UPLOAD_LIMIT};
-use tenebra_engine::{evaluate_bundle, EngineError, Progress, RunOptions, ServerKeys};
+use tenebra_circuit::{AnyCircuit, Scheme};
+use tenebra_engine::keys::unpack_upload;
+use tenebra_engine::packed::PackedKeySet;
+use tenebra_engine::scheme::KEY_SET_LIMIT;
+use tenebra_engine::{EngineError, EvalKeys, Progress, RunOptions, ServerKeys};
 use tenebra_store::{now_ms, Outcome, StoreError, Task};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::functions::Runnable;
+use crate::catalogue::{self, Want};
 use crate::tasks::TASK_INPUT_LIMIT;
-use crate::{blobs, functions, AppState};
-use tenebra_engine::packed::PackedKeySet;
+use crate::{blobs, AppState};
 
 /// Packed key sets kept checked in memory (a few MiB each).
 const PACKED_KEY_SETS: usize = 32;
@@ -116,6 +118,23 @@ impl KeyCache {
         packed.push_front((id.to_owned(), keys.clone()));
         packed.truncate(PACKED_KEY_SETS);
         Ok(keys)
+    }
+
+    /// The cached keys of key set `id` for `scheme`, if any.
+    fn cached_any(&self, scheme: Scheme, id: &str) -> Option<EvalKeys> {
+        match scheme {
+            Scheme::Tfhe => self.cached(id).map(EvalKeys::Tfhe),
+            Scheme::Bfv => self.cached_packed(id).map(EvalKeys::Bfv),
+        }
+    }
+
+    /// Checks and decodes an uploaded key set of `scheme` (blocking: a TFHE key takes about a
+    /// second) and caches it.
+    fn load_any(&self, scheme: Scheme, id: &str, upload: Vec<u8>) -> Result<EvalKeys, EngineError> {
+        match scheme {
+            Scheme::Tfhe => self.load(id, &upload).map(EvalKeys::Tfhe),
+            Scheme::Bfv => self.load_packed(id, upload).map(EvalKeys::Bfv),
+        }
     }
 
     /// Decompresses an uploaded key set (about a second) and caches it.
@@ -302,7 +321,7 @@ enum Prep {
 
 impl Worker {
     /// What a run needs besides the key: the circuit the task names and its input.
-    async fn prepare(&self, task: &Task) -> Result<(Runnable, Vec<u8>), Prep> {
+    async fn prepare(&self, task: &Task) -> Result<(AnyCircuit, Vec<u8>), Prep> {
         match self
             .state
             .store
@@ -318,24 +337,24 @@ impl Worker {
             Err(e) => tracing::warn!(task = %task.id, error = %e, "reading the key set row"),
             Ok(_) => {}
         }
-        let size = u32::try_from(task.size).unwrap_or(u32::MAX);
-        let circuit = functions::resolve_runnable(
-            &self.state,
-            &task.tenant_id,
-            &task.function,
-            size,
-            &task.circuit_id,
-        )
-        .await
-        .map_err(|e| {
-            if e.status.is_client_error() && e.status != axum::http::StatusCode::TOO_MANY_REQUESTS {
-                // The function was deleted or changed since the task was submitted (a busy
-                // tenant's 429 is only a wait: the task is retried).
-                Prep::Fail(e.code, e.message)
-            } else {
-                Prep::Retry("reading the function failed")
-            }
-        })?;
+        let want = Want::Input {
+            size: u32::try_from(task.size).unwrap_or(u32::MAX),
+            circuit_id: &task.circuit_id,
+        };
+        let circuit = catalogue::resolve(&self.state, &task.tenant_id, &task.function, want)
+            .await
+            .map(|r| r.circuit)
+            .map_err(|e| {
+                if e.status.is_client_error()
+                    && e.status != axum::http::StatusCode::TOO_MANY_REQUESTS
+                {
+                    // The function was deleted or changed since the task was submitted (a busy
+                    // tenant's 429 is only a wait: the task is retried).
+                    Prep::Fail(e.code, e.message)
+                } else {
+                    Prep::Retry("reading the function failed")
+                }
+            })?;
         let path = blobs::task_input(&task.tenant_id, &task.id);
         match self.state.blobs.get(&path, TASK_INPUT_LIMIT as u64).await {
             Ok(input) => Ok((circuit, input)),
@@ -380,37 +399,24 @@ impl Worker {
             let key_set_id = task.key_set_id.clone();
             async move {
                 let io = |e: std::io::Error| EngineError::Io(e.to_string());
-                let circuit = match circuit {
-                    Runnable::Packed(c) => {
-                        let keys = match cache.cached_packed(&key_set_id) {
-                            Some(k) => k,
-                            None => {
-                                let bytes = blobs.get(&key_path, UPLOAD_LIMIT).await.map_err(io)?;
-                                cache.load_packed(&key_set_id, bytes)?
-                            }
-                        };
-                        return tokio::task::spawn_blocking(move || {
-                            with_hooks(&flag, &progress, |opts| {
-                                tenebra_engine::packed::run_with(&keys, c.circuit(), &input, opts)
-                            })
-                        })
-                        .await
-                        .unwrap_or_else(|e| Err(EngineError::Internal(e.to_string())));
-                    }
-                    Runnable::Tfhe(c) => c,
-                };
-                let cached = cache.cached(&key_set_id);
-                let key_bytes = match cached {
+                let scheme = circuit.scheme();
+                let cached = cache.cached_any(scheme, &key_set_id);
+                let upload = match cached {
                     Some(_) => None,
-                    None => Some(blobs.get(&key_path, UPLOAD_LIMIT).await.map_err(io)?),
+                    None => Some(blobs.get(&key_path, KEY_SET_LIMIT).await.map_err(io)?),
                 };
-                // Decompressing the key and the engine block (rayon): off the async threads.
+                // Decoding the key and the engine block (rayon): off the async threads. The
+                // engine checks that the input names this very circuit and key set.
                 tokio::task::spawn_blocking(move || {
-                    let keys = match (cached, key_bytes) {
+                    let keys = match (cached, upload) {
                         (Some(k), _) => k,
-                        (None, bytes) => cache.load(&key_set_id, &bytes.unwrap_or_default())?,
+                        (None, bytes) => {
+                            cache.load_any(scheme, &key_set_id, bytes.unwrap_or_default())?
+                        }
                     };
-                    execute(&keys, &input, circuit, &flag, &progress)
+                    with_hooks(&flag, &progress, |opts| {
+                        tenebra_engine::run(&keys, &circuit, &input, opts)
+                    })
                 })
                 .await
                 .unwrap_or_else(|e| Err(EngineError::Internal(e.to_string())))
@@ -514,7 +520,7 @@ impl Worker {
             Ok(t) => {
                 let _ = self.state.task_ended.send(t.id.as_str().into());
                 tracing::info!(task = %t.id, status = t.status.as_str(), wall_ms = wall, "finished");
-                metrics::histogram!("tenebra_task_seconds", "function" => functions::kind_label(&t.function), "status" => t.status.as_str())
+                metrics::histogram!("tenebra_task_seconds", "function" => catalogue::kind_label(&t.function), "status" => t.status.as_str())
                     .record(started.elapsed().as_secs_f64());
                 let input = blobs::task_input(&t.tenant_id, &t.id);
                 if let Err(e) = self.state.blobs.remove(&input).await {
@@ -554,21 +560,6 @@ impl Worker {
             Err(e) => tracing::warn!(task = %task.id, error = %e, "scheduling a retry"),
         }
     }
-}
-
-/// The blocking part of a run: the engine on the input.
-fn execute(
-    keys: &ServerKeys,
-    input: &[u8],
-    circuit: tenebra_circuit::ValidCircuit,
-    flag: &StopFlag,
-    progress: &(AtomicUsize, AtomicUsize),
-) -> Result<Vec<u8>, EngineError> {
-    // The circuit was resolved from the task row; the engine checks the input's header
-    // names that very circuit and key set.
-    with_hooks(flag, progress, |opts| {
-        evaluate_bundle(keys, input, |_| Ok(circuit), opts)
-    })
 }
 
 /// Runs `run` with the task's hooks (TFHE or packed alike): the stop flag as the engine's

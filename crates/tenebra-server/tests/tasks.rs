@@ -724,6 +724,27 @@ async fn model_repository(postgres: bool) {
         let ks = PackedKeys::load_key_set_for(dir.path(), sig.signature.degree).unwrap();
         user.upload_key_set(ks.bytes().to_vec()).await.unwrap();
         let t = user.submit_task(enc, None).await.unwrap();
+        // A quote of the split is what the task costs; another spelling of the same split
+        // is no function at all (one split, one name, one price).
+        let ask = tenebra_api::QuoteRequest {
+            function: sig.function.clone(),
+            size: 0,
+            version: None,
+            circuit_id: None,
+        };
+        let quote = user.quote(&ask).await.unwrap();
+        assert_eq!(
+            (quote.cu, quote.circuit_id.as_str()),
+            (t.cost_cu, t.circuit_id.as_str())
+        );
+        let respelled = tenebra_api::QuoteRequest {
+            function: sig
+                .function
+                .replace(&format!("/{layers}"), &format!("/0{layers}")),
+            ..ask
+        };
+        assert_ne!(respelled.function, sig.function);
+        assert_eq!(api_code(user.quote(&respelled).await).0, 404);
         let t = wait_until(&user, &t.id, |t| t.is_final()).await;
         assert_eq!(t.status, "succeeded", "{t:?}");
         let res = user.task_result(&t.id).await.unwrap();

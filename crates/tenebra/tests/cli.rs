@@ -232,9 +232,12 @@ fn serve_and_admin_create_a_tenant_then_stop_on_sigterm() {
         .unwrap()
         .port();
     let listen = format!("127.0.0.1:{port}");
+    let log_path = tmp.path().join("serve.log");
     let mut server = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_tenebra"))
             .args(["serve", "--listen", &listen, "--data-dir", data])
+            .env_remove("RUST_LOG")
+            .stderr(std::fs::File::create(&log_path).unwrap())
             .spawn()
             .unwrap(),
     );
@@ -249,6 +252,19 @@ fn serve_and_admin_create_a_tenant_then_stop_on_sigterm() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert_eq!(status, Some(reqwest::StatusCode::OK));
+    // Every request's log lines carry its id: the client's own, or the one the server gave it
+    // in `X-Request-Id`.
+    let mine = http
+        .get(&url)
+        .bearer_auth("tnb_not_a_key")
+        .header("x-request-id", "req-from-the-client-42")
+        .send()
+        .unwrap();
+    assert_eq!(mine.status(), reqwest::StatusCode::UNAUTHORIZED);
+    assert_eq!(mine.headers()["x-request-id"], "req-from-the-client-42");
+    let given = http.get(&url).bearer_auth(&token).send().unwrap();
+    let given_id = given.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert!(given_id.starts_with("req_"), "{given_id}");
     // Upload the test key set through the CLI (the typed client underneath); twice is the
     // same key set.
     let keys = test_key_dir();
@@ -404,6 +420,18 @@ fn serve_and_admin_create_a_tenant_then_stop_on_sigterm() {
         .status()
         .unwrap();
     assert!(server.0.wait().unwrap().success());
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    for (id, status) in [
+        ("req-from-the-client-42", "401"),
+        (given_id.as_str(), "200"),
+    ] {
+        let line = log
+            .lines()
+            .find(|l| l.contains(&format!("id={id}")) && l.contains("answered"))
+            .unwrap_or_else(|| panic!("no log line names request {id}:\n{log}"));
+        assert!(line.contains(&format!("status={status}")), "{line}");
+        assert!(line.contains("route=/v1/api-keys"), "{line}");
+    }
 }
 
 /// Runs a command against a server with an API key: (success, stdout, stderr).
