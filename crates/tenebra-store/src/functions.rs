@@ -2,12 +2,10 @@
 //! content id. Versions count up from 1 per tenant and name; deploying a circuit that a
 //! version already holds returns that version.
 
-use sqlx::Row;
-
-use crate::{now_ms, unique_violation, Store, StoreError};
+use crate::{now_ms, Store, StoreError, Versioned};
 
 /// A deployed function version.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Function {
     pub tenant_id: String,
     pub name: String,
@@ -19,13 +17,8 @@ pub struct Function {
     pub created_at: i64,
 }
 
-/// What deploying did.
-#[derive(Debug)]
-pub enum Deployed {
-    Created(Function),
-    /// The same circuit was already deployed under this name.
-    Existing(Function),
-}
+/// What deploying did (`Existing`: the same circuit was already deployed under this name).
+pub type Deployed = Versioned<Function>;
 
 /// The columns a `Function` is read from.
 macro_rules! function_columns {
@@ -40,24 +33,9 @@ macro_rules! select_functions {
     };
 }
 
-macro_rules! function_from_row {
-    ($row:expr) => {{
-        let row = $row;
-        Ok::<Function, StoreError>(Function {
-            tenant_id: row.try_get("tenant_id")?,
-            name: row.try_get("name")?,
-            version: row.try_get("version")?,
-            circuit_id: row.try_get("circuit_id")?,
-            circuit_json: row.try_get("circuit_json")?,
-            cost_cu: row.try_get("cost_cu")?,
-            created_at: row.try_get("created_at")?,
-        })
-    }};
-}
-
 macro_rules! fetch_function {
     ($store:expr, $query:expr, $($arg:expr),*) => {
-        fetch_optional!($store, function_from_row, $query, $($arg),*)
+        fetch_optional!($store, Function, $query, $($arg),*)
     };
 }
 
@@ -72,20 +50,18 @@ impl Store {
         circuit_json: &str,
         cost_cu: i64,
     ) -> Result<Deployed, StoreError> {
-        // Two deployments racing for the same version number: the loser tries again.
-        for _ in 0..5 {
-            if let Some(f) = self.function_by_circuit(tenant, name, circuit_id).await? {
-                return Ok(Deployed::Existing(f));
-            }
-            let q = concat!(
-                "INSERT INTO functions (",
-                function_columns!(),
-                ") SELECT $1, $2, COALESCE(MAX(version), 0) + 1, $3, $4, $5, $6 \
-                 FROM functions WHERE tenant_id = $1 AND name = $2 RETURNING ",
-                function_columns!()
-            );
-            let r = on_pool!(self, p => {
-                let row = sqlx::query(q)
+        let q = concat!(
+            "INSERT INTO functions (",
+            function_columns!(),
+            ") SELECT $1, $2, COALESCE(MAX(version), 0) + 1, $3, $4, $5, $6 \
+             FROM functions WHERE tenant_id = $1 AND name = $2 RETURNING ",
+            function_columns!()
+        );
+        self.insert_next_version(
+            &format!("deployments of `{name}`"),
+            || self.function_by_circuit(tenant, name, circuit_id),
+            move || async move {
+                on_pool!(self, p => sqlx::query_as::<_, Function>(q)
                     .bind(tenant)
                     .bind(name)
                     .bind(circuit_id)
@@ -93,21 +69,10 @@ impl Store {
                     .bind(cost_cu)
                     .bind(now_ms())
                     .fetch_one(p)
-                    .await;
-                row.map(|r| function_from_row!(r))
-            });
-            match r {
-                Ok(f) => return Ok(Deployed::Created(f?)),
-                Err(e) if unique_violation(&e) => continue,
-                Err(sqlx::Error::Database(d)) if d.is_foreign_key_violation() => {
-                    return Err(StoreError::NotFound)
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(StoreError::Conflict(format!(
-            "too many concurrent deployments of `{name}`; try again"
-        )))
+                    .await)
+            },
+        )
+        .await
     }
 
     /// The version of the tenant's `name` that holds circuit `circuit_id`.
@@ -161,10 +126,7 @@ impl Store {
             select_functions!(),
             "WHERE tenant_id = $1 ORDER BY name, version"
         );
-        on_pool!(self, p => {
-            let rows = sqlx::query(q).bind(tenant).fetch_all(p).await?;
-            rows.into_iter().map(|r| function_from_row!(r)).collect()
-        })
+        Ok(on_pool!(self, p => sqlx::query_as::<_, Function>(q).bind(tenant).fetch_all(p).await?))
     }
 
     /// Deletes one version of the tenant's `name`, or all of them; returns how many went.

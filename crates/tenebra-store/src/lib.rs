@@ -102,7 +102,7 @@ pub struct ApiKey {
 }
 
 /// An uploaded key set's index row (the bytes are in the blob store).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct KeySet {
     pub id: String,
     pub tenant_id: String,
@@ -112,20 +112,6 @@ pub struct KeySet {
     pub created_at: i64,
     /// When the set is deleted, if it was uploaded with a time to live.
     pub expires_at: Option<i64>,
-}
-
-macro_rules! key_set_from_row {
-    ($row:expr) => {{
-        let row = $row;
-        Ok::<KeySet, StoreError>(KeySet {
-            id: row.try_get("id")?,
-            tenant_id: row.try_get("tenant_id")?,
-            fingerprint: row.try_get("fingerprint")?,
-            size_bytes: row.try_get("size_bytes")?,
-            created_at: row.try_get("created_at")?,
-            expires_at: row.try_get("expires_at")?,
-        })
-    }};
 }
 
 /// A connection pool to one of the two backends.
@@ -145,9 +131,17 @@ macro_rules! on_pool {
     };
 }
 
-/// Runs a query returning at most one row, read with the `$from_row` macro.
+/// Runs a query returning at most one row: a type that derives `sqlx::FromRow`, or a row
+/// read with a `$from_row!` macro.
 macro_rules! fetch_optional {
-    ($store:expr, $from_row:ident, $query:expr, $($arg:expr),*) => {{
+    ($store:expr, $ty:ty, $query:expr, $($arg:expr),*) => {{
+        let q: &'static str = $query;
+        let v: Option<$ty> = on_pool!($store, p => {
+            sqlx::query_as::<_, $ty>(q)$(.bind($arg))*.fetch_optional(p).await?
+        });
+        Ok::<_, StoreError>(v)
+    }};
+    ($store:expr, from_row $from_row:ident, $query:expr, $($arg:expr),*) => {{
         let q: &'static str = $query;
         let v = on_pool!($store, p => {
             let row = sqlx::query(q)$(.bind($arg))*.fetch_optional(p).await?;
@@ -155,6 +149,49 @@ macro_rules! fetch_optional {
         });
         Ok::<_, StoreError>(v)
     }};
+}
+
+/// What storing the next version of a name did.
+#[derive(Debug)]
+pub enum Versioned<T> {
+    /// Stored as a new version.
+    Created(T),
+    /// A version already held the same content: that one.
+    Existing(T),
+}
+
+impl Store {
+    /// Stores the next version of a name: returns the version `existing` finds holding the
+    /// same content, or runs `insert` (an `INSERT ... SELECT MAX(version) + 1 ... RETURNING`);
+    /// two inserts racing for one version number conflict on the unique key, and the loser
+    /// tries again. `what` names the racing writes in the error after five tries.
+    pub(crate) async fn insert_next_version<T, E, I>(
+        &self,
+        what: &str,
+        existing: impl Fn() -> E,
+        insert: impl Fn() -> I,
+    ) -> Result<Versioned<T>, StoreError>
+    where
+        E: std::future::Future<Output = Result<Option<T>, StoreError>>,
+        I: std::future::Future<Output = Result<T, sqlx::Error>>,
+    {
+        for _ in 0..5 {
+            if let Some(x) = existing().await? {
+                return Ok(Versioned::Existing(x));
+            }
+            match insert().await {
+                Ok(x) => return Ok(Versioned::Created(x)),
+                Err(e) if unique_violation(&e) => continue,
+                Err(sqlx::Error::Database(d)) if d.is_foreign_key_violation() => {
+                    return Err(StoreError::NotFound)
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StoreError::Conflict(format!(
+            "too many concurrent {what}; try again"
+        )))
+    }
 }
 
 #[macro_use]
@@ -381,7 +418,7 @@ impl Store {
     /// The key a token hash belongs to, revoked or not (the caller decides).
     pub async fn api_key_by_hash(&self, token_hash: &[u8; 32]) -> Result<ApiKey, StoreError> {
         let q = concat!(select_api_keys!(), "WHERE token_hash = $1");
-        fetch_optional!(self, api_key_from_row, q, token_hash.as_slice())?
+        fetch_optional!(self, from_row api_key_from_row, q, token_hash.as_slice())?
             .ok_or(StoreError::NotFound)
     }
 
@@ -410,7 +447,7 @@ impl Store {
             .map(|_| ()))?;
         // Revoked now or before: either way the stored revocation time is the answer.
         let q = concat!(select_api_keys!(), "WHERE tenant_id = $1 AND id = $2");
-        fetch_optional!(self, api_key_from_row, q, tenant, id)?.ok_or(StoreError::NotFound)
+        fetch_optional!(self, from_row api_key_from_row, q, tenant, id)?.ok_or(StoreError::NotFound)
     }
 
     /// Records an uploaded key set; a set with the same fingerprint in the same tenant is a
@@ -485,7 +522,7 @@ impl Store {
             select_key_sets!(),
             "WHERE tenant_id = $1 AND fingerprint = $2"
         );
-        fetch_optional!(self, key_set_from_row, q, tenant, fingerprint)?.ok_or(StoreError::NotFound)
+        fetch_optional!(self, KeySet, q, tenant, fingerprint)?.ok_or(StoreError::NotFound)
     }
 
     /// Sets when one of the tenant's key sets expires (`None`: never); returns it.
@@ -499,14 +536,13 @@ impl Store {
             "UPDATE key_sets SET expires_at = $1 WHERE tenant_id = $2 AND id = $3 RETURNING ",
             key_set_columns!()
         );
-        fetch_optional!(self, key_set_from_row, q, expires_at, tenant, id)?
-            .ok_or(StoreError::NotFound)
+        fetch_optional!(self, KeySet, q, expires_at, tenant, id)?.ok_or(StoreError::NotFound)
     }
 
     /// One of the tenant's key sets; another tenant's is not found.
     pub async fn key_set(&self, tenant: &str, id: &str) -> Result<KeySet, StoreError> {
         let q = concat!(select_key_sets!(), "WHERE tenant_id = $1 AND id = $2");
-        fetch_optional!(self, key_set_from_row, q, tenant, id)?.ok_or(StoreError::NotFound)
+        fetch_optional!(self, KeySet, q, tenant, id)?.ok_or(StoreError::NotFound)
     }
 
     /// The tenant's key sets, oldest first.
@@ -515,10 +551,7 @@ impl Store {
             select_key_sets!(),
             "WHERE tenant_id = $1 ORDER BY created_at, id"
         );
-        on_pool!(self, p => {
-            let rows = sqlx::query(q).bind(tenant).fetch_all(p).await?;
-            rows.into_iter().map(|r| key_set_from_row!(r)).collect()
-        })
+        Ok(on_pool!(self, p => sqlx::query_as::<_, KeySet>(q).bind(tenant).fetch_all(p).await?))
     }
 
     /// Deletes one of the tenant's key sets' rows (the caller removes the blob).
@@ -545,9 +578,6 @@ impl Store {
             "DELETE FROM key_sets WHERE expires_at <= $1 AND NOT EXISTS (SELECT 1 FROM tasks              WHERE tasks.key_set_id = key_sets.id AND tasks.status IN ('queued', 'running'))              RETURNING ",
             key_set_columns!()
         );
-        on_pool!(self, p => {
-            let rows = sqlx::query(q).bind(now_ms()).fetch_all(p).await?;
-            rows.into_iter().map(|r| key_set_from_row!(r)).collect()
-        })
+        Ok(on_pool!(self, p => sqlx::query_as::<_, KeySet>(q).bind(now_ms()).fetch_all(p).await?))
     }
 }

@@ -1,12 +1,10 @@
 //! The model repository: models stored per owner (a tenant), versioned per name, shared by
 //! grants. Every query is scoped by the owner, or by a grant naming the caller.
 
-use sqlx::Row;
-
-use crate::{now_ms, unique_violation, Store, StoreError};
+use crate::{now_ms, Store, StoreError, Versioned};
 
 /// A stored model version.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ModelRow {
     pub owner_id: String,
     pub name: String,
@@ -20,7 +18,7 @@ pub struct ModelRow {
 }
 
 /// A grant of a model's use to another tenant.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ModelGrant {
     pub owner_id: String,
     pub name: String,
@@ -29,46 +27,13 @@ pub struct ModelGrant {
     pub created_at: i64,
 }
 
-/// What uploading did.
-#[derive(Debug)]
-pub enum Uploaded {
-    Created(ModelRow),
-    /// The same model JSON was already stored under this name.
-    Existing(ModelRow),
-}
+/// What uploading did (`Existing`: the same model JSON was already stored under this name).
+pub type Uploaded = Versioned<ModelRow>;
 
 macro_rules! model_columns {
     () => {
         "owner_id, name, version, model_sha256, model_json, page_json, created_at"
     };
-}
-
-macro_rules! model_from_row {
-    ($row:expr) => {{
-        let row = $row;
-        Ok::<ModelRow, StoreError>(ModelRow {
-            owner_id: row.try_get("owner_id")?,
-            name: row.try_get("name")?,
-            version: row.try_get("version")?,
-            model_sha256: row.try_get("model_sha256")?,
-            model_json: row.try_get("model_json")?,
-            page_json: row.try_get("page_json")?,
-            created_at: row.try_get("created_at")?,
-        })
-    }};
-}
-
-macro_rules! grant_from_row {
-    ($row:expr) => {{
-        let row = $row;
-        Ok::<ModelGrant, StoreError>(ModelGrant {
-            owner_id: row.try_get("owner_id")?,
-            name: row.try_get("name")?,
-            grantee_id: row.try_get("grantee_id")?,
-            share_layers: row.try_get("share_layers")?,
-            created_at: row.try_get("created_at")?,
-        })
-    }};
 }
 
 impl Store {
@@ -82,24 +47,23 @@ impl Store {
         json: &str,
         page: &str,
     ) -> Result<Uploaded, StoreError> {
-        for _ in 0..5 {
-            let q = concat!(
-                "SELECT ",
-                model_columns!(),
-                " FROM models WHERE owner_id = $1 AND name = $2 AND model_sha256 = $3"
-            );
-            if let Some(m) = fetch_optional!(self, model_from_row, q, owner, name, sha256)? {
-                return Ok(Uploaded::Existing(m));
-            }
-            let q = concat!(
-                "INSERT INTO models (",
-                model_columns!(),
-                ") SELECT $1, $2, COALESCE(MAX(version), 0) + 1, $3, $4, $5, $6 \
-                 FROM models WHERE owner_id = $1 AND name = $2 RETURNING ",
-                model_columns!()
-            );
-            let r = on_pool!(self, p => {
-                let row = sqlx::query(q)
+        let existing = concat!(
+            "SELECT ",
+            model_columns!(),
+            " FROM models WHERE owner_id = $1 AND name = $2 AND model_sha256 = $3"
+        );
+        let insert = concat!(
+            "INSERT INTO models (",
+            model_columns!(),
+            ") SELECT $1, $2, COALESCE(MAX(version), 0) + 1, $3, $4, $5, $6 \
+             FROM models WHERE owner_id = $1 AND name = $2 RETURNING ",
+            model_columns!()
+        );
+        self.insert_next_version(
+            &format!("uploads of model `{name}`"),
+            move || async move { fetch_optional!(self, ModelRow, existing, owner, name, sha256) },
+            move || async move {
+                on_pool!(self, p => sqlx::query_as::<_, ModelRow>(insert)
                     .bind(owner)
                     .bind(name)
                     .bind(sha256)
@@ -107,18 +71,10 @@ impl Store {
                     .bind(page)
                     .bind(now_ms())
                     .fetch_one(p)
-                    .await;
-                row.map(|r| model_from_row!(r))
-            });
-            match r {
-                Ok(m) => return Ok(Uploaded::Created(m?)),
-                Err(e) if unique_violation(&e) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(StoreError::Conflict(format!(
-            "too many concurrent uploads of model `{name}`; try again"
-        )))
+                    .await)
+            },
+        )
+        .await
     }
 
     /// The owner's `name` at `version` (the latest when `None`).
@@ -135,7 +91,7 @@ impl Store {
                     model_columns!(),
                     " FROM models WHERE owner_id = $1 AND name = $2 AND version = $3"
                 );
-                fetch_optional!(self, model_from_row, q, owner, name, v)?
+                fetch_optional!(self, ModelRow, q, owner, name, v)?
             }
             None => {
                 let q = concat!(
@@ -144,7 +100,7 @@ impl Store {
                     " FROM models WHERE owner_id = $1 AND name = $2 \
                      ORDER BY version DESC LIMIT 1"
                 );
-                fetch_optional!(self, model_from_row, q, owner, name)?
+                fetch_optional!(self, ModelRow, q, owner, name)?
             }
         };
         m.ok_or(StoreError::NotFound)
@@ -157,10 +113,7 @@ impl Store {
                  (SELECT 1 FROM model_grants g WHERE g.owner_id = m.owner_id \
                  AND g.name = m.name AND g.grantee_id = $1) \
                  ORDER BY m.owner_id, m.name, m.version";
-        on_pool!(self, p => {
-            let rows = sqlx::query(q).bind(tenant).fetch_all(p).await?;
-            rows.into_iter().map(|r| model_from_row!(r)).collect()
-        })
+        Ok(on_pool!(self, p => sqlx::query_as::<_, ModelRow>(q).bind(tenant).fetch_all(p).await?))
     }
 
     /// Grants (or updates the grant of) the owner's model `name` to `grantee`.
@@ -176,19 +129,16 @@ impl Store {
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (owner_id, name, grantee_id) \
                  DO UPDATE SET share_layers = excluded.share_layers \
                  RETURNING owner_id, name, grantee_id, share_layers, created_at";
-        let r = on_pool!(self, p => {
-            let row = sqlx::query(q)
-                .bind(owner)
-                .bind(name)
-                .bind(grantee)
-                .bind(share_layers)
-                .bind(now_ms())
-                .fetch_one(p)
-                .await;
-            row.map(|r| grant_from_row!(r))
-        });
+        let r = on_pool!(self, p => sqlx::query_as::<_, ModelGrant>(q)
+            .bind(owner)
+            .bind(name)
+            .bind(grantee)
+            .bind(share_layers)
+            .bind(now_ms())
+            .fetch_one(p)
+            .await);
         match r {
-            Ok(g) => g,
+            Ok(g) => Ok(g),
             Err(sqlx::Error::Database(d)) if d.is_foreign_key_violation() => {
                 Err(StoreError::NotFound)
             }
@@ -227,7 +177,7 @@ impl Store {
     ) -> Result<Option<ModelGrant>, StoreError> {
         let q = "SELECT owner_id, name, grantee_id, share_layers, created_at FROM model_grants \
                  WHERE owner_id = $1 AND name = $2 AND grantee_id = $3";
-        fetch_optional!(self, grant_from_row, q, owner, name, grantee)
+        fetch_optional!(self, ModelGrant, q, owner, name, grantee)
     }
 
     /// The grants of the owner's `name`.
@@ -238,9 +188,10 @@ impl Store {
     ) -> Result<Vec<ModelGrant>, StoreError> {
         let q = "SELECT owner_id, name, grantee_id, share_layers, created_at FROM model_grants \
                  WHERE owner_id = $1 AND name = $2 ORDER BY grantee_id";
-        on_pool!(self, p => {
-            let rows = sqlx::query(q).bind(owner).bind(name).fetch_all(p).await?;
-            rows.into_iter().map(|r| grant_from_row!(r)).collect()
-        })
+        Ok(on_pool!(self, p => sqlx::query_as::<_, ModelGrant>(q)
+            .bind(owner)
+            .bind(name)
+            .fetch_all(p)
+            .await?))
     }
 }

@@ -228,7 +228,7 @@ macro_rules! task_from_row {
 /// Runs a query returning at most one task row.
 macro_rules! fetch_task {
     ($store:expr, $query:expr, $($arg:expr),*) => {
-        fetch_optional!($store, task_from_row, $query, $($arg),*)
+        fetch_optional!($store, from_row task_from_row, $query, $($arg),*)
     };
 }
 
