@@ -2,7 +2,7 @@
 //! in the same run, alternating), and the calibration of the cost model's op latencies.
 
 pub mod baseline;
-pub mod packed;
+pub mod bfv;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -14,7 +14,7 @@ use crate::types::{IoType, ScalarType};
 /// Version of the canonical JSON form this crate reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
 
-/// The only scheme this version runs; packed (SIMD) circuits will declare another.
+/// The scheme TFHE circuits declare (BFV circuits declare `bfv`: see [`crate::scheme`]).
 pub const SCHEME_TFHE: &str = "tfhe";
 
 /// Index of a node in [`Circuit::nodes`].

@@ -5,13 +5,13 @@
 //! content id, the optimizing lowering to an execution [`plan`], the [`cost`] model, the memory
 //! a run needs ([`footprint`]) and the plaintext evaluator ([`eval`]) that every encrypted result is checked against.
 
+pub mod bfv;
 pub mod builder;
 pub mod cost;
 pub mod eval;
 pub mod footprint;
 pub mod io;
 pub mod ir;
-pub mod packed;
 pub mod plan;
 pub mod scheme;
 pub mod testing;

@@ -1,7 +1,7 @@
 //! The two schemes a circuit is written for, decided once.
 //!
 //! A function is either a TFHE circuit (scalars of 1 to 64 bits, any operation, bootstrapped)
-//! or a BFV circuit (vectors of integers in the slots of one ciphertext; see [`crate::packed`]).
+//! or a BFV circuit (vectors of integers in the slots of one ciphertext; see [`crate::bfv`]).
 //! Everything that is the same for both (parse untrusted JSON, content id, name, cost,
 //! signature, canonical form) goes through [`AnyCircuit`], so no other crate reads a circuit's
 //! `scheme` field to learn which it is.
@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::packed::{parse_packed, PackedError, PackedLimits, ValidPacked, SCHEME_BFV};
+use crate::bfv::{parse_bfv, BfvError, BfvLimits, ValidBfv, SCHEME_BFV};
 use crate::validate::{parse_circuit, Limits, ValidationError};
 use crate::{CircuitId, ValidCircuit};
 
@@ -57,7 +57,7 @@ impl std::fmt::Display for Scheme {
 #[derive(Debug, Clone, Default)]
 pub struct AnyLimits {
     pub tfhe: Limits,
-    pub bfv: PackedLimits,
+    pub bfv: BfvLimits,
 }
 
 impl AnyLimits {
@@ -68,9 +68,9 @@ impl AnyLimits {
                 max_json_bytes: bytes,
                 ..Limits::default()
             },
-            bfv: PackedLimits {
+            bfv: BfvLimits {
                 max_json_bytes: bytes,
-                ..PackedLimits::default()
+                ..BfvLimits::default()
             },
         }
     }
@@ -82,7 +82,7 @@ pub enum AnyError {
     #[error(transparent)]
     Tfhe(#[from] ValidationError),
     #[error(transparent)]
-    Bfv(#[from] PackedError),
+    Bfv(#[from] BfvError),
 }
 
 /// How a refused circuit is wrong, for the code a caller reports.
@@ -100,7 +100,7 @@ impl AnyError {
     pub fn refusal(&self) -> Refusal {
         match self {
             AnyError::Tfhe(ValidationError::TooLarge { .. }) => Refusal::TooLarge,
-            AnyError::Bfv(PackedError::TooDeep(_)) => Refusal::TooDeep,
+            AnyError::Bfv(BfvError::TooDeep(_)) => Refusal::TooDeep,
             _ => Refusal::Invalid,
         }
     }
@@ -110,7 +110,7 @@ impl AnyError {
 #[derive(Debug, Clone)]
 pub enum AnyCircuit {
     Tfhe(Arc<ValidCircuit>),
-    Bfv(Arc<ValidPacked>),
+    Bfv(Arc<ValidBfv>),
 }
 
 impl From<ValidCircuit> for AnyCircuit {
@@ -119,14 +119,14 @@ impl From<ValidCircuit> for AnyCircuit {
     }
 }
 
-impl From<ValidPacked> for AnyCircuit {
-    fn from(c: ValidPacked) -> Self {
+impl From<ValidBfv> for AnyCircuit {
+    fn from(c: ValidBfv) -> Self {
         AnyCircuit::Bfv(Arc::new(c))
     }
 }
 
-impl From<Arc<ValidPacked>> for AnyCircuit {
-    fn from(c: Arc<ValidPacked>) -> Self {
+impl From<Arc<ValidBfv>> for AnyCircuit {
+    fn from(c: Arc<ValidBfv>) -> Self {
         AnyCircuit::Bfv(c)
     }
 }
@@ -136,7 +136,7 @@ impl AnyCircuit {
     pub fn parse(bytes: &[u8], limits: &AnyLimits) -> Result<Self, AnyError> {
         Ok(match Scheme::of_json(bytes) {
             Scheme::Tfhe => parse_circuit(bytes, &limits.tfhe)?.into(),
-            Scheme::Bfv => parse_packed(bytes, &limits.bfv)?.into(),
+            Scheme::Bfv => parse_bfv(bytes, &limits.bfv)?.into(),
         })
     }
 
@@ -246,7 +246,7 @@ mod tests {
         assert!(parsed.cost_cu() > 0);
 
         let json = br#"{"version":1,"scheme":"bfv","name":"total","inputs":[{"name":"x","len":4,"min":0,"max":15}],"nodes":[{"op":"input","input":0},{"op":"sum","a":0}],"outputs":[{"name":"y","node":1}]}"#;
-        let bfv = parse_packed(json, &limits.bfv).expect("bfv circuit");
+        let bfv = parse_bfv(json, &limits.bfv).expect("bfv circuit");
         let parsed = AnyCircuit::parse(json, &limits).expect("bfv");
         assert_eq!(parsed.scheme(), Scheme::Bfv);
         assert_eq!(parsed.id(), bfv.id());

@@ -1,8 +1,8 @@
 //! Tenebra client SDK: key generation, and encryption and decryption of a function's inputs
 //! and outputs. The secret key never leaves this side.
 
+pub mod bfv;
 pub mod http;
-pub mod packed;
 
 use serde_json::Value;
 use tenebra_circuit::ValidCircuit;

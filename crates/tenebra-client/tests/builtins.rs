@@ -92,8 +92,8 @@ fn public_vectors_at_full_size() {
 /// profiles), with the top 5 the reference ranks.
 #[test]
 fn ad_targeting_encrypted() {
-    use tenebra_client::packed::{self, PackedKeys};
-    let f = tenebra_functions::find_packed("ad_targeting").unwrap();
+    use tenebra_client::bfv::{self, BfvKeys};
+    let f = tenebra_functions::find_bfv("ad_targeting").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut rng = Rng::new(11);
     let random: Vec<u64> = (0..62)
@@ -103,10 +103,10 @@ fn ad_targeting_encrypted() {
     one[61] = 1;
     for profile in [vec![0u64; 62], vec![1; 62], random, one] {
         let input = json!({ "profile": profile });
-        let enc = packed::encrypt(dir.path(), f, &input).unwrap();
-        let key_set = PackedKeys::load_key_set(dir.path(), f.circuit()).unwrap();
-        let res = tenebra_engine::packed::run(&key_set, f.circuit(), &enc).unwrap();
-        let got = packed::decrypt(dir.path(), f, &res).unwrap();
+        let enc = bfv::encrypt(dir.path(), f, &input).unwrap();
+        let key_set = BfvKeys::load_key_set(dir.path(), f.circuit()).unwrap();
+        let res = tenebra_engine::bfv::run(&key_set, f.circuit(), &enc).unwrap();
+        let got = bfv::decrypt(dir.path(), f, &res).unwrap();
         let want = f.reference(&input).unwrap();
         assert_eq!(got, want, "profile {profile:?}");
         assert_eq!(got, f.simulate(&input).unwrap());
@@ -127,7 +127,7 @@ fn ad_targeting_encrypted() {
         json!({"profile": vec![2; 62]}),
         json!({}),
     ] {
-        assert!(packed::encrypt(dir.path(), f, &bad).is_err(), "{bad}");
+        assert!(bfv::encrypt(dir.path(), f, &bad).is_err(), "{bad}");
     }
 }
 
@@ -137,8 +137,8 @@ fn ad_targeting_encrypted() {
 /// the client finishes with the sigmoid.
 #[test]
 fn model_inference_encrypted_whole_and_split() {
-    use tenebra_circuit::packed::evaluate_packed;
-    use tenebra_client::packed::{decrypt_model_output, encrypt_model_input, PackedKeys};
+    use tenebra_circuit::bfv::evaluate_bfv;
+    use tenebra_client::bfv::{decrypt_model_output, encrypt_model_input, BfvKeys};
     use tenebra_functions::model::{example_data, example_logistic, example_mlp};
     let dir = tempfile::tempdir().unwrap();
     let (test, _) = example_data(3, 42);
@@ -148,11 +148,11 @@ fn model_inference_encrypted_whole_and_split() {
             let precision = compiled.measure(&model, &example_data(100, 7).0).unwrap();
             for x in &test {
                 let enc = encrypt_model_input(dir.path(), &model, &compiled, x).unwrap();
-                let keys = PackedKeys::load_key_set(dir.path(), &compiled.circuit).unwrap();
-                let res = tenebra_engine::packed::run(&keys, &compiled.circuit, &enc).unwrap();
+                let keys = BfvKeys::load_key_set(dir.path(), &compiled.circuit).unwrap();
+                let res = tenebra_engine::bfv::run(&keys, &compiled.circuit, &enc).unwrap();
                 let (ints, floats) = decrypt_model_output(dir.path(), &compiled, &res).unwrap();
                 let q = model.quantize_input(x).unwrap();
-                let exact: Vec<i64> = evaluate_packed(compiled.circuit.circuit(), &[q]).unwrap()[0]
+                let exact: Vec<i64> = evaluate_bfv(compiled.circuit.circuit(), &[q]).unwrap()[0]
                     .iter()
                     .map(|v| *v as i64)
                     .collect();

@@ -38,7 +38,7 @@ const BASE_ALLOWANCE: u64 = 1 << 20;
 pub enum Kind {
     Input = 1,
     Result = 2,
-    /// A packed (BFV) key set upload.
+    /// A BFV key set upload.
     KeySet = 3,
 }
 

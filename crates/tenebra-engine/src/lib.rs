@@ -1,14 +1,14 @@
 //! Tenebra engine: runs circuits on ciphertexts, TFHE with tfhe-rs and BFV with fhe.rs.
 //!
-//! Owns key sets ([`keys`], [`packed`]), the encrypted input and result files ([`bundle`])
+//! Owns key sets ([`keys`], [`bfv`]), the encrypted input and result files ([`bundle`])
 //! with their size-limited, conformance-checked deserialization, the parallel TFHE dataflow
-//! executor ([`exec`]), the BFV executor ([`packed`]), and the one place that tells the two
+//! executor ([`exec`]), the BFV executor ([`bfv`]), and the one place that tells the two
 //! schemes' files apart and runs either ([`scheme`]). Knows nothing about HTTP or SQL.
 
+pub mod bfv;
 pub mod bundle;
 pub mod exec;
 pub mod keys;
-pub mod packed;
 pub mod scheme;
 #[doc(hidden)]
 pub mod test_support;

@@ -12,15 +12,15 @@ use std::sync::Arc;
 use serde::Deserialize;
 use tenebra_circuit::{AnyCircuit, Scheme};
 
+use crate::bfv::{BfvHeader, BfvKeySet, BFV_VERSION};
 use crate::bundle::{self, Kind};
-use crate::packed::{PackedHeader, PackedKeySet, PACKED_VERSION};
 use crate::{EngineError, RunOptions, ServerKeys};
 
 /// The header of an encrypted input of either scheme.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InputHeader {
     Tfhe(bundle::Header),
-    Bfv(PackedHeader),
+    Bfv(BfvHeader),
 }
 
 impl InputHeader {
@@ -36,10 +36,10 @@ impl InputHeader {
         if declared.scheme != Scheme::Bfv.as_str() {
             return Ok(InputHeader::Tfhe(bundle::read(bytes, Kind::Input)?.0));
         }
-        let h = crate::packed::input_header(bytes)?;
-        if h.version != PACKED_VERSION {
+        let h = crate::bfv::input_header(bytes)?;
+        if h.version != BFV_VERSION {
             return Err(EngineError::BadInput(format!(
-                "packed input version {} is not supported (expected {PACKED_VERSION})",
+                "BFV input version {} is not supported (expected {BFV_VERSION})",
                 h.version
             )));
         }
@@ -102,10 +102,10 @@ impl InputHeader {
 }
 
 /// The largest key set upload of either scheme.
-pub const KEY_SET_LIMIT: u64 = if crate::keys::UPLOAD_LIMIT > crate::packed::KEY_SET_LIMIT {
+pub const KEY_SET_LIMIT: u64 = if crate::keys::UPLOAD_LIMIT > crate::bfv::KEY_SET_LIMIT {
     crate::keys::UPLOAD_LIMIT
 } else {
-    crate::packed::KEY_SET_LIMIT
+    crate::bfv::KEY_SET_LIMIT
 };
 
 /// The scheme of a key set upload, from its first bytes (a BFV key set is a bundle of kind
@@ -130,8 +130,8 @@ pub fn check_key_set_file(path: &Path) -> Result<(Scheme, String), EngineError> 
     };
     match key_set_scheme(&head[..read]) {
         Scheme::Bfv => {
-            let bytes = crate::keys::read_limited(path, crate::packed::KEY_SET_LIMIT)?;
-            Ok((Scheme::Bfv, PackedKeySet::parse(bytes)?.id()))
+            let bytes = crate::keys::read_limited(path, crate::bfv::KEY_SET_LIMIT)?;
+            Ok((Scheme::Bfv, BfvKeySet::parse(bytes)?.id()))
         }
         Scheme::Tfhe => Ok((
             Scheme::Tfhe,
@@ -144,7 +144,7 @@ pub fn check_key_set_file(path: &Path) -> Result<(Scheme, String), EngineError> 
 #[derive(Debug, Clone)]
 pub enum EvalKeys {
     Tfhe(Arc<ServerKeys>),
-    Bfv(PackedKeySet),
+    Bfv(BfvKeySet),
 }
 
 impl EvalKeys {
@@ -167,7 +167,7 @@ pub fn run(
 ) -> Result<Vec<u8>, EngineError> {
     match (keys, circuit) {
         (EvalKeys::Tfhe(k), AnyCircuit::Tfhe(c)) => crate::evaluate_input(k, input, c, opts),
-        (EvalKeys::Bfv(k), AnyCircuit::Bfv(c)) => crate::packed::run_with(k, c, input, opts),
+        (EvalKeys::Bfv(k), AnyCircuit::Bfv(c)) => crate::bfv::run_with(k, c, input, opts),
         (k, c) => Err(EngineError::BadInput(format!(
             "the key set is a {} key set, `{}` is a {} function",
             k.scheme(),
@@ -204,8 +204,8 @@ mod tests {
         assert_eq!(h, InputHeader::Tfhe(tfhe));
         assert_eq!((h.function(), h.size(), h.key_set_id()), ("f", 3, "k"));
 
-        let bfv = PackedHeader {
-            version: PACKED_VERSION,
+        let bfv = BfvHeader {
+            version: BFV_VERSION,
             scheme: Scheme::Bfv.as_str().into(),
             function: "g".into(),
             circuit_id: "c".into(),
@@ -219,8 +219,8 @@ mod tests {
         assert_eq!(h.scheme(), Scheme::Bfv);
         assert_eq!((h.function(), h.size()), ("g", 0));
 
-        let future = PackedHeader {
-            version: PACKED_VERSION + 1,
+        let future = BfvHeader {
+            version: BFV_VERSION + 1,
             ..bfv
         };
         let bytes = bundle::write(Kind::Input, &future, b"").expect("write");

@@ -8,13 +8,12 @@
 use std::sync::OnceLock;
 
 use serde_json::{json, Value};
-use tenebra_circuit::ir::FORMAT_VERSION;
-use tenebra_circuit::packed::{
-    validate_packed, PNode, PackedCircuit, PackedLimits, ValidPacked, VecInput, VecOutput,
-    SCHEME_BFV,
+use tenebra_circuit::bfv::{
+    validate_bfv, BfvCircuit, BfvLimits, PNode, ValidBfv, VecInput, VecOutput, SCHEME_BFV,
 };
+use tenebra_circuit::ir::FORMAT_VERSION;
 
-use crate::{int_array, int_in, only_keys, PackedBuiltin};
+use crate::{int_array, int_in, only_keys, BfvBuiltin};
 
 /// Features of a profile (columns of the catalogue).
 pub const FEATURES: usize = 62;
@@ -23,7 +22,7 @@ pub const TOP: usize = 5;
 
 const CATALOGUE_CSV: &str = include_str!("../data/ads_onehot.csv");
 
-pub const BUILTIN: PackedBuiltin = PackedBuiltin {
+pub const BUILTIN: BfvBuiltin = BfvBuiltin {
     name: "ad_targeting",
     summary: "scores of 4954 ads against an encrypted 62-feature profile, and the top 5",
     signature: "{\"profile\": [0|1; 62]} -> {\"scores\": [u8; 4954], \"top\": [ad id; 5]}",
@@ -49,8 +48,8 @@ pub fn catalogue() -> &'static [Vec<i64>] {
     })
 }
 
-fn build() -> ValidPacked {
-    let circuit = PackedCircuit {
+fn build() -> ValidBfv {
+    let circuit = BfvCircuit {
         version: FORMAT_VERSION,
         scheme: SCHEME_BFV.into(),
         name: "ad_targeting".into(),
@@ -72,7 +71,7 @@ fn build() -> ValidPacked {
             node: 1,
         }],
     };
-    match validate_packed(circuit, &PackedLimits::default()) {
+    match validate_bfv(circuit, &BfvLimits::default()) {
         Ok(c) => c,
         Err(e) => unreachable!("the ad_targeting circuit is valid: {e}"),
     }

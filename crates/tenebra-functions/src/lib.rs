@@ -9,9 +9,9 @@ use std::ops::RangeInclusive;
 
 use serde_json::Value;
 use std::sync::{Arc, OnceLock};
+use tenebra_circuit::bfv::{evaluate_bfv, ValidBfv};
 use tenebra_circuit::cost::{cost, Cost};
 use tenebra_circuit::eval::evaluate;
-use tenebra_circuit::packed::{evaluate_packed, ValidPacked};
 use tenebra_circuit::ValidCircuit;
 
 pub mod ad_targeting;
@@ -127,38 +127,38 @@ impl Builtin {
     }
 }
 
-/// A built-in packed (BFV) function: one circuit, vectors of signed integers in and out.
-pub struct PackedBuiltin {
+/// A built-in BFV function: one circuit, vectors of signed integers in and out.
+pub struct BfvBuiltin {
     pub name: &'static str,
     pub summary: &'static str,
     pub signature: &'static str,
-    build: fn() -> ValidPacked,
+    build: fn() -> ValidBfv,
     encode: fn(&Value) -> Result<Vec<Vec<i64>>, String>,
     finish: fn(&[Vec<i64>]) -> Value,
     reference: fn(&Value) -> Result<Value, String>,
 }
 
-impl std::fmt::Debug for PackedBuiltin {
+impl std::fmt::Debug for BfvBuiltin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PackedBuiltin")
+        f.debug_struct("BfvBuiltin")
             .field("name", &self.name)
             .finish()
     }
 }
 
-static PACKED: [PackedBuiltin; 1] = [ad_targeting::BUILTIN];
+static BFV_BUILTINS: [BfvBuiltin; 1] = [ad_targeting::BUILTIN];
 
-/// Every built-in packed function.
-pub fn packed_builtins() -> &'static [PackedBuiltin] {
-    &PACKED
+/// Every built-in BFV function.
+pub fn bfv_builtins() -> &'static [BfvBuiltin] {
+    &BFV_BUILTINS
 }
 
-/// Looks a built-in packed function up by name.
-pub fn find_packed(name: &str) -> Option<&'static PackedBuiltin> {
-    PACKED.iter().find(|b| b.name == name)
+/// Looks a built-in BFV function up by name.
+pub fn find_bfv(name: &str) -> Option<&'static BfvBuiltin> {
+    BFV_BUILTINS.iter().find(|b| b.name == name)
 }
 
-impl PackedBuiltin {
+impl BfvBuiltin {
     fn input_error(&self, message: String) -> FunctionError {
         FunctionError::Input {
             function: self.name,
@@ -167,19 +167,23 @@ impl PackedBuiltin {
     }
 
     /// The circuit (built once, then shared).
-    pub fn circuit(&self) -> &'static ValidPacked {
+    pub fn circuit(&self) -> &'static ValidBfv {
         self.built()
     }
 
     /// The circuit as a shared handle (what a task holds while it runs).
-    pub fn shared(&self) -> Arc<ValidPacked> {
+    pub fn shared(&self) -> Arc<ValidBfv> {
         self.built().clone()
     }
 
-    fn built(&self) -> &'static Arc<ValidPacked> {
-        static BUILT: OnceLock<Vec<Arc<ValidPacked>>> = OnceLock::new();
-        let all = BUILT.get_or_init(|| PACKED.iter().map(|b| Arc::new((b.build)())).collect());
-        let i = PACKED.iter().position(|b| b.name == self.name).unwrap_or(0);
+    fn built(&self) -> &'static Arc<ValidBfv> {
+        static BUILT: OnceLock<Vec<Arc<ValidBfv>>> = OnceLock::new();
+        let all =
+            BUILT.get_or_init(|| BFV_BUILTINS.iter().map(|b| Arc::new((b.build)())).collect());
+        let i = BFV_BUILTINS
+            .iter()
+            .position(|b| b.name == self.name)
+            .unwrap_or(0);
         &all[i]
     }
 
@@ -202,7 +206,7 @@ impl PackedBuiltin {
     pub fn simulate(&self, input: &Value) -> Result<Value, FunctionError> {
         let values = self.encode(input)?;
         let out =
-            evaluate_packed(self.circuit().circuit(), &values).map_err(|m| self.input_error(m))?;
+            evaluate_bfv(self.circuit().circuit(), &values).map_err(|m| self.input_error(m))?;
         let narrowed: Vec<Vec<i64>> = out
             .into_iter()
             .map(|v| v.into_iter().map(|x| x as i64).collect())
@@ -217,7 +221,7 @@ pub enum AnyBuiltin {
     /// A TFHE family of circuits, one per input size.
     Tfhe(&'static Builtin),
     /// One BFV circuit.
-    Bfv(&'static PackedBuiltin),
+    Bfv(&'static BfvBuiltin),
 }
 
 impl AnyBuiltin {
@@ -263,7 +267,7 @@ pub fn all_builtins() -> impl Iterator<Item = AnyBuiltin> {
     BUILTINS
         .iter()
         .map(AnyBuiltin::Tfhe)
-        .chain(PACKED.iter().map(AnyBuiltin::Bfv))
+        .chain(BFV_BUILTINS.iter().map(AnyBuiltin::Bfv))
 }
 
 /// Looks a built-in of either scheme up by name.
@@ -340,7 +344,7 @@ mod tests {
     }
 
     fn ads_id() -> tenebra_circuit::CircuitId {
-        find_packed("ad_targeting")
+        find_bfv("ad_targeting")
             .expect("ad_targeting")
             .circuit()
             .id()

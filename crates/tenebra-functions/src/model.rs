@@ -1,5 +1,5 @@
 //! Encrypted ML inference: models of dense layers and activations, quantized to fixed point
-//! and compiled to packed (BFV) circuits, whole or split.
+//! and compiled to BFV circuits, whole or split.
 //!
 //! A model (JSON, `version` 1) is a sequence of layers: `{"type": "dense", "weights": [[..]],
 //! "bias": [..]}` (weights are rows: one per output) and `{"type": "activation", "function":
@@ -24,11 +24,11 @@
 //! plaintext ([`Model::forward_from`]).
 
 use serde::{Deserialize, Serialize};
-use tenebra_circuit::ir::FORMAT_VERSION;
-use tenebra_circuit::packed::{
-    evaluate_packed, validate_packed, PNode, PackedCircuit, PackedError, PackedLimits, ValidPacked,
-    VecInput, VecOutput, SCHEME_BFV,
+use tenebra_circuit::bfv::{
+    evaluate_bfv, validate_bfv, BfvCircuit, BfvError, BfvLimits, PNode, ValidBfv, VecInput,
+    VecOutput, SCHEME_BFV,
 };
+use tenebra_circuit::ir::FORMAT_VERSION;
 
 /// Version of the model JSON this crate reads.
 pub const MODEL_VERSION: u32 = 1;
@@ -246,7 +246,7 @@ impl Model {
         Ok(quantize(x, self.input_min, self.input_max, self.input_bits))
     }
 
-    /// Compiles the first `k` layers to a packed circuit (checked: the parameters can carry it).
+    /// Compiles the first `k` layers to a BFV circuit (checked: the parameters can carry it).
     pub fn compile(&self, k: usize) -> Result<Compiled, ModelError> {
         self.check()?;
         let max = self.max_encrypted_layers();
@@ -289,7 +289,7 @@ impl Model {
                             ((b + offset) * out_scale).round() as i64
                         })
                         .collect();
-                    let limit = PackedLimits::default().max_abs_value;
+                    let limit = BfvLimits::default().max_abs_value;
                     if b.iter().any(|v| v.saturating_abs() > limit) {
                         return Err(ModelError::TooDeep {
                             layers: k,
@@ -321,7 +321,7 @@ impl Model {
                 });
             }
         }
-        let circuit = PackedCircuit {
+        let circuit = BfvCircuit {
             version: FORMAT_VERSION,
             scheme: SCHEME_BFV.into(),
             name: format!("{}-{k}", self.name),
@@ -337,8 +337,8 @@ impl Model {
             }],
             nodes,
         };
-        let valid = validate_packed(circuit, &PackedLimits::default()).map_err(|e| match e {
-            PackedError::TooDeep(reason) => ModelError::TooDeep { layers: k, reason },
+        let valid = validate_bfv(circuit, &BfvLimits::default()).map_err(|e| match e {
+            BfvError::TooDeep(reason) => ModelError::TooDeep { layers: k, reason },
             e => ModelError::Invalid(e.to_string()),
         })?;
         Ok(Compiled {
@@ -350,13 +350,13 @@ impl Model {
     }
 }
 
-/// The first `k` layers of a model as a packed circuit, with the output's fixed-point scale.
+/// The first `k` layers of a model as a BFV circuit, with the output's fixed-point scale.
 #[derive(Debug, Clone)]
 pub struct Compiled {
     pub layers: usize,
     /// Decrypted integers divided by this give the float activations.
     pub scale: f64,
-    pub circuit: std::sync::Arc<ValidPacked>,
+    pub circuit: std::sync::Arc<ValidBfv>,
     /// Largest |quantized - float| over the test set it was measured on.
     pub max_abs_error: Option<f64>,
 }
@@ -371,7 +371,7 @@ impl Compiled {
     /// encrypted run decrypts to.
     pub fn simulate(&self, model: &Model, x: &[f64]) -> Result<Vec<f64>, ModelError> {
         let q = model.quantize_input(x)?;
-        let out = evaluate_packed(self.circuit.circuit(), &[q]).map_err(ModelError::Invalid)?;
+        let out = evaluate_bfv(self.circuit.circuit(), &[q]).map_err(ModelError::Invalid)?;
         Ok(out[0].iter().map(|v| *v as f64 / self.scale).collect())
     }
 
@@ -621,7 +621,7 @@ pub struct ModelSignature {
     pub input_min: f64,
     pub input_max: f64,
     pub input_bits: u32,
-    pub signature: tenebra_circuit::packed::PackedSignature,
+    pub signature: tenebra_circuit::bfv::BfvSignature,
 }
 
 impl ModelSignature {

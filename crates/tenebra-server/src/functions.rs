@@ -62,7 +62,7 @@ fn deployed_view(f: &Function) -> Result<FunctionView, ApiError> {
     let c = catalogue::parse_stored(f)?.circuit;
     let summary = match c.scheme() {
         Scheme::Tfhe => format!("deployed circuit, version {}", f.version),
-        Scheme::Bfv => format!("deployed packed circuit, version {}", f.version),
+        Scheme::Bfv => format!("deployed BFV circuit, version {}", f.version),
     };
     Ok(FunctionView {
         name: f.name.clone(),

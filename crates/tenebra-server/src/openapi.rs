@@ -347,7 +347,7 @@ fn base_document() -> Value {
                     json!({"parameters": [id_param("owner"), id_param("name"), query("version", "integer", "default: the latest")]}))
             },
             "/v1/models/{owner}/{name}/signature": {
-                "get": op("What to encrypt for to run the first `layers` layers: task function name, packed circuit signature, quantization", "read",
+                "get": op("What to encrypt for to run the first `layers` layers: task function name, BFV circuit signature, quantization", "read",
                     json!({"200": {"description": "the signature"}, "400": error_response("invalid_split or model_too_deep"), "404": error_response("no such model for this tenant")}),
                     json!({"parameters": [id_param("owner"), id_param("name"), query("layers", "integer", "layers run encrypted"), query("version", "integer", "default: the latest")]}))
             },

@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tenebra_circuit::{AnyCircuit, Scheme};
+use tenebra_engine::bfv::BfvKeySet;
 use tenebra_engine::keys::unpack_upload;
-use tenebra_engine::packed::PackedKeySet;
 use tenebra_engine::scheme::KEY_SET_LIMIT;
 use tenebra_engine::{EngineError, EvalKeys, Progress, RunOptions, ServerKeys};
 use tenebra_store::{now_ms, Outcome, StoreError, Task};
@@ -30,8 +30,8 @@ use crate::catalogue::{self, Want};
 use crate::tasks::TASK_INPUT_LIMIT;
 use crate::{blobs, AppState};
 
-/// Packed key sets kept checked in memory (a few MiB each).
-const PACKED_KEY_SETS: usize = 32;
+/// BFV key sets kept checked in memory (a few MiB each).
+const BFV_KEY_SETS: usize = 32;
 
 /// Memory one decompressed key set holds (server key ~172 MiB plus the public key).
 pub const KEY_SET_MEMORY: u64 = 200 << 20;
@@ -81,14 +81,14 @@ impl Default for WorkerConfig {
 struct KeyCache {
     capacity: usize,
     entries: Mutex<VecDeque<(String, Arc<ServerKeys>)>>,
-    packed: Mutex<VecDeque<(String, PackedKeySet)>>,
+    bfv: Mutex<VecDeque<(String, BfvKeySet)>>,
 }
 
 impl KeyCache {
     fn new(budget: u64) -> Self {
         Self {
             capacity: usize::try_from(budget / KEY_SET_MEMORY).unwrap_or(1).max(1),
-            packed: Mutex::default(),
+            bfv: Mutex::default(),
             entries: Mutex::new(VecDeque::new()),
         }
     }
@@ -104,19 +104,19 @@ impl KeyCache {
         Some(keys)
     }
 
-    /// A packed key set if it is cached.
-    fn cached_packed(&self, id: &str) -> Option<PackedKeySet> {
-        let packed = self.packed.lock().unwrap_or_else(|e| e.into_inner());
-        packed.iter().find(|(k, _)| k == id).map(|(_, v)| v.clone())
+    /// A BFV key set if it is cached.
+    fn cached_bfv(&self, id: &str) -> Option<BfvKeySet> {
+        let bfv = self.bfv.lock().unwrap_or_else(|e| e.into_inner());
+        bfv.iter().find(|(k, _)| k == id).map(|(_, v)| v.clone())
     }
 
-    /// Checks an uploaded packed key set and caches it (its decoded keys are cached inside).
-    fn load_packed(&self, id: &str, upload: Vec<u8>) -> Result<PackedKeySet, EngineError> {
-        let keys = PackedKeySet::parse(upload)?;
-        let mut packed = self.packed.lock().unwrap_or_else(|e| e.into_inner());
-        packed.retain(|(k, _)| k != id);
-        packed.push_front((id.to_owned(), keys.clone()));
-        packed.truncate(PACKED_KEY_SETS);
+    /// Checks an uploaded BFV key set and caches it (its decoded keys are cached inside).
+    fn load_bfv(&self, id: &str, upload: Vec<u8>) -> Result<BfvKeySet, EngineError> {
+        let keys = BfvKeySet::parse(upload)?;
+        let mut bfv = self.bfv.lock().unwrap_or_else(|e| e.into_inner());
+        bfv.retain(|(k, _)| k != id);
+        bfv.push_front((id.to_owned(), keys.clone()));
+        bfv.truncate(BFV_KEY_SETS);
         Ok(keys)
     }
 
@@ -124,7 +124,7 @@ impl KeyCache {
     fn cached_any(&self, scheme: Scheme, id: &str) -> Option<EvalKeys> {
         match scheme {
             Scheme::Tfhe => self.cached(id).map(EvalKeys::Tfhe),
-            Scheme::Bfv => self.cached_packed(id).map(EvalKeys::Bfv),
+            Scheme::Bfv => self.cached_bfv(id).map(EvalKeys::Bfv),
         }
     }
 
@@ -133,7 +133,7 @@ impl KeyCache {
     fn load_any(&self, scheme: Scheme, id: &str, upload: Vec<u8>) -> Result<EvalKeys, EngineError> {
         match scheme {
             Scheme::Tfhe => self.load(id, &upload).map(EvalKeys::Tfhe),
-            Scheme::Bfv => self.load_packed(id, upload).map(EvalKeys::Bfv),
+            Scheme::Bfv => self.load_bfv(id, upload).map(EvalKeys::Bfv),
         }
     }
 
@@ -562,7 +562,7 @@ impl Worker {
     }
 }
 
-/// Runs `run` with the task's hooks (TFHE or packed alike): the stop flag as the engine's
+/// Runs `run` with the task's hooks (TFHE or BFV alike): the stop flag as the engine's
 /// cancellation flag, progress into the counters the heartbeat reports.
 fn with_hooks<T>(
     flag: &StopFlag,

@@ -514,35 +514,35 @@ async fn failures_on_our_side_are_retried_then_fail() {
     s.stop().await;
 }
 
-/// `ad_targeting` as a task: packed key set upload (idempotent, checked), submit, the worker
+/// `ad_targeting` as a task: BFV key set upload (idempotent, checked), submit, the worker
 /// runs BFV, the client decrypts exactly the reference; another tenant cannot use the key set
 /// or see the task; a key set lacking Galois keys fails the task with a clear error.
-async fn packed_tasks(postgres: bool) {
-    use tenebra_client::packed::{self, PackedKeys};
-    use tenebra_engine::packed::{KeyNeeds, PackedSecret};
+async fn bfv_tasks(postgres: bool) {
+    use tenebra_client::bfv::{self, BfvKeys};
+    use tenebra_engine::bfv::{BfvSecret, KeyNeeds};
     let mut s = start(postgres).await;
     s.start_worker(Duration::from_secs(600));
     let (_, token_a) = create_tenant(&s.h.state, "acme").await.unwrap();
     let (_, token_b) = create_tenant(&s.h.state, "globex").await.unwrap();
     let a = Client::new(&s.h.base, &token_a);
     let b = Client::new(&s.h.base, &token_b);
-    let f = tenebra_functions::find_packed("ad_targeting").unwrap();
+    let f = tenebra_functions::find_bfv("ad_targeting").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut profile = vec![0u8; 62];
     for i in [1, 4, 9, 22, 40, 55] {
         profile[i] = 1;
     }
     let input = json!({ "profile": profile });
-    let enc = packed::encrypt(dir.path(), f, &input).unwrap();
+    let enc = bfv::encrypt(dir.path(), f, &input).unwrap();
     assert_eq!(
         api_code(a.submit_task(enc.clone(), None).await),
         (400, "unknown_key_set".into())
     );
-    let key_set = PackedKeys::load_key_set(dir.path(), f.circuit()).unwrap();
+    let key_set = BfvKeys::load_key_set(dir.path(), f.circuit()).unwrap();
     let ks = a.upload_key_set(key_set.bytes().to_vec()).await.unwrap();
     let again = a.upload_key_set(key_set.bytes().to_vec()).await.unwrap();
     assert_eq!(ks.id, again.id);
-    // A truncated packed key set is a 400, not a crash.
+    // A truncated BFV key set is a 400, not a crash.
     let half = key_set.bytes()[..key_set.bytes().len() / 2].to_vec();
     assert_eq!(
         api_code(a.upload_key_set(half).await),
@@ -559,16 +559,15 @@ async fn packed_tasks(postgres: bool) {
     assert_eq!(t.status, "succeeded", "{t:?}");
     assert!(b.task(&t.id).await.is_err());
     let res = a.task_result(&t.id).await.unwrap();
-    let got = packed::decrypt(dir.path(), f, &res).unwrap();
+    let got = bfv::decrypt(dir.path(), f, &res).unwrap();
     assert_eq!(got, f.reference(&input).unwrap());
 
     // A key set without one of the Galois keys the function needs: the task fails, saying so.
     let other = tempfile::tempdir().unwrap();
-    let secret = PackedSecret::load_or_generate(other.path(), 4096).unwrap();
+    let secret = BfvSecret::load_or_generate(other.path(), 4096).unwrap();
     let mut needs = KeyNeeds::of(f.circuit().plan());
     needs.rotations.remove(&1);
-    let lacking =
-        tenebra_engine::packed::PackedKeySet::parse(secret.key_set(&needs).unwrap()).unwrap();
+    let lacking = tenebra_engine::bfv::BfvKeySet::parse(secret.key_set(&needs).unwrap()).unwrap();
     a.upload_key_set(lacking.bytes().to_vec()).await.unwrap();
     let values = f.encode(&input).unwrap();
     let enc = secret
@@ -580,12 +579,12 @@ async fn packed_tasks(postgres: bool) {
     assert_eq!(err.code, "invalid_input");
     assert!(err.message.contains("lacks Galois keys"), "{}", err.message);
 
-    // A tenant's own packed circuit: deployed, listed, run on encrypted input; a circuit too
+    // A tenant's own BFV circuit: deployed, listed, run on encrypted input; a circuit too
     // deep for the parameters is refused at deploy time.
-    use tenebra_circuit::packed::{
-        evaluate_packed, parse_packed, PNode, PackedCircuit, PackedLimits, VecInput, VecOutput,
+    use tenebra_circuit::bfv::{
+        evaluate_bfv, parse_bfv, BfvCircuit, BfvLimits, PNode, VecInput, VecOutput,
     };
-    let mine = PackedCircuit {
+    let mine = BfvCircuit {
         version: 1,
         scheme: "bfv".into(),
         name: "affine".into(),
@@ -615,18 +614,17 @@ async fn packed_tasks(postgres: bool) {
     let f = a.deploy_function(mine.canonical_json()).await.unwrap();
     assert!(f.signature.contains("bfv"), "{}", f.signature);
     let bytes = a.function_circuit("affine", None, None).await.unwrap();
-    let c = parse_packed(&bytes, &PackedLimits::default()).unwrap();
+    let c = parse_bfv(&bytes, &BfvLimits::default()).unwrap();
     let sig = c.signature();
     let x = vec![vec![-10, 3, 0, 10, -1, 2, 9, -7]];
-    let enc = packed::encrypt_signed(dir.path(), &sig, "affine", &x).unwrap();
-    let ks = PackedKeys::load_key_set_for(dir.path(), sig.degree).unwrap();
+    let enc = bfv::encrypt_signed(dir.path(), &sig, "affine", &x).unwrap();
+    let ks = BfvKeys::load_key_set_for(dir.path(), sig.degree).unwrap();
     a.upload_key_set(ks.bytes().to_vec()).await.unwrap();
     let t = a.submit_task(enc.clone(), None).await.unwrap();
     let t = wait_until(&a, &t.id, |t| t.is_final()).await;
     assert_eq!(t.status, "succeeded", "{t:?}");
-    let got =
-        packed::decrypt_signed(dir.path(), &sig, &a.task_result(&t.id).await.unwrap()).unwrap();
-    let want: Vec<i64> = evaluate_packed(&mine, &x).unwrap()[0]
+    let got = bfv::decrypt_signed(dir.path(), &sig, &a.task_result(&t.id).await.unwrap()).unwrap();
+    let want: Vec<i64> = evaluate_bfv(&mine, &x).unwrap()[0]
         .iter()
         .map(|v| *v as i64)
         .collect();
@@ -651,13 +649,13 @@ async fn packed_tasks(postgres: bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn packed_tasks_on_sqlite() {
-    packed_tasks(false).await;
+async fn bfv_tasks_on_sqlite() {
+    bfv_tasks(false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn packed_tasks_on_postgres() {
-    packed_tasks(true).await;
+async fn bfv_tasks_on_postgres() {
+    bfv_tasks(true).await;
 }
 
 /// The model repository: an owner uploads the example MLP and logistic regression
@@ -666,8 +664,8 @@ async fn packed_tasks_on_postgres() {
 /// results; layers are shared only when the owner allows; a revoked grant stops new tasks;
 /// a model too deep for the parameters and a malformed model are refused.
 async fn model_repository(postgres: bool) {
-    use tenebra_circuit::packed::evaluate_packed;
-    use tenebra_client::packed::{decrypt_signed, encrypt_signed, PackedKeys};
+    use tenebra_circuit::bfv::evaluate_bfv;
+    use tenebra_client::bfv::{decrypt_signed, encrypt_signed, BfvKeys};
     use tenebra_functions::model::{
         example_data, example_logistic, example_mlp, Activation, Layer,
     };
@@ -721,7 +719,7 @@ async fn model_repository(postgres: bool) {
             std::slice::from_ref(&q),
         )
         .unwrap();
-        let ks = PackedKeys::load_key_set_for(dir.path(), sig.signature.degree).unwrap();
+        let ks = BfvKeys::load_key_set_for(dir.path(), sig.signature.degree).unwrap();
         user.upload_key_set(ks.bytes().to_vec()).await.unwrap();
         let t = user.submit_task(enc, None).await.unwrap();
         // A quote of the split is what the task costs; another spelling of the same split
@@ -752,7 +750,7 @@ async fn model_repository(postgres: bool) {
             .unwrap()
             .remove(0);
         let compiled = model.compile(layers).unwrap();
-        let want: Vec<i64> = evaluate_packed(compiled.circuit.circuit(), &[q]).unwrap()[0]
+        let want: Vec<i64> = evaluate_bfv(compiled.circuit.circuit(), &[q]).unwrap()[0]
             .iter()
             .map(|v| *v as i64)
             .collect();

@@ -330,8 +330,9 @@ enum BenchCommand {
         #[arg(long)]
         write: Option<PathBuf>,
     },
-    /// Time the packed (BFV) backend against hand-written fhe.rs code, in the same run.
-    Packed {
+    /// Time the BFV backend against hand-written fhe.rs code, in the same run.
+    #[command(alias = "packed")]
+    Bfv {
         /// Warm repetitions per case (engine and baseline alternate).
         #[arg(long, default_value_t = 5)]
         reps: usize,
@@ -448,7 +449,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Simulate { function, input } => {
-            if let Some(f) = tenebra_functions::find_packed(&function) {
+            if let Some(f) = tenebra_functions::find_bfv(&function) {
                 return print_json(&f.simulate(&read_json(&input)?)?);
             }
             let f = find(&function)?;
@@ -460,8 +461,8 @@ pub fn run(cli: Cli) -> Result<()> {
             input,
             out,
         } => {
-            if let Some(f) = tenebra_functions::find_packed(&function) {
-                let bytes = tenebra_client::packed::encrypt(&keys, f, &read_json(&input)?)?;
+            if let Some(f) = tenebra_functions::find_bfv(&function) {
+                let bytes = tenebra_client::bfv::encrypt(&keys, f, &read_json(&input)?)?;
                 return write_file(&out, &bytes);
             }
             let f = find(&function)?;
@@ -484,8 +485,8 @@ pub fn run(cli: Cli) -> Result<()> {
             input,
         } => {
             let bytes = read_limited(&input, BUNDLE_LIMIT)?;
-            if let Some(f) = tenebra_functions::find_packed(&function) {
-                return print_json(&tenebra_client::packed::decrypt(&keys, f, &bytes)?);
+            if let Some(f) = tenebra_functions::find_bfv(&function) {
+                return print_json(&tenebra_client::bfv::decrypt(&keys, f, &bytes)?);
             }
             let f = find(&function)?;
             let keys = load_client_keys(&keys)?;
@@ -567,10 +568,10 @@ fn bench(command: BenchCommand) -> Result<()> {
             Ok(())
         }
         BenchCommand::Service { keys, reps, write } => service::bench_service(&keys, reps, write),
-        BenchCommand::Packed { reps, write } => {
-            use tenebra_bench::packed::{self as p, SECTION_END, SECTION_START};
-            let results = p::bench_packed(reps.max(1), &mut log).map_err(anyhow::Error::msg)?;
-            let section = p::packed_report(&results, reps.max(1));
+        BenchCommand::Bfv { reps, write } => {
+            use tenebra_bench::bfv::{self as p, SECTION_END, SECTION_START};
+            let results = p::bench_bfv(reps.max(1), &mut log).map_err(anyhow::Error::msg)?;
+            let section = p::bfv_report(&results, reps.max(1));
             println!("{section}");
             if let Some(path) = write {
                 let old = std::fs::read_to_string(&path).unwrap_or_default();
@@ -592,17 +593,16 @@ fn bench(command: BenchCommand) -> Result<()> {
             let report = tenebra_bench::report(&results, reps.max(1));
             print!("{report}");
             if let Some(path) = write {
-                // Keep the sections `bench service` and `bench packed` wrote.
+                // Keep the sections `bench service` and `bench bfv` wrote.
                 let old = std::fs::read_to_string(&path).unwrap_or_default();
                 let mut kept = service::service_section(&old)
                     .map(|s| format!("\n{s}\n"))
                     .unwrap_or_default();
-                let packed = tenebra_bench::packed::SECTION_START;
-                if let (Some(a), Some(b)) = (
-                    old.find(packed),
-                    old.find(tenebra_bench::packed::SECTION_END),
-                ) {
-                    let end = b + tenebra_bench::packed::SECTION_END.len();
+                let bfv = tenebra_bench::bfv::SECTION_START;
+                if let (Some(a), Some(b)) =
+                    (old.find(bfv), old.find(tenebra_bench::bfv::SECTION_END))
+                {
+                    let end = b + tenebra_bench::bfv::SECTION_END.len();
                     kept.push_str(&format!("\n{}\n", &old[a..end.max(a)]));
                 }
                 write_file(&path, format!("{report}{kept}").as_bytes())?;
@@ -633,13 +633,13 @@ fn keys_generate(out: &Path) -> Result<()> {
 
 fn functions_list() -> Result<()> {
     let mut out = std::io::stdout().lock();
-    for f in tenebra_functions::packed_builtins() {
+    for f in tenebra_functions::bfv_builtins() {
         let plan = f.circuit().plan();
         writeln!(out, "{}  {}", f.name, f.summary)?;
         writeln!(out, "    signature: {}", f.signature)?;
         writeln!(
             out,
-            "    packed (BFV): ring degree {}, plaintext modulus {}, {} Galois keys; cost: {} CU",
+            "    BFV: ring degree {}, plaintext modulus {}, {} Galois keys; cost: {} CU",
             plan.degree,
             plan.plain_modulus,
             plan.galois_keys(),
@@ -663,9 +663,9 @@ fn functions_list() -> Result<()> {
 
 fn eval(keys: &Path, function: &str, input: &Path, out: &Path) -> Result<()> {
     let bytes = read_limited(input, BUNDLE_LIMIT)?;
-    if let Some(f) = tenebra_functions::find_packed(function) {
+    if let Some(f) = tenebra_functions::find_bfv(function) {
         let circuit = f.circuit();
-        let header = tenebra_engine::packed::input_header(&bytes)?;
+        let header = tenebra_engine::bfv::input_header(&bytes)?;
         if header.function != f.name {
             bail!(
                 "this file was made for function `{}`, not `{}`",
@@ -673,9 +673,9 @@ fn eval(keys: &Path, function: &str, input: &Path, out: &Path) -> Result<()> {
                 f.name
             );
         }
-        let key_set = tenebra_client::packed::PackedKeys::load_key_set(keys, circuit)?;
+        let key_set = tenebra_client::bfv::BfvKeys::load_key_set(keys, circuit)?;
         let started = Instant::now();
-        let result = tenebra_engine::packed::run(&key_set, circuit, &bytes)?;
+        let result = tenebra_engine::bfv::run(&key_set, circuit, &bytes)?;
         eprintln!(
             "evaluated {} in {:.1} ms (ring degree {}, {} rotations)",
             f.name,

@@ -284,8 +284,8 @@ async fn ensure_uploaded(client: &Client, keys: &ClientKeys, dir: &Path) -> Resu
 /// functions (its latest version).
 pub fn run_remote(server: &ServerArgs, keys: &Path, function: &str, input: &Path) -> Result<()> {
     let json = read_json(input)?;
-    if let Some(f) = tenebra_functions::find_packed(function) {
-        return print_json(&run_packed(server, keys, f, &json)?);
+    if let Some(f) = tenebra_functions::find_bfv(function) {
+        return print_json(&run_bfv(server, keys, f, &json)?);
     }
     let builtin = find(function).ok();
     if let Some(f) = builtin {
@@ -297,11 +297,11 @@ pub fn run_remote(server: &ServerArgs, keys: &Path, function: &str, input: &Path
             Some(_) => None,
             None => {
                 let bytes = client.function_circuit(function, None, None).await?;
-                if let Ok(c) = tenebra_circuit::packed::parse_packed(
+                if let Ok(c) = tenebra_circuit::bfv::parse_bfv(
                     &bytes,
-                    &tenebra_circuit::packed::PackedLimits::default(),
+                    &tenebra_circuit::bfv::BfvLimits::default(),
                 ) {
-                    return run_deployed_packed(&client, keys, &c, &json).await;
+                    return run_deployed_bfv(&client, keys, &c, &json).await;
                 }
                 let limits = tenebra_circuit::validate::Limits::default();
                 Some(
@@ -310,7 +310,7 @@ pub fn run_remote(server: &ServerArgs, keys: &Path, function: &str, input: &Path
                 )
             }
         };
-        // TFHE keys only now: a packed function (above) needs none.
+        // TFHE keys only now: a BFV function (above) needs none.
         let client_keys = load_client_keys(keys)?;
         let enc = match (builtin, &deployed) {
             (Some(f), _) => encrypt(&client_keys, f, &json)?,
@@ -331,16 +331,16 @@ pub fn run_remote(server: &ServerArgs, keys: &Path, function: &str, input: &Path
     print_json(&value)
 }
 
-/// `tenebra run` of a packed built-in: encrypt (making the packed keys if needed), upload the
-/// packed key set (idempotent), submit, wait, download and decrypt.
-fn run_packed(
+/// `tenebra run` of a BFV built-in: encrypt (making the BFV keys if needed), upload the
+/// BFV key set (idempotent), submit, wait, download and decrypt.
+fn run_bfv(
     server: &ServerArgs,
     keys: &Path,
-    f: &'static tenebra_functions::PackedBuiltin,
+    f: &'static tenebra_functions::BfvBuiltin,
     json: &serde_json::Value,
 ) -> Result<serde_json::Value> {
-    let enc = tenebra_client::packed::encrypt(keys, f, json)?;
-    let key_set = tenebra_client::packed::PackedKeys::load_key_set(keys, f.circuit())?;
+    let enc = tenebra_client::bfv::encrypt(keys, f, json)?;
+    let key_set = tenebra_client::bfv::BfvKeys::load_key_set(keys, f.circuit())?;
     let client = server.client()?;
     runtime()?.block_on(async {
         client.upload_key_set(key_set.bytes().to_vec()).await?;
@@ -348,16 +348,16 @@ fn run_packed(
         let t = wait(&client, &t.id).await?;
         succeeded(&t)?;
         let bytes = client.task_result(&t.id).await?;
-        Ok(tenebra_client::packed::decrypt(keys, f, &bytes)?)
+        Ok(tenebra_client::bfv::decrypt(keys, f, &bytes)?)
     })
 }
 
-/// `tenebra run` of a deployed packed function: inputs and outputs are JSON objects of
+/// `tenebra run` of a deployed BFV function: inputs and outputs are JSON objects of
 /// integer vectors keyed by the circuit's input and output names.
-async fn run_deployed_packed(
+async fn run_deployed_bfv(
     client: &tenebra_client::http::Client,
     keys: &Path,
-    c: &tenebra_circuit::packed::ValidPacked,
+    c: &tenebra_circuit::bfv::ValidBfv,
     json: &serde_json::Value,
 ) -> Result<serde_json::Value> {
     let sig = c.signature();
@@ -371,14 +371,14 @@ async fn run_deployed_packed(
         })
         .collect::<Result<Vec<_>>>()?;
     let name = c.circuit().name.clone();
-    let enc = tenebra_client::packed::encrypt_signed(keys, &sig, &name, &inputs)?;
-    let key_set = tenebra_client::packed::PackedKeys::load_key_set_for(keys, sig.degree)?;
+    let enc = tenebra_client::bfv::encrypt_signed(keys, &sig, &name, &inputs)?;
+    let key_set = tenebra_client::bfv::BfvKeys::load_key_set_for(keys, sig.degree)?;
     client.upload_key_set(key_set.bytes().to_vec()).await?;
     let t = client.submit_task(enc, None).await?;
     let t = wait(client, &t.id).await?;
     succeeded(&t)?;
     let bytes = client.task_result(&t.id).await?;
-    let outputs = tenebra_client::packed::decrypt_signed(keys, &sig, &bytes)?;
+    let outputs = tenebra_client::bfv::decrypt_signed(keys, &sig, &bytes)?;
     Ok(serde_json::Value::Object(
         sig.outputs
             .iter()
@@ -586,8 +586,8 @@ async fn demo_client(url: &str, token: &str, dir: &Path) -> Result<()> {
             bail!("{name}: the decrypted result differs from the plaintext simulation");
         }
     }
-    // The packed (BFV) built-in: a profile scored against the 4954-ad catalogue.
-    let ads = tenebra_functions::find_packed("ad_targeting")
+    // The BFV built-in: a profile scored against the 4954-ad catalogue.
+    let ads = tenebra_functions::find_bfv("ad_targeting")
         .ok_or_else(|| anyhow::anyhow!("ad_targeting is missing"))?;
     let mut profile = vec![0u8; 62];
     for i in [0, 4, 8, 20, 47, 56] {
@@ -596,10 +596,10 @@ async fn demo_client(url: &str, token: &str, dir: &Path) -> Result<()> {
     let input = serde_json::json!({ "profile": profile });
     let (dir_owned, input_owned) = (dir.to_path_buf(), input.clone());
     let enc = tokio::task::spawn_blocking(move || {
-        tenebra_client::packed::encrypt(&dir_owned, ads, &input_owned)
+        tenebra_client::bfv::encrypt(&dir_owned, ads, &input_owned)
     })
     .await??;
-    let key_set = tenebra_client::packed::PackedKeys::load_key_set(dir, ads.circuit())?;
+    let key_set = tenebra_client::bfv::BfvKeys::load_key_set(dir, ads.circuit())?;
     client.upload_key_set(key_set.bytes().to_vec()).await?;
     let started = Instant::now();
     let t = client.submit_task(enc.clone(), None).await?;
@@ -607,12 +607,12 @@ async fn demo_client(url: &str, token: &str, dir: &Path) -> Result<()> {
     succeeded(&t)?;
     let res = client.task_result(&t.id).await?;
     let e2e = started.elapsed().as_secs_f64();
-    let got = tenebra_client::packed::decrypt(dir, ads, &res)?;
+    let got = tenebra_client::bfv::decrypt(dir, ads, &res)?;
     let want = ads.simulate(&input)?;
     println!("ad_targeting: profile {}", input["profile"]);
     println!(
         "  encrypted result: top ads {}  (task {}: {} CU, server {} ms, end to end {:.0} ms, \
-         {} bytes in, {} bytes out, packed key set {} bytes)",
+         {} bytes in, {} bytes out, BFV key set {} bytes)",
         got["top"],
         t.id,
         t.cost_cu,

@@ -680,7 +680,7 @@ fn demo_runs_end_to_end() {
     assert!(out.contains("verified: true"), "{out}");
 }
 
-/// The packed built-in through the same CLI contract: simulate, encrypt, eval (key set only),
+/// The BFV built-in through the same CLI contract: simulate, encrypt, eval (key set only),
 /// decrypt prints `{"scores": [...], "top": [...]}` equal to the simulation; wrong inputs and
 /// files are one clear line.
 #[test]

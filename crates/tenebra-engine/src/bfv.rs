@@ -1,20 +1,20 @@
-//! The packed (SIMD) backend: BFV from the pure-Rust `fhe` crate (fhe.rs, `tfhe-ntt`).
+//! The BFV backend: BFV from the pure-Rust `fhe` crate (fhe.rs, `tfhe-ntt`).
 //!
 //! Parameters are the 128-bit-security sets of the homomorphic encryption standard: ring degree
 //! 4096 with a 109-bit ciphertext modulus (three NTT primes), 8192 with 218 bits (five) or
 //! 16384 with 438 bits (nine); the
-//! plaintext modulus is chosen per circuit by [`tenebra_circuit::packed`] so that no result
+//! plaintext modulus is chosen per circuit by [`tenebra_circuit::bfv`] so that no result
 //! wraps. Key material does not depend on the plaintext modulus, so one key set per degree
 //! serves every function: the server reads it at each function's modulus.
 //!
-//! A packed key set (what a client uploads) is a bundle of kind `KeySet`: a JSON header (degree,
+//! A BFV key set (what a client uploads) is a bundle of kind `KeySet`: a JSON header (degree,
 //! the column rotations it has Galois keys for, row swap, relinearization) and the public key,
 //! relinearization key and evaluation (Galois) keys as fhe.rs protobuf bytes, each
 //! length-prefixed. Everything read from the network is size-limited, decoded under
 //! `catch_unwind` (a hostile protobuf must never take a worker down), and checked against the
 //! header and the parameters.
 //!
-//! Encrypted inputs and results are bundles too (kinds `Input`/`Result`, a [`PackedHeader`]),
+//! Encrypted inputs and results are bundles too (kinds `Input`/`Result`, a [`BfvHeader`]),
 //! holding length-prefixed ciphertexts in the layouts the plan gives.
 
 use std::collections::BTreeSet;
@@ -32,8 +32,8 @@ use fhe_traits::{
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tenebra_circuit::packed::{
-    layout_for, Layout, MatvecPlan, PNode, PackedPlan, PackedSignature, ValidPacked, SCHEME_BFV,
+use tenebra_circuit::bfv::{
+    layout_for, BfvPlan, BfvSignature, Layout, MatvecPlan, PNode, ValidBfv, SCHEME_BFV,
 };
 
 use crate::bundle::{self, Kind};
@@ -61,9 +61,9 @@ const MODULI_16384: [u64; 9] = [
     0x1ffffffe48001,
 ];
 
-/// Version of the packed key set and bundle headers.
-pub const PACKED_VERSION: u32 = 1;
-/// Largest accepted packed key set upload.
+/// Version of the BFV key set and bundle headers.
+pub const BFV_VERSION: u32 = 1;
+/// Largest accepted BFV key set upload.
 pub const KEY_SET_LIMIT: u64 = 256 << 20;
 /// Largest serialized ciphertext accepted (degree 16384, nine moduli, three polynomials).
 const CT_LIMIT: usize = 3 * 9 * 16384 * 8 + 4096;
@@ -136,7 +136,7 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, EngineError>) -> Result<
 
 // ---- keys ---------------------------------------------------------------------------------
 
-/// Which keys a packed function needs: the degree, its column rotations, row swap and
+/// Which keys a BFV function needs: the degree, its column rotations, row swap and
 /// relinearization. A key set serves a function when it covers these.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -148,7 +148,7 @@ pub struct KeyNeeds {
 }
 
 impl KeyNeeds {
-    pub fn of(plan: &PackedPlan) -> Self {
+    pub fn of(plan: &BfvPlan) -> Self {
         Self {
             degree: plan.degree,
             rotations: plan.rotations.clone(),
@@ -158,7 +158,7 @@ impl KeyNeeds {
     }
 
     /// What a circuit with this signature needs.
-    pub fn of_signature(sig: &PackedSignature) -> Self {
+    pub fn of_signature(sig: &BfvSignature) -> Self {
         Self {
             degree: sig.degree,
             rotations: sig.rotations.clone(),
@@ -202,7 +202,7 @@ impl KeyNeeds {
     }
 }
 
-/// The JSON header of a packed key set upload.
+/// The JSON header of a BFV key set upload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeySetHeader {
@@ -215,12 +215,12 @@ pub struct KeySetHeader {
 }
 
 /// The client's secret key for one ring degree (never leaves the client).
-pub struct PackedSecret {
+pub struct BfvSecret {
     degree: usize,
     bytes: zeroize::Zeroizing<Vec<u8>>,
 }
 
-impl PackedSecret {
+impl BfvSecret {
     /// A fresh secret key.
     pub fn generate(degree: usize) -> Result<Self, EngineError> {
         let par = parameters(degree, CHECK_MODULUS)?;
@@ -236,7 +236,7 @@ impl PackedSecret {
         let path = dir.join(secret_key_file(degree));
         let bytes = std::fs::read(&path).map_err(|e| {
             EngineError::BadInput(format!(
-                "{}: {e} (no packed secret key for ring degree {degree} in this key set)",
+                "{}: {e} (no BFV secret key for ring degree {degree} in this key set)",
                 path.display()
             ))
         })?;
@@ -309,7 +309,7 @@ impl PackedSecret {
         }
         let ek = builder.build(rng).map_err(internal)?.to_bytes();
         let header = KeySetHeader {
-            version: PACKED_VERSION,
+            version: BFV_VERSION,
             scheme: SCHEME_BFV.into(),
             needs: needs.clone(),
             sizes: [pk.len() as u64, rk.len() as u64, ek.len() as u64],
@@ -318,11 +318,11 @@ impl PackedSecret {
         bundle::write(Kind::KeySet, &header, &payload)
     }
 
-    /// Encrypts the inputs of a packed circuit (lengths and ranges checked against its
+    /// Encrypts the inputs of a BFV circuit (lengths and ranges checked against its
     /// signature).
     pub fn encrypt(
         &self,
-        sig: &PackedSignature,
+        sig: &BfvSignature,
         function: &str,
         key_set_id: &str,
         inputs: &[Vec<i64>],
@@ -364,8 +364,8 @@ impl PackedSecret {
                 cts.push(ct.to_bytes());
             }
         }
-        let header = PackedHeader {
-            version: PACKED_VERSION,
+        let header = BfvHeader {
+            version: BFV_VERSION,
             scheme: SCHEME_BFV.into(),
             function: function.into(),
             circuit_id: sig.circuit_id.clone(),
@@ -379,11 +379,7 @@ impl PackedSecret {
 
     /// Decrypts a result bundle made by [`run`] for the circuit of `sig`: one vector per
     /// output.
-    pub fn decrypt(
-        &self,
-        sig: &PackedSignature,
-        result: &[u8],
-    ) -> Result<Vec<Vec<i64>>, EngineError> {
+    pub fn decrypt(&self, sig: &BfvSignature, result: &[u8]) -> Result<Vec<Vec<i64>>, EngineError> {
         let (header, payload) = read_bundle(result, Kind::Result, sig)?;
         let par = parameters(sig.degree, sig.plain_modulus)?;
         let sk = self.key(sig.plain_modulus)?;
@@ -410,7 +406,7 @@ impl PackedSecret {
     }
 
     /// Remaining noise budget of a ciphertext, in bits (for tests and diagnostics).
-    pub fn noise_budget(&self, circuit: &ValidPacked, result: &[u8]) -> Result<f64, EngineError> {
+    pub fn noise_budget(&self, circuit: &ValidBfv, result: &[u8]) -> Result<f64, EngineError> {
         let plan = circuit.plan();
         let (_, payload) = read_bundle(result, Kind::Result, &circuit.signature())?;
         let par = parameters(plan.degree, plan.plain_modulus)?;
@@ -430,7 +426,7 @@ impl PackedSecret {
     }
 }
 
-fn input_layout(circuit: &ValidPacked, input: usize) -> Result<Layout, EngineError> {
+fn input_layout(circuit: &ValidBfv, input: usize) -> Result<Layout, EngineError> {
     let len = circuit
         .circuit()
         .inputs
@@ -443,9 +439,9 @@ fn input_layout(circuit: &ValidPacked, input: usize) -> Result<Layout, EngineErr
 /// Keys decoded per plaintext modulus.
 type Decoded = Vec<(u64, Arc<Evaluator>)>;
 
-/// A packed key set as the server holds it: its header and raw bytes, checked at upload.
+/// A BFV key set as the server holds it: its header and raw bytes, checked at upload.
 #[derive(Clone)]
-pub struct PackedKeySet {
+pub struct BfvKeySet {
     pub header: KeySetHeader,
     bytes: Arc<Vec<u8>>,
     body: usize,
@@ -453,15 +449,15 @@ pub struct PackedKeySet {
     decoded: Arc<Mutex<Decoded>>,
 }
 
-impl std::fmt::Debug for PackedKeySet {
+impl std::fmt::Debug for BfvKeySet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PackedKeySet")
+        f.debug_struct("BfvKeySet")
             .field("header", &self.header)
             .finish()
     }
 }
 
-impl PackedKeySet {
+impl BfvKeySet {
     /// Parses and checks an untrusted key set upload: framing, header, sizes, and every key
     /// decoded against the parameters; the evaluation key must hold exactly the Galois keys
     /// the header lists.
@@ -472,10 +468,10 @@ impl PackedKeySet {
             )));
         }
         let (header, payload): (KeySetHeader, &[u8]) = bundle::read_as(&bytes, Kind::KeySet)?;
-        let bad = |m: String| EngineError::BadInput(format!("not a valid packed key set: {m}"));
-        if header.version != PACKED_VERSION || header.scheme != SCHEME_BFV {
+        let bad = |m: String| EngineError::BadInput(format!("not a valid BFV key set: {m}"));
+        if header.version != BFV_VERSION || header.scheme != SCHEME_BFV {
             return Err(bad(format!(
-                "version {} / scheme `{}` (expected {PACKED_VERSION} / `{SCHEME_BFV}`)",
+                "version {} / scheme `{}` (expected {BFV_VERSION} / `{SCHEME_BFV}`)",
                 header.version, header.scheme
             )));
         }
@@ -547,7 +543,7 @@ impl PackedKeySet {
         let par = parameters(self.header.needs.degree, t)?;
         guarded("the key set", || {
             let bad = |what: &str, e: fhe::Error| {
-                EngineError::BadInput(format!("not a valid packed key set: {what}: {e}"))
+                EngineError::BadInput(format!("not a valid BFV key set: {what}: {e}"))
             };
             PublicKey::from_bytes(self.section(0), &par).map_err(|e| bad("public key", e))?;
             let rk = if self.header.needs.relin {
@@ -564,14 +560,14 @@ impl PackedKeySet {
             for r in &needs.rotations {
                 if !ek.supports_column_rotation_by(*r) {
                     return Err(EngineError::BadInput(format!(
-                        "not a valid packed key set: the header lists rotation {r} but the \
+                        "not a valid BFV key set: the header lists rotation {r} but the \
                          evaluation key has no Galois key for it"
                     )));
                 }
             }
             if needs.row_swap && !ek.supports_row_rotation() {
                 return Err(EngineError::BadInput(
-                    "not a valid packed key set: the row-swap key is missing".into(),
+                    "not a valid BFV key set: the row-swap key is missing".into(),
                 ));
             }
             Ok(Evaluator { par, ek, rk })
@@ -596,10 +592,10 @@ impl Evaluator {
 
 // ---- bundles ------------------------------------------------------------------------------
 
-/// Header of packed input and result bundles.
+/// Header of BFV input and result bundles.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PackedHeader {
+pub struct BfvHeader {
     pub version: u32,
     pub scheme: String,
     pub function: String,
@@ -658,10 +654,10 @@ fn unframe(
 fn read_bundle<'a>(
     bytes: &'a [u8],
     kind: Kind,
-    sig: &PackedSignature,
-) -> Result<(PackedHeader, &'a [u8]), EngineError> {
-    let (header, payload): (PackedHeader, &[u8]) = bundle::read_as(bytes, kind)?;
-    if header.version != PACKED_VERSION || header.scheme != SCHEME_BFV {
+    sig: &BfvSignature,
+) -> Result<(BfvHeader, &'a [u8]), EngineError> {
+    let (header, payload): (BfvHeader, &[u8]) = bundle::read_as(bytes, kind)?;
+    if header.version != BFV_VERSION || header.scheme != SCHEME_BFV {
         return Err(EngineError::BadInput(format!(
             "bundle version {} / scheme `{}` is not supported",
             header.version, header.scheme
@@ -680,13 +676,13 @@ fn read_bundle<'a>(
 }
 
 /// Reads an input bundle's header (checks nothing but the framing).
-pub fn input_header(bytes: &[u8]) -> Result<PackedHeader, EngineError> {
-    Ok(bundle::read_as::<PackedHeader>(bytes, Kind::Input)?.0)
+pub fn input_header(bytes: &[u8]) -> Result<BfvHeader, EngineError> {
+    Ok(bundle::read_as::<BfvHeader>(bytes, Kind::Input)?.0)
 }
 
 /// Reads a result bundle's header (checks nothing but the framing).
-pub fn result_header(bytes: &[u8]) -> Result<PackedHeader, EngineError> {
-    Ok(bundle::read_as::<PackedHeader>(bytes, Kind::Result)?.0)
+pub fn result_header(bytes: &[u8]) -> Result<BfvHeader, EngineError> {
+    Ok(bundle::read_as::<BfvHeader>(bytes, Kind::Result)?.0)
 }
 
 // ---- execution ----------------------------------------------------------------------------
@@ -700,7 +696,7 @@ type Encoded = Arc<Vec<Vec<Option<Plaintext>>>>;
 /// Bytes of encoded plaintexts kept over all circuits.
 pub const ENCODED_CACHE_BYTES: u64 = 1 << 30;
 
-fn encoded(circuit: &ValidPacked, par: &Arc<BfvParameters>) -> Result<Encoded, EngineError> {
+fn encoded(circuit: &ValidBfv, par: &Arc<BfvParameters>) -> Result<Encoded, EngineError> {
     // Keyed by the parameters' address: entries hold their `Arc`, so it is never reused.
     type Key = (String, usize);
     static CACHE: OnceLock<BytesCache<Key, Encoded>> = OnceLock::new();
@@ -731,7 +727,7 @@ fn encode_slots(slots: &[i64], par: &Arc<BfvParameters>) -> Result<Option<Plaint
         .map_err(internal)
 }
 
-fn arg_layout_cts(plan: &PackedPlan, n: &PNode) -> usize {
+fn arg_layout_cts(plan: &BfvPlan, n: &PNode) -> usize {
     n.deps()
         .first()
         .map_or(1, |a| plan.nodes[*a as usize].layout.ciphertexts())
@@ -749,7 +745,7 @@ fn encode_always(
 /// The plaintexts node `id` multiplies or adds, in the order the executor uses them.
 fn encode_node(
     n: &PNode,
-    plan: &PackedPlan,
+    plan: &BfvPlan,
     id: usize,
     par: &Arc<BfvParameters>,
 ) -> Result<Vec<Option<Plaintext>>, EngineError> {
@@ -942,12 +938,8 @@ fn sum(
     Ok(acc)
 }
 
-/// Runs a packed circuit on an input bundle with a key set; returns the result bundle.
-pub fn run(
-    keys: &PackedKeySet,
-    circuit: &ValidPacked,
-    input: &[u8],
-) -> Result<Vec<u8>, EngineError> {
+/// Runs a BFV circuit on an input bundle with a key set; returns the result bundle.
+pub fn run(keys: &BfvKeySet, circuit: &ValidBfv, input: &[u8]) -> Result<Vec<u8>, EngineError> {
     run_with(keys, circuit, input, crate::RunOptions::default())
 }
 
@@ -955,8 +947,8 @@ pub fn run(
 /// (a cancel, a lost lease or a shutdown stops the run there) and progress is reported after
 /// each.
 pub fn run_with(
-    keys: &PackedKeySet,
-    circuit: &ValidPacked,
+    keys: &BfvKeySet,
+    circuit: &ValidBfv,
     input: &[u8],
     opts: crate::RunOptions<'_>,
 ) -> Result<Vec<u8>, EngineError> {
@@ -971,7 +963,8 @@ pub fn run_with(
     }
     if let Some(m) = keys.header.needs.missing(&KeyNeeds::of(plan)) {
         return Err(EngineError::BadInput(format!(
-            "{m}; generate a key set for this function (`tenebra keys packed --function {}`)",
+            "{m}: encrypt for `{}` again, which remakes the key directory's BFV key set with the \
+             keys it needs, and upload that key set",
             header.function
         )));
     }
@@ -994,13 +987,13 @@ pub fn run_with(
         counts.push(v.len() as u32);
         flat.extend(v.iter().map(|c| c.to_bytes()));
     }
-    let out_header = PackedHeader { counts, ..header };
+    let out_header = BfvHeader { counts, ..header };
     bundle::write(Kind::Result, &out_header, &frame(&flat))
 }
 
 fn execute(
     ev: &Evaluator,
-    circuit: &ValidPacked,
+    circuit: &ValidBfv,
     inputs: Vec<Ciphertext>,
     opts: crate::RunOptions<'_>,
 ) -> Result<Vec<Vec<Ciphertext>>, EngineError> {

@@ -1,17 +1,17 @@
-//! The packed (BFV) backend against the exact plaintext evaluator: layouts, rotations, noise
+//! The BFV backend against the exact plaintext evaluator: layouts, rotations, noise
 //! estimate, and hostile keys and inputs.
 
 use rand::{Rng, SeedableRng};
-use tenebra_circuit::ir::FORMAT_VERSION;
-use tenebra_circuit::packed::{
-    evaluate_packed, validate_packed, PNode, PackedCircuit, PackedLimits, ValidPacked, VecInput,
-    VecOutput, SCHEME_BFV,
+use tenebra_circuit::bfv::{
+    evaluate_bfv, validate_bfv, BfvCircuit, BfvLimits, PNode, ValidBfv, VecInput, VecOutput,
+    SCHEME_BFV,
 };
-use tenebra_engine::packed::{run, KeyNeeds, PackedKeySet, PackedSecret};
+use tenebra_circuit::ir::FORMAT_VERSION;
+use tenebra_engine::bfv::{run, BfvKeySet, BfvSecret, KeyNeeds};
 use tenebra_engine::EngineError;
 
-fn circuit(inputs: Vec<(usize, i64, i64)>, nodes: Vec<PNode>, outputs: &[u32]) -> ValidPacked {
-    let c = PackedCircuit {
+fn circuit(inputs: Vec<(usize, i64, i64)>, nodes: Vec<PNode>, outputs: &[u32]) -> ValidBfv {
+    let c = BfvCircuit {
         version: FORMAT_VERSION,
         scheme: SCHEME_BFV.into(),
         name: "t".into(),
@@ -35,7 +35,7 @@ fn circuit(inputs: Vec<(usize, i64, i64)>, nodes: Vec<PNode>, outputs: &[u32]) -
             })
             .collect(),
     };
-    validate_packed(c, &PackedLimits::default()).expect("valid test circuit")
+    validate_bfv(c, &BfvLimits::default()).expect("valid test circuit")
 }
 
 fn matrix(rng: &mut impl Rng, m: usize, n: usize, w: i64) -> Vec<Vec<i64>> {
@@ -49,14 +49,14 @@ fn vector(rng: &mut impl Rng, n: usize, lo: i64, hi: i64) -> Vec<i64> {
 }
 
 /// Encrypts, runs and decrypts; checks against the exact evaluator and the noise estimate.
-fn check(c: &ValidPacked, inputs: &[Vec<i64>]) {
+fn check(c: &ValidBfv, inputs: &[Vec<i64>]) {
     let plan = c.plan();
-    let sk = PackedSecret::generate(plan.degree).unwrap();
-    let keys = PackedKeySet::parse(sk.key_set(&KeyNeeds::of(plan)).unwrap()).unwrap();
+    let sk = BfvSecret::generate(plan.degree).unwrap();
+    let keys = BfvKeySet::parse(sk.key_set(&KeyNeeds::of(plan)).unwrap()).unwrap();
     let enc = sk.encrypt(&c.signature(), "t", &keys.id(), inputs).unwrap();
     let result = run(&keys, c, &enc).unwrap();
     let got = sk.decrypt(&c.signature(), &result).unwrap();
-    let want: Vec<Vec<i64>> = evaluate_packed(c.circuit(), inputs)
+    let want: Vec<Vec<i64>> = evaluate_bfv(c.circuit(), inputs)
         .unwrap()
         .into_iter()
         .map(|v| v.into_iter().map(|x| x as i64).collect())
@@ -157,12 +157,12 @@ fn long_vectors_sum_across_chunks_and_rows() {
     check(&c, &[vector(&mut rng, 5000, 0, 9)]);
 }
 
-fn small() -> ValidPacked {
+fn small() -> ValidBfv {
     small_with(5)
 }
 
 /// A 30 -> 7 product with weights from `seed`.
-fn small_with(seed: u64) -> ValidPacked {
+fn small_with(seed: u64) -> ValidBfv {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     circuit(
         vec![(30, 0, 1)],
@@ -180,11 +180,11 @@ fn small_with(seed: u64) -> ValidPacked {
 #[test]
 fn a_key_set_without_the_needed_galois_keys_is_refused() {
     let c = small();
-    let sk = PackedSecret::generate(4096).unwrap();
+    let sk = BfvSecret::generate(4096).unwrap();
     let mut needs = KeyNeeds::of(c.plan());
     let dropped = *needs.rotations.iter().next().unwrap();
     needs.rotations.remove(&dropped);
-    let keys = PackedKeySet::parse(sk.key_set(&needs).unwrap()).unwrap();
+    let keys = BfvKeySet::parse(sk.key_set(&needs).unwrap()).unwrap();
     let enc = sk
         .encrypt(&c.signature(), "t", &keys.id(), &[vec![1; 30]])
         .unwrap();
@@ -198,7 +198,7 @@ fn a_key_set_without_the_needed_galois_keys_is_refused() {
 #[test]
 fn hostile_key_sets_and_inputs_are_clear_errors() {
     let c = small();
-    let sk = PackedSecret::generate(4096).unwrap();
+    let sk = BfvSecret::generate(4096).unwrap();
     let needs = KeyNeeds::of(c.plan());
     let good = sk.key_set(&needs).unwrap();
     // Truncated, a header that claims more rotations than the keys hold, empty and garbage.
@@ -210,7 +210,7 @@ fn hostile_key_sets_and_inputs_are_clear_errors() {
         b"TNBR\x03\x02\x00\x00\x00{}".to_vec(),
         vec![0u8; 100],
     ] {
-        match PackedKeySet::parse(bytes) {
+        match BfvKeySet::parse(bytes) {
             Err(EngineError::BadInput(_)) => {}
             other => panic!("expected a client error, got {other:?}"),
         }
@@ -222,13 +222,13 @@ fn hostile_key_sets_and_inputs_are_clear_errors() {
     for x in &mut flipped[n - 5000..n - 4000] {
         *x ^= 0xa5;
     }
-    if let Ok(k) = PackedKeySet::parse(flipped) {
+    if let Ok(k) = BfvKeySet::parse(flipped) {
         let enc = sk
             .encrypt(&c.signature(), "t", &k.id(), &[vec![1; 30]])
             .unwrap();
         let _ = run(&k, &c, &enc);
     }
-    let keys = PackedKeySet::parse(good).unwrap();
+    let keys = BfvKeySet::parse(good).unwrap();
     // Wrong-length vector, out-of-range value.
     assert!(sk
         .encrypt(&c.signature(), "t", &keys.id(), &[vec![1; 29]])
@@ -251,7 +251,7 @@ fn hostile_key_sets_and_inputs_are_clear_errors() {
             other => panic!("expected a client error, got {:?}", other.map(|v| v.len())),
         }
     }
-    let other_keys = PackedKeySet::parse(sk.key_set(&needs).unwrap()).unwrap();
+    let other_keys = BfvKeySet::parse(sk.key_set(&needs).unwrap()).unwrap();
     assert!(matches!(
         run(&other_keys, &c, &enc),
         Err(EngineError::BadInput(_))
@@ -263,14 +263,14 @@ fn hostile_key_sets_and_inputs_are_clear_errors() {
     ));
 }
 
-/// A packed run stops at its next node once cancelled (a tenant's cancel, a lost lease, a
+/// A BFV run stops at its next node once cancelled (a tenant's cancel, a lost lease, a
 /// shutdown) and reports progress node by node.
 #[test]
-fn cancellation_stops_a_packed_run_between_nodes() {
+fn cancellation_stops_a_bfv_run_between_nodes() {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let c = small();
-    let sk = PackedSecret::generate(c.plan().degree).unwrap();
-    let keys = PackedKeySet::parse(sk.key_set(&KeyNeeds::of(c.plan())).unwrap()).unwrap();
+    let sk = BfvSecret::generate(c.plan().degree).unwrap();
+    let keys = BfvKeySet::parse(sk.key_set(&KeyNeeds::of(c.plan())).unwrap()).unwrap();
     let enc = sk
         .encrypt(&c.signature(), "t", &keys.id(), &[vec![1; 30]])
         .unwrap();
@@ -286,7 +286,7 @@ fn cancellation_stops_a_packed_run_between_nodes() {
         progress: Some(&progress),
         ..Default::default()
     };
-    match tenebra_engine::packed::run_with(&keys, &c, &enc, opts) {
+    match tenebra_engine::bfv::run_with(&keys, &c, &enc, opts) {
         Err(EngineError::Cancelled { done: 1, total: 2 }) => {}
         other => panic!(
             "expected a cancel after node 1 of 2, got {:?}",

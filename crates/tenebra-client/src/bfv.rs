@@ -1,17 +1,17 @@
-//! Client side of packed (BFV) functions: the secret key per ring degree and the key set to
+//! Client side of BFV functions: the secret key per ring degree and the key set to
 //! upload live in the key set directory next to the TFHE keys:
 //! - `bfv-<degree>.key`: the secret key (never leaves the client);
 //! - `bfv-<degree>.keyset`: the upload (public, relinearization and Galois keys). It is made
-//!   once with the Galois keys of every packed built-in, and remade (a new key set id) only
+//!   once with the Galois keys of every BFV built-in, and remade (a new key set id) only
 //!   when a function needs a rotation it lacks.
 
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use tenebra_circuit::packed::{PackedSignature, ValidPacked};
-use tenebra_engine::packed::{KeyNeeds, PackedKeySet, PackedSecret};
+use tenebra_circuit::bfv::{BfvSignature, ValidBfv};
+use tenebra_engine::bfv::{BfvKeySet, BfvSecret, KeyNeeds};
 use tenebra_engine::EngineError;
-use tenebra_functions::{packed_builtins, PackedBuiltin};
+use tenebra_functions::{bfv_builtins, BfvBuiltin};
 
 use crate::ClientError;
 
@@ -23,9 +23,9 @@ pub fn key_set_file(dir: &Path, degree: usize) -> PathBuf {
     dir.join(format!("bfv-{degree}.keyset"))
 }
 
-/// What every packed built-in at `degree` needs (the default key set's Galois keys).
+/// What every BFV built-in at `degree` needs (the default key set's Galois keys).
 fn builtin_needs(degree: usize) -> KeyNeeds {
-    packed_builtins()
+    bfv_builtins()
         .iter()
         .map(|b| KeyNeeds::of(b.circuit().plan()))
         .filter(|n| n.degree == degree)
@@ -38,17 +38,17 @@ fn builtin_needs(degree: usize) -> KeyNeeds {
         )
 }
 
-/// A client's packed keys for one degree: the secret key and the key set covering `needs`.
-pub struct PackedKeys {
-    pub secret: PackedSecret,
-    pub key_set: PackedKeySet,
+/// A client's BFV keys for one degree: the secret key and the key set covering `needs`.
+pub struct BfvKeys {
+    pub secret: BfvSecret,
+    pub key_set: BfvKeySet,
 }
 
-impl PackedKeys {
+impl BfvKeys {
     /// Loads the keys for `circuit` from `dir`, making the secret key and the key set if
     /// missing, and remaking the key set (with the union of the Galois keys) if it lacks some
     /// the circuit needs.
-    pub fn ensure(dir: &Path, circuit: &ValidPacked) -> Result<Self, ClientError> {
+    pub fn ensure(dir: &Path, circuit: &ValidBfv) -> Result<Self, ClientError> {
         Self::ensure_needs(dir, &KeyNeeds::of(circuit.plan()))
     }
 
@@ -56,10 +56,10 @@ impl PackedKeys {
     pub fn ensure_needs(dir: &Path, need: &KeyNeeds) -> Result<Self, ClientError> {
         let need = need.clone();
         let degree = need.degree;
-        let secret = PackedSecret::load_or_generate(dir, degree)?;
+        let secret = BfvSecret::load_or_generate(dir, degree)?;
         let path = key_set_file(dir, degree);
         let existing = match tenebra_engine::keys::read_limited(&path, KEY_SET_FILE_LIMIT) {
-            Ok(bytes) => Some(PackedKeySet::parse(bytes)?),
+            Ok(bytes) => Some(BfvKeySet::parse(bytes)?),
             Err(_) if !path.exists() => None,
             Err(e) => return Err(e.into()),
         };
@@ -73,11 +73,11 @@ impl PackedKeys {
         }
         let mut all = builtin_needs(degree).union(&need);
         if let Ok(bytes) = std::fs::read(&path) {
-            if let Ok(old) = PackedKeySet::parse(bytes) {
+            if let Ok(old) = BfvKeySet::parse(bytes) {
                 all = all.union(&old.header.needs);
             }
         }
-        let key_set = PackedKeySet::parse(secret.key_set(&all)?)?;
+        let key_set = BfvKeySet::parse(secret.key_set(&all)?)?;
         std::fs::write(&path, key_set.bytes())
             .map_err(|e| EngineError::Io(format!("{}: {e}", path.display())))?;
         Ok(Self { secret, key_set })
@@ -85,27 +85,23 @@ impl PackedKeys {
 
     /// Loads existing keys for `circuit` (the server side of `tenebra eval` reads only the
     /// key set).
-    pub fn load_key_set(dir: &Path, circuit: &ValidPacked) -> Result<PackedKeySet, ClientError> {
+    pub fn load_key_set(dir: &Path, circuit: &ValidBfv) -> Result<BfvKeySet, ClientError> {
         Self::load_key_set_for(dir, circuit.plan().degree)
     }
 
     /// The key set file for `degree` in `dir`.
-    pub fn load_key_set_for(dir: &Path, degree: usize) -> Result<PackedKeySet, ClientError> {
+    pub fn load_key_set_for(dir: &Path, degree: usize) -> Result<BfvKeySet, ClientError> {
         let path = key_set_file(dir, degree);
         let bytes = tenebra_engine::keys::read_limited(&path, KEY_SET_FILE_LIMIT)?;
-        Ok(PackedKeySet::parse(bytes)?)
+        Ok(BfvKeySet::parse(bytes)?)
     }
 }
 
-/// Encrypts a packed built-in's JSON input.
-pub fn encrypt(
-    dir: &Path,
-    function: &PackedBuiltin,
-    input: &Value,
-) -> Result<Vec<u8>, ClientError> {
+/// Encrypts a BFV built-in's JSON input.
+pub fn encrypt(dir: &Path, function: &BfvBuiltin, input: &Value) -> Result<Vec<u8>, ClientError> {
     let values = function.encode(input)?;
     let circuit = function.circuit();
-    let keys = PackedKeys::ensure(dir, circuit)?;
+    let keys = BfvKeys::ensure(dir, circuit)?;
     Ok(keys.secret.encrypt(
         &circuit.signature(),
         function.name,
@@ -114,17 +110,17 @@ pub fn encrypt(
     )?)
 }
 
-/// Decrypts a packed built-in's result and applies its client-side post-processing.
-pub fn decrypt(dir: &Path, function: &PackedBuiltin, result: &[u8]) -> Result<Value, ClientError> {
+/// Decrypts a BFV built-in's result and applies its client-side post-processing.
+pub fn decrypt(dir: &Path, function: &BfvBuiltin, result: &[u8]) -> Result<Value, ClientError> {
     let circuit = function.circuit();
-    let header = tenebra_engine::packed::result_header(result)?;
+    let header = tenebra_engine::bfv::result_header(result)?;
     if header.function != function.name {
         return Err(ClientError::Mismatch(format!(
             "this file was made for function `{}`, not `{}`",
             header.function, function.name
         )));
     }
-    let secret = PackedSecret::load(dir, circuit.plan().degree)?;
+    let secret = BfvSecret::load(dir, circuit.plan().degree)?;
     let outputs = secret.decrypt(&circuit.signature(), result)?;
     Ok(function.finish(&outputs))
 }
@@ -140,7 +136,7 @@ pub fn encrypt_model_input(
     let q = model
         .quantize_input(x)
         .map_err(|e| ClientError::Mismatch(e.to_string()))?;
-    let keys = PackedKeys::ensure(dir, &compiled.circuit)?;
+    let keys = BfvKeys::ensure(dir, &compiled.circuit)?;
     Ok(keys.secret.encrypt(
         &compiled.circuit.signature(),
         &compiled.circuit.circuit().name,
@@ -155,7 +151,7 @@ pub fn decrypt_model_output(
     compiled: &tenebra_functions::model::Compiled,
     result: &[u8],
 ) -> Result<(Vec<i64>, Vec<f64>), ClientError> {
-    let secret = PackedSecret::load(dir, compiled.circuit.plan().degree)?;
+    let secret = BfvSecret::load(dir, compiled.circuit.plan().degree)?;
     let y = secret
         .decrypt(&compiled.circuit.signature(), result)?
         .remove(0);
@@ -163,26 +159,26 @@ pub fn decrypt_model_output(
     Ok((y, f))
 }
 
-/// Encrypts the inputs of a packed circuit known only by its signature (a model on a server):
+/// Encrypts the inputs of a BFV circuit known only by its signature (a model on a server):
 /// makes or extends the key set as needed.
 pub fn encrypt_signed(
     dir: &Path,
-    sig: &PackedSignature,
+    sig: &BfvSignature,
     function: &str,
     inputs: &[Vec<i64>],
 ) -> Result<Vec<u8>, ClientError> {
-    let keys = PackedKeys::ensure_needs(dir, &KeyNeeds::of_signature(sig))?;
+    let keys = BfvKeys::ensure_needs(dir, &KeyNeeds::of_signature(sig))?;
     Ok(keys
         .secret
         .encrypt(sig, function, &keys.key_set.id(), inputs)?)
 }
 
-/// Decrypts the result of a packed circuit known by its signature.
+/// Decrypts the result of a BFV circuit known by its signature.
 pub fn decrypt_signed(
     dir: &Path,
-    sig: &PackedSignature,
+    sig: &BfvSignature,
     result: &[u8],
 ) -> Result<Vec<Vec<i64>>, ClientError> {
-    let secret = PackedSecret::load(dir, sig.degree)?;
+    let secret = BfvSecret::load(dir, sig.degree)?;
     Ok(secret.decrypt(sig, result)?)
 }

@@ -1,4 +1,4 @@
-//! `tenebra bench packed`: the packed (BFV) backend against hand-written fhe.rs code for the
+//! `tenebra bench bfv`: the BFV backend against hand-written fhe.rs code for the
 //! same computation, on the same machine in the same run, engine and baseline alternating.
 //!
 //! - `ad_targeting` (62 features x 4954 ads): the engine's baby-step giant-step diagonal plan
@@ -16,18 +16,18 @@ use std::time::Instant;
 
 use fhe::bfv::{BfvParameters, Ciphertext, Encoding, EvaluationKeyBuilder, Plaintext, SecretKey};
 use fhe_traits::{FheDecoder, FheDecrypter, FheEncoder, FheEncrypter};
-use tenebra_circuit::ir::FORMAT_VERSION;
-use tenebra_circuit::packed::{
-    evaluate_packed, validate_packed, Layout, PNode, PackedCircuit, PackedLimits, ValidPacked,
-    VecInput, VecOutput, SCHEME_BFV,
+use tenebra_circuit::bfv::{
+    evaluate_bfv, validate_bfv, BfvCircuit, BfvLimits, Layout, PNode, ValidBfv, VecInput,
+    VecOutput, SCHEME_BFV,
 };
-use tenebra_engine::packed::{parameters, run, KeyNeeds, PackedKeySet, PackedSecret};
+use tenebra_circuit::ir::FORMAT_VERSION;
+use tenebra_engine::bfv::{parameters, run, BfvKeySet, BfvSecret, KeyNeeds};
 
 type BenchResult<T> = Result<T, String>;
 
 /// One measured case.
 #[derive(Debug, Clone)]
-pub struct PackedResult {
+pub struct BfvResult {
     pub name: String,
     pub degree: usize,
     pub plain_modulus: u64,
@@ -49,7 +49,7 @@ fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
-fn dense_784_10() -> ValidPacked {
+fn dense_784_10() -> ValidBfv {
     // A fixed pseudo-random layer (xorshift), so every run measures the same weights.
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = move || {
@@ -61,7 +61,7 @@ fn dense_784_10() -> ValidPacked {
     let matrix: Vec<Vec<i64>> = (0..10)
         .map(|_| (0..784).map(|_| next()).collect())
         .collect();
-    let c = PackedCircuit {
+    let c = BfvCircuit {
         version: FORMAT_VERSION,
         scheme: SCHEME_BFV.into(),
         name: "dense_784_10".into(),
@@ -77,18 +77,18 @@ fn dense_784_10() -> ValidPacked {
             node: 1,
         }],
     };
-    validate_packed(c, &PackedLimits::default()).expect("valid benchmark circuit")
+    validate_bfv(c, &BfvLimits::default()).expect("valid benchmark circuit")
 }
 
-fn matrix_of(c: &ValidPacked) -> &[Vec<i64>] {
+fn matrix_of(c: &ValidBfv) -> &[Vec<i64>] {
     match &c.circuit().nodes[1] {
         PNode::Matvec { matrix, .. } => matrix,
         _ => &[],
     }
 }
 
-fn exact(c: &ValidPacked, x: &[i64]) -> Vec<i64> {
-    evaluate_packed(c.circuit(), &[x.to_vec()])
+fn exact(c: &ValidBfv, x: &[i64]) -> Vec<i64> {
+    evaluate_bfv(c.circuit(), &[x.to_vec()])
         .map(|o| o[0].iter().map(|v| *v as i64).collect())
         .unwrap_or_default()
 }
@@ -158,7 +158,7 @@ fn secret(par: &Arc<BfvParameters>) -> SecretKey {
     SecretKey::random(par, &mut rand09::rng())
 }
 
-fn dot_baseline(c: &ValidPacked, x: &[i64]) -> BenchResult<DotBaseline> {
+fn dot_baseline(c: &ValidBfv, x: &[i64]) -> BenchResult<DotBaseline> {
     let plan = c.plan();
     let par = parameters(plan.degree, plan.plain_modulus).map_err(err)?;
     let sk = secret(&par);
@@ -176,7 +176,7 @@ fn dot_baseline(c: &ValidPacked, x: &[i64]) -> BenchResult<DotBaseline> {
     Ok(DotBaseline { ct, rows, ek, sk })
 }
 
-fn diagonal_baseline(c: &ValidPacked, x: &[i64]) -> BenchResult<DiagonalBaseline> {
+fn diagonal_baseline(c: &ValidBfv, x: &[i64]) -> BenchResult<DiagonalBaseline> {
     let plan = c.plan();
     let degree = plan.degree;
     let half = degree / 2;
@@ -232,19 +232,19 @@ fn median(mut xs: Vec<f64>) -> f64 {
 
 fn measure(
     name: &str,
-    c: &ValidPacked,
+    c: &ValidBfv,
     x: &[i64],
     baseline: &dyn Baseline,
     baseline_name: &'static str,
     reps: usize,
     log: &mut dyn FnMut(&str),
-) -> BenchResult<PackedResult> {
+) -> BenchResult<BfvResult> {
     let plan = c.plan();
     let want = exact(c, x);
-    let sk = PackedSecret::generate(plan.degree).map_err(err)?;
+    let sk = BfvSecret::generate(plan.degree).map_err(err)?;
     let upload = sk.key_set(&KeyNeeds::of(plan)).map_err(err)?;
     let key_set_bytes = upload.len();
-    let keys = PackedKeySet::parse(upload).map_err(err)?;
+    let keys = BfvKeySet::parse(upload).map_err(err)?;
     let input = sk
         .encrypt(&c.signature(), name, &keys.id(), &[x.to_vec()])
         .map_err(err)?;
@@ -284,7 +284,7 @@ fn measure(
             base[rep]
         ));
     }
-    Ok(PackedResult {
+    Ok(BfvResult {
         name: name.to_owned(),
         degree: plan.degree,
         plain_modulus: plan.plain_modulus,
@@ -302,8 +302,8 @@ fn measure(
 }
 
 /// Runs both cases `reps` times (warm runs; the first, cold run is reported apart).
-pub fn bench_packed(reps: usize, log: &mut dyn FnMut(&str)) -> BenchResult<Vec<PackedResult>> {
-    let ads = tenebra_functions::find_packed("ad_targeting")
+pub fn bench_bfv(reps: usize, log: &mut dyn FnMut(&str)) -> BenchResult<Vec<BfvResult>> {
+    let ads = tenebra_functions::find_bfv("ad_targeting")
         .ok_or("ad_targeting is missing")?
         .circuit();
     let mut profile = vec![0i64; 62];
@@ -337,13 +337,13 @@ pub fn bench_packed(reps: usize, log: &mut dyn FnMut(&str)) -> BenchResult<Vec<P
 }
 
 /// Start and end markers of the section in BENCHMARKS.md.
-pub const SECTION_START: &str = "<!-- bench packed -->";
-pub const SECTION_END: &str = "<!-- /bench packed -->";
+pub const SECTION_START: &str = "<!-- bench bfv -->";
+pub const SECTION_END: &str = "<!-- /bench bfv -->";
 
 /// The BENCHMARKS.md section.
-pub fn packed_report(results: &[PackedResult], reps: usize) -> String {
+pub fn bfv_report(results: &[BfvResult], reps: usize) -> String {
     let mut s = format!(
-        "{SECTION_START}\n## Packed (BFV) backend\n\nMeasured on {} with `tenebra bench packed` on \
+        "{SECTION_START}\n## BFV backend\n\nMeasured on {} with `tenebra bench bfv` on \
          {} ({reps} warm repetition(s), engine and baseline alternating, medians shown; the \
          cold run includes decoding the key set and encoding the plain matrix, done once per \
          key set and function). fhe.rs 0.1.1 with `tfhe-ntt`, 128-bit parameters. Engine and \

@@ -1,4 +1,4 @@
-//! Packed (SIMD) circuits for the BFV backend: vectors of integers in the slots of one
+//! BFV circuits for the BFV backend: vectors of integers in the slots of one
 //! ciphertext, plain-matrix x encrypted-vector products, elementwise ops and sums.
 //!
 //! This module is pure: it holds the IR, its validation, the layout plan every executor and
@@ -32,7 +32,7 @@ use sha2::{Digest, Sha256};
 
 use crate::ir::{CircuitId, FORMAT_VERSION};
 
-/// The scheme name packed circuits declare.
+/// The scheme name BFV circuits declare.
 pub const SCHEME_BFV: &str = "bfv";
 
 /// Ring degrees the backend offers, smallest (fastest) first.
@@ -66,9 +66,9 @@ pub const MAX_PLAIN_BITS: u32 = 45;
 /// bound on what the measured runs consume (tests in the engine check it).
 pub const NOISE_MARGIN_BITS: f64 = 4.0;
 
-/// Size limits of untrusted packed circuits.
+/// Size limits of untrusted BFV circuits.
 #[derive(Debug, Clone)]
-pub struct PackedLimits {
+pub struct BfvLimits {
     pub max_json_bytes: usize,
     pub max_nodes: usize,
     pub max_inputs: usize,
@@ -80,7 +80,7 @@ pub struct PackedLimits {
     pub max_name_len: usize,
 }
 
-impl Default for PackedLimits {
+impl Default for BfvLimits {
     fn default() -> Self {
         Self {
             max_json_bytes: 64 << 20,
@@ -94,10 +94,10 @@ impl Default for PackedLimits {
     }
 }
 
-/// A packed circuit: nodes are encrypted vectors.
+/// A BFV circuit: nodes are encrypted vectors.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PackedCircuit {
+pub struct BfvCircuit {
     pub version: u32,
     pub scheme: String,
     pub name: String,
@@ -178,7 +178,7 @@ impl PNode {
     }
 }
 
-impl PackedCircuit {
+impl BfvCircuit {
     /// Canonical JSON bytes (compact, fixed field order).
     pub fn canonical_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
@@ -266,9 +266,9 @@ pub struct NodeInfo {
     pub matvec: Option<MatvecPlan>,
 }
 
-/// Parameters, layouts, keys and cost of a packed circuit.
+/// Parameters, layouts, keys and cost of a BFV circuit.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PackedPlan {
+pub struct BfvPlan {
     pub degree: usize,
     pub plain_modulus: u64,
     pub nodes: Vec<NodeInfo>,
@@ -294,14 +294,14 @@ pub struct OpCounts {
     pub output_cts: u64,
 }
 
-impl PackedPlan {
+impl BfvPlan {
     /// Galois keys the client must upload, as rotation amounts; `row_swap` adds one more.
     pub fn galois_keys(&self) -> usize {
         self.rotations.len() + usize::from(self.row_swap)
     }
 
     /// The layout of output `i`'s node.
-    pub fn output_layout(&self, circuit: &PackedCircuit, i: usize) -> Option<&NodeInfo> {
+    pub fn output_layout(&self, circuit: &BfvCircuit, i: usize) -> Option<&NodeInfo> {
         circuit
             .outputs
             .get(i)
@@ -309,19 +309,19 @@ impl PackedPlan {
     }
 }
 
-/// A validated packed circuit with its plan.
+/// A validated BFV circuit with its plan.
 #[derive(Debug, Clone)]
-pub struct ValidPacked {
-    circuit: PackedCircuit,
-    plan: PackedPlan,
+pub struct ValidBfv {
+    circuit: BfvCircuit,
+    plan: BfvPlan,
     id: CircuitId,
 }
 
-impl ValidPacked {
-    pub fn circuit(&self) -> &PackedCircuit {
+impl ValidBfv {
+    pub fn circuit(&self) -> &BfvCircuit {
         &self.circuit
     }
-    pub fn plan(&self) -> &PackedPlan {
+    pub fn plan(&self) -> &BfvPlan {
         &self.plan
     }
     /// The content id (computed once: a catalogue's JSON takes milliseconds to hash).
@@ -334,12 +334,12 @@ impl ValidPacked {
     }
 }
 
-/// What a client needs to encrypt for, and decrypt the results of, a packed circuit without
+/// What a client needs to encrypt for, and decrypt the results of, a BFV circuit without
 /// seeing it (a model's weights stay on the server): parameters, inputs, output lengths and
 /// the keys it needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PackedSignature {
+pub struct BfvSignature {
     pub circuit_id: String,
     pub degree: usize,
     pub plain_modulus: u64,
@@ -358,7 +358,7 @@ pub struct SignatureOutput {
     pub len: usize,
 }
 
-impl PackedSignature {
+impl BfvSignature {
     /// The layout of a vector of `len` values (every node's layout follows from its length).
     pub fn layout(&self, len: usize) -> Layout {
         layout_for(len, self.degree)
@@ -378,11 +378,11 @@ pub fn layout_for(len: usize, degree: usize) -> Layout {
     }
 }
 
-impl ValidPacked {
+impl ValidBfv {
     /// The circuit's signature.
-    pub fn signature(&self) -> PackedSignature {
+    pub fn signature(&self) -> BfvSignature {
         let plan = &self.plan;
-        PackedSignature {
+        BfvSignature {
             circuit_id: self.id().to_string(),
             degree: plan.degree,
             plain_modulus: plan.plain_modulus,
@@ -403,9 +403,9 @@ impl ValidPacked {
     }
 }
 
-/// Why a packed circuit was refused.
+/// Why a BFV circuit was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PackedError {
+pub enum BfvError {
     #[error("circuit is not valid JSON of the expected shape: {0}")]
     Json(String),
     #[error("circuit: {0}")]
@@ -421,41 +421,38 @@ pub enum PackedError {
     TooDeep(String),
 }
 
-/// Parses and validates an untrusted packed circuit (JSON) and plans it.
-pub fn parse_packed(bytes: &[u8], limits: &PackedLimits) -> Result<ValidPacked, PackedError> {
+/// Parses and validates an untrusted BFV circuit (JSON) and plans it.
+pub fn parse_bfv(bytes: &[u8], limits: &BfvLimits) -> Result<ValidBfv, BfvError> {
     if bytes.len() > limits.max_json_bytes {
-        return Err(PackedError::Circuit(format!(
+        return Err(BfvError::Circuit(format!(
             "{} bytes is over the {}-byte limit",
             bytes.len(),
             limits.max_json_bytes
         )));
     }
-    let circuit: PackedCircuit =
-        serde_json::from_slice(bytes).map_err(|e| PackedError::Json(e.to_string()))?;
-    validate_packed(circuit, limits)
+    let circuit: BfvCircuit =
+        serde_json::from_slice(bytes).map_err(|e| BfvError::Json(e.to_string()))?;
+    validate_bfv(circuit, limits)
 }
 
-/// Validates a packed circuit and chooses its parameters.
-pub fn validate_packed(
-    circuit: PackedCircuit,
-    limits: &PackedLimits,
-) -> Result<ValidPacked, PackedError> {
+/// Validates a BFV circuit and chooses its parameters.
+pub fn validate_bfv(circuit: BfvCircuit, limits: &BfvLimits) -> Result<ValidBfv, BfvError> {
     check_structure(&circuit, limits)?;
     let mut last = None;
     for degree in DEGREES {
-        match plan_packed(&circuit, degree) {
+        match plan_bfv(&circuit, degree) {
             Ok(plan) => {
                 let id = circuit.id();
-                return Ok(ValidPacked { circuit, plan, id });
+                return Ok(ValidBfv { circuit, plan, id });
             }
             Err(e) => last = Some(e),
         }
     }
-    Err(last.unwrap_or_else(|| PackedError::Circuit("no parameters".into())))
+    Err(last.unwrap_or_else(|| BfvError::Circuit("no parameters".into())))
 }
 
-fn check_structure(c: &PackedCircuit, limits: &PackedLimits) -> Result<(), PackedError> {
-    let err = |m: String| Err(PackedError::Circuit(m));
+fn check_structure(c: &BfvCircuit, limits: &BfvLimits) -> Result<(), BfvError> {
+    let err = |m: String| Err(BfvError::Circuit(m));
     if c.version != FORMAT_VERSION {
         return err(format!(
             "version {} is not supported (this server reads version {FORMAT_VERSION})",
@@ -464,7 +461,7 @@ fn check_structure(c: &PackedCircuit, limits: &PackedLimits) -> Result<(), Packe
     }
     if c.scheme != SCHEME_BFV {
         return err(format!(
-            "scheme `{}` is not a packed scheme (expected `{SCHEME_BFV}`)",
+            "scheme `{}` is not a BFV scheme (expected `{SCHEME_BFV}`)",
             c.scheme
         ));
     }
@@ -524,7 +521,7 @@ fn check_structure(c: &PackedCircuit, limits: &PackedLimits) -> Result<(), Packe
     }
     let mut entries = 0usize;
     for (id, n) in c.nodes.iter().enumerate() {
-        let node_err = |message: String| PackedError::Node {
+        let node_err = |message: String| BfvError::Node {
             node: id as u32,
             op: n.op_name(),
             message,
@@ -578,7 +575,7 @@ fn period_of(len: usize) -> usize {
 }
 
 /// Plans `c` at ring degree `degree`: layouts, rotations, plaintext modulus and noise.
-pub fn plan_packed(c: &PackedCircuit, degree: usize) -> Result<PackedPlan, PackedError> {
+pub fn plan_bfv(c: &BfvCircuit, degree: usize) -> Result<BfvPlan, BfvError> {
     let half = degree / 2;
     let log_n = degree.ilog2() as f64;
     let mut rotations = BTreeSet::new();
@@ -588,7 +585,7 @@ pub fn plan_packed(c: &PackedCircuit, degree: usize) -> Result<PackedPlan, Packe
     let mut nodes: Vec<NodeInfo> = Vec::with_capacity(c.nodes.len());
     // Noise consumption is estimated once the plaintext modulus is known; first pass: ranges.
     for (id, n) in c.nodes.iter().enumerate() {
-        let node_err = |message: String| PackedError::Node {
+        let node_err = |message: String| BfvError::Node {
             node: id as u32,
             op: n.op_name(),
             message,
@@ -804,14 +801,14 @@ pub fn plan_packed(c: &PackedCircuit, degree: usize) -> Result<PackedPlan, Packe
         .max()
         .unwrap_or(0);
     let plain_modulus = plain_modulus_for(bound, degree).ok_or_else(|| {
-        PackedError::TooDeep(format!(
+        BfvError::TooDeep(format!(
             "results reach {bound} in absolute value: no plaintext modulus of at most \
              {MAX_PLAIN_BITS} bits holds them; scale the inputs or weights down"
         ))
     })?;
     // Second pass: noise, now that t is known. The model tracks the noise's magnitude in bits
     // (budget = log q - log t - noise) with the growth of each operation, each term rounded
-    // up from measurements (`tests/packed.rs` in the engine checks the estimate is never more
+    // up from measurements (`tests/bfv.rs` in the engine checks the estimate is never more
     // than a bit above the measured budget, well inside NOISE_MARGIN_BITS):
     // - fresh (secret-key) encryption: ~5 bits;
     // - key switching (rotation, relinearization) adds noise of ~(largest prime + log N / 2)
@@ -866,7 +863,7 @@ pub fn plan_packed(c: &PackedCircuit, degree: usize) -> Result<PackedPlan, Packe
     let noise_left_bits = q_bits - log_t - worst;
     if noise_left_bits < NOISE_MARGIN_BITS {
         let depth = nodes.iter().map(|n| n.depth).max().unwrap_or(0);
-        return Err(PackedError::TooDeep(format!(
+        return Err(BfvError::TooDeep(format!(
             "the circuit is too deep for the parameters: at ring degree {degree} (log q = \
              {q_bits}) with a {:.0}-bit plaintext modulus it needs about {worst:.0} bits of \
              noise of {:.0} it can carry ({depth} ciphertext multiplications on its longest \
@@ -878,7 +875,7 @@ pub fn plan_packed(c: &PackedCircuit, degree: usize) -> Result<PackedPlan, Packe
     for o in &c.outputs {
         stats.output_cts += nodes[o.node as usize].layout.ciphertexts() as u64;
     }
-    Ok(PackedPlan {
+    Ok(BfvPlan {
         degree,
         plain_modulus,
         nodes,
@@ -985,7 +982,7 @@ fn is_prime(n: u64) -> bool {
 }
 
 /// Milliseconds of single-thread CPU per operation at each degree, measured by
-/// `tenebra bench packed` on the reference machine (see BENCHMARKS.md).
+/// `tenebra bench bfv` on the reference machine (see BENCHMARKS.md).
 const MS_4096: [f64; 6] = [0.9, 0.08, 0.02, 3.0, 0.5, 0.3];
 const MS_8192: [f64; 6] = [3.0, 0.25, 0.05, 10.0, 1.2, 0.8];
 const MS_16384: [f64; 6] = [12.0, 1.0, 0.2, 40.0, 5.0, 3.2];
@@ -1008,7 +1005,7 @@ pub fn cost_cu(degree: usize, s: &OpCounts) -> u64 {
 
 /// Exact plaintext evaluation: what the encrypted run decrypts to. Inputs are checked
 /// against their declared lengths and ranges.
-pub fn evaluate_packed(c: &PackedCircuit, inputs: &[Vec<i64>]) -> Result<Vec<Vec<i128>>, String> {
+pub fn evaluate_bfv(c: &BfvCircuit, inputs: &[Vec<i64>]) -> Result<Vec<Vec<i128>>, String> {
     if inputs.len() != c.inputs.len() {
         return Err(format!(
             "{} inputs for {} declared",
@@ -1082,8 +1079,8 @@ pub fn evaluate_packed(c: &PackedCircuit, inputs: &[Vec<i64>]) -> Result<Vec<Vec
 mod tests {
     use super::*;
 
-    fn linear(n: usize, m: usize) -> PackedCircuit {
-        PackedCircuit {
+    fn linear(n: usize, m: usize) -> BfvCircuit {
+        BfvCircuit {
             version: FORMAT_VERSION,
             scheme: SCHEME_BFV.into(),
             name: "lin".into(),
@@ -1123,12 +1120,12 @@ mod tests {
 
     #[test]
     fn wide_matrix_folds_and_tall_matrix_does_not() {
-        let wide = validate_packed(linear(784, 10), &PackedLimits::default()).unwrap();
+        let wide = validate_bfv(linear(784, 10), &BfvLimits::default()).unwrap();
         let mv = wide.plan().nodes[1].matvec.clone().unwrap();
         assert_eq!(wide.plan().degree, 4096);
         assert_eq!((mv.diagonals, mv.period_in), (16, 1024));
         assert_eq!(mv.fold, vec![16, 32, 64, 128, 256, 512]);
-        let tall = validate_packed(linear(62, 4954), &PackedLimits::default()).unwrap();
+        let tall = validate_bfv(linear(62, 4954), &BfvLimits::default()).unwrap();
         let node = &tall.plan().nodes[1];
         assert_eq!(node.layout, Layout::Chunked { chunks: 2 });
         assert_eq!(node.matvec.as_ref().unwrap().fold, Vec::<usize>::new());
@@ -1145,8 +1142,8 @@ mod tests {
             c.nodes.push(PNode::Square { a: last });
         }
         c.outputs[0].node = c.nodes.len() as u32 - 1;
-        let e = validate_packed(c, &PackedLimits::default()).unwrap_err();
-        assert!(matches!(e, PackedError::TooDeep(_)), "{e}");
+        let e = validate_bfv(c, &BfvLimits::default()).unwrap_err();
+        assert!(matches!(e, BfvError::TooDeep(_)), "{e}");
     }
 
     #[test]
@@ -1156,21 +1153,21 @@ mod tests {
             a: 0,
             matrix: vec![vec![1; 7]],
         };
-        assert!(validate_packed(c, &PackedLimits::default()).is_err());
+        assert!(validate_bfv(c, &BfvLimits::default()).is_err());
         let mut c = linear(8, 4);
         c.nodes.push(PNode::Add { a: 5, b: 0 });
-        assert!(validate_packed(c, &PackedLimits::default()).is_err());
+        assert!(validate_bfv(c, &BfvLimits::default()).is_err());
         let bad = br#"{"version":1,"scheme":"bfv","name":"x","inputs":[],"nodes":[{"op":"rm"}],"outputs":[]}"#;
         assert!(matches!(
-            parse_packed(bad, &PackedLimits::default()),
-            Err(PackedError::Json(_))
+            parse_bfv(bad, &BfvLimits::default()),
+            Err(BfvError::Json(_))
         ));
     }
 
     #[test]
     fn evaluation_is_exact() {
         let c = linear(5, 3);
-        let out = evaluate_packed(&c, &[vec![1, 2, 3, 4, 15]]).unwrap();
+        let out = evaluate_bfv(&c, &[vec![1, 2, 3, 4, 15]]).unwrap();
         let PNode::Matvec { matrix, .. } = &c.nodes[1] else {
             unreachable!()
         };
@@ -1184,6 +1181,6 @@ mod tests {
             })
             .collect();
         assert_eq!(out, vec![want]);
-        assert!(evaluate_packed(&c, &[vec![1, 2, 3, 4, 16]]).is_err());
+        assert!(evaluate_bfv(&c, &[vec![1, 2, 3, 4, 16]]).is_err());
     }
 }
