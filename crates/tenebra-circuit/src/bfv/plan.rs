@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use super::ir::{BfvCircuit, PNode};
+use super::ir::{BfvCircuit, PNode, VecInput};
 use super::layout::{layout_for, Layout};
 use super::noise::{plain_modulus_for, MAX_PLAIN_BITS};
 use super::validate::BfvError;
@@ -86,219 +86,43 @@ impl BfvPlan {
 
 /// Plans `c` at ring degree `degree`: layouts, rotations, plaintext modulus and noise.
 pub fn plan_bfv(c: &BfvCircuit, degree: usize) -> Result<BfvPlan, BfvError> {
-    let half = degree / 2;
-    let mut rotations = BTreeSet::new();
-    let mut row_swap = false;
-    let mut relin = false;
-    let mut stats = OpCounts::default();
-    let mut nodes: Vec<NodeInfo> = Vec::with_capacity(c.nodes.len());
-    // Noise consumption is estimated once the plaintext modulus is known; first pass: ranges.
+    // First pass: layouts, rotations, operation counts and interval bounds, one node kind at
+    // a time; the noise is estimated once the plaintext modulus is known.
+    let mut p = Planner {
+        degree,
+        rotations: BTreeSet::new(),
+        row_swap: false,
+        relin: false,
+        stats: OpCounts::default(),
+        nodes: Vec::with_capacity(c.nodes.len()),
+    };
     for (id, n) in c.nodes.iter().enumerate() {
-        let node_err = |message: String| BfvError::Node {
+        let info = match n {
+            PNode::Input { input } => Ok(p.input(&c.inputs[*input as usize])),
+            PNode::Matvec { a, matrix } => p.matvec(*a, matrix),
+            PNode::Dot { a, weights } => p.dot(*a, weights),
+            PNode::Add { a, b } => p.add_sub(*a, *b, false),
+            PNode::Sub { a, b } => p.add_sub(*a, *b, true),
+            PNode::AddPlain { a, plain } => p.with_plain(*a, plain, false),
+            PNode::MulPlain { a, plain } => p.with_plain(*a, plain, true),
+            PNode::Square { a } => Ok(p.square(*a)),
+            PNode::Sum { a } => Ok(p.sum(*a)),
+        }
+        .map_err(|message| BfvError::Node {
             node: id as u32,
             op: n.op_name(),
             message,
-        };
-        let get = |i: u32| &nodes[i as usize];
-        let layout_for = |len: usize| layout_for(len, degree);
-        let info = match n {
-            PNode::Input { input } => {
-                let i = &c.inputs[*input as usize];
-                let len = i.len as usize;
-                stats.input_cts += layout_for(len).ciphertexts() as u64;
-                NodeInfo {
-                    len,
-                    lo: i.min.into(),
-                    hi: i.max.into(),
-                    layout: layout_for(len),
-                    noise_bits: 0.0,
-                    depth: 0,
-                    matvec: None,
-                }
-            }
-            PNode::Matvec { a, matrix } => {
-                let x = get(*a);
-                let Layout::Replicated { period: p_in } = x.layout else {
-                    return Err(node_err(format!(
-                        "the input vector has {} values; matrix products take at most {half} at \
-                         ring degree {degree}",
-                        x.len
-                    )));
-                };
-                if matrix.is_empty() || matrix.iter().any(|r| r.len() != x.len) {
-                    return Err(node_err(format!(
-                        "the matrix needs at least one row, each of {} values (the vector's length)",
-                        x.len
-                    )));
-                }
-                let m = matrix.len();
-                let layout = layout_for(m);
-                let (k, fold) = match layout {
-                    Layout::Replicated { period: p_out } if p_out < p_in => {
-                        let mut fold = Vec::new();
-                        let mut step = p_out;
-                        while step < p_in {
-                            fold.push(step);
-                            step *= 2;
-                        }
-                        (p_out, fold)
-                    }
-                    _ => (p_in, vec![]),
-                };
-                let baby = (k as f64).sqrt().ceil() as usize;
-                let giant = k.div_ceil(baby);
-                rotations.extend(1..baby.min(k));
-                rotations.extend((1..giant).map(|g| g * baby));
-                rotations.extend(fold.iter().copied());
-                let cts = layout.ciphertexts() as u64;
-                stats.rotations +=
-                    (baby.min(k) as u64 - 1) + cts * (giant as u64 - 1) + cts * fold.len() as u64;
-                stats.plain_mults += cts * k as u64;
-                stats.adds += cts * (k as u64 + fold.len() as u64);
-                let (lo, hi) = matrix
-                    .iter()
-                    .map(|row| dot_bounds(row, x.lo, x.hi))
-                    .fold((i128::MAX, i128::MIN), |(l, h), (a, b)| {
-                        (l.min(a), h.max(b))
-                    });
-                NodeInfo {
-                    len: m,
-                    lo,
-                    hi,
-                    layout,
-                    noise_bits: x.noise_bits,
-                    depth: x.depth,
-                    matvec: Some(MatvecPlan {
-                        diagonals: k,
-                        baby: baby.min(k),
-                        giant,
-                        fold,
-                        period_in: p_in,
-                    }),
-                }
-            }
-            PNode::Dot { a, weights } => {
-                let x = get(*a);
-                if weights.len() != x.len {
-                    return Err(node_err(format!(
-                        "{} weights for a vector of {} values",
-                        weights.len(),
-                        x.len
-                    )));
-                }
-                let (lo, hi) = dot_bounds(weights, x.lo, x.hi);
-                sum_rotations(x.layout, degree, &mut rotations, &mut row_swap, &mut stats);
-                stats.plain_mults += x.layout.ciphertexts() as u64;
-                NodeInfo {
-                    len: 1,
-                    lo,
-                    hi,
-                    layout: Layout::Replicated { period: 1 },
-                    noise_bits: x.noise_bits,
-                    depth: x.depth,
-                    matvec: None,
-                }
-            }
-            PNode::Add { a, b } | PNode::Sub { a, b } => {
-                let (x, y) = (get(*a), get(*b));
-                if x.len != y.len {
-                    return Err(node_err(format!(
-                        "operands have {} and {} values",
-                        x.len, y.len
-                    )));
-                }
-                stats.adds += x.layout.ciphertexts() as u64;
-                // Saturating: a bound past 2^127 is refused with the plaintext modulus.
-                let (lo, hi) = if matches!(n, PNode::Add { .. }) {
-                    (x.lo.saturating_add(y.lo), x.hi.saturating_add(y.hi))
-                } else {
-                    (x.lo.saturating_sub(y.hi), x.hi.saturating_sub(y.lo))
-                };
-                NodeInfo {
-                    len: x.len,
-                    lo,
-                    hi,
-                    layout: x.layout,
-                    noise_bits: x.noise_bits.max(y.noise_bits) + 1.0,
-                    depth: x.depth.max(y.depth),
-                    matvec: None,
-                }
-            }
-            PNode::AddPlain { a, plain } | PNode::MulPlain { a, plain } => {
-                let x = get(*a);
-                if plain.len() != x.len && plain.len() != 1 {
-                    return Err(node_err(format!(
-                        "{} plain values for a vector of {} (give {} or 1)",
-                        plain.len(),
-                        x.len,
-                        x.len
-                    )));
-                }
-                let pl = plain.iter().copied().min().unwrap_or(0) as i128;
-                let ph = plain.iter().copied().max().unwrap_or(0) as i128;
-                let (lo, hi) = if matches!(n, PNode::AddPlain { .. }) {
-                    stats.adds += x.layout.ciphertexts() as u64;
-                    (x.lo.saturating_add(pl), x.hi.saturating_add(ph))
-                } else {
-                    stats.plain_mults += x.layout.ciphertexts() as u64;
-                    let c = [
-                        x.lo.saturating_mul(pl),
-                        x.lo.saturating_mul(ph),
-                        x.hi.saturating_mul(pl),
-                        x.hi.saturating_mul(ph),
-                    ];
-                    (
-                        c.iter().copied().min().unwrap_or(0),
-                        c.iter().copied().max().unwrap_or(0),
-                    )
-                };
-                NodeInfo {
-                    len: x.len,
-                    lo,
-                    hi,
-                    layout: x.layout,
-                    noise_bits: x.noise_bits,
-                    depth: x.depth,
-                    matvec: None,
-                }
-            }
-            PNode::Square { a } => {
-                let x = get(*a);
-                relin = true;
-                stats.squares += x.layout.ciphertexts() as u64;
-                let m = x.lo.saturating_abs().max(x.hi.saturating_abs());
-                let lo = if x.lo <= 0 && x.hi >= 0 {
-                    0
-                } else {
-                    x.lo.saturating_mul(x.lo).min(x.hi.saturating_mul(x.hi))
-                };
-                NodeInfo {
-                    len: x.len,
-                    lo,
-                    hi: m.saturating_mul(m),
-                    layout: x.layout,
-                    noise_bits: x.noise_bits,
-                    depth: x.depth + 1,
-                    matvec: None,
-                }
-            }
-            PNode::Sum { a } => {
-                let x = get(*a);
-                sum_rotations(x.layout, degree, &mut rotations, &mut row_swap, &mut stats);
-                let l = x.len as i128;
-                NodeInfo {
-                    len: 1,
-                    lo: x.lo.saturating_mul(l),
-                    hi: x.hi.saturating_mul(l),
-                    layout: Layout::Replicated { period: 1 },
-                    noise_bits: x.noise_bits,
-                    depth: x.depth,
-                    matvec: None,
-                }
-            }
-        };
-        nodes.push(info);
+        })?;
+        p.nodes.push(info);
     }
+    let Planner {
+        rotations,
+        row_swap,
+        relin,
+        mut stats,
+        mut nodes,
+        ..
+    } = p;
     // The plaintext modulus: every output fits in (-t/2, t/2).
     let bound = c
         .outputs
@@ -331,36 +155,259 @@ pub fn plan_bfv(c: &BfvCircuit, degree: usize) -> Result<BfvPlan, BfvError> {
     })
 }
 
-/// Rotations of a sum over all elements of a vector in `layout`.
-fn sum_rotations(
-    layout: Layout,
-    degree: usize,
-    rotations: &mut BTreeSet<usize>,
-    row_swap: &mut bool,
-    stats: &mut OpCounts,
-) {
-    let span = match layout {
-        Layout::Replicated { period } => period,
-        Layout::Chunked { chunks } => {
-            stats.adds += chunks as u64 - 1;
-            *row_swap = true;
-            stats.rotations += 1;
-            degree / 2
-        }
-    };
-    let mut step = 1;
-    while step < span {
-        rotations.insert(step);
-        stats.rotations += 1;
-        stats.adds += 1;
-        step *= 2;
-    }
-}
-
 fn dot_bounds(w: &[i64], lo: i128, hi: i128) -> (i128, i128) {
     w.iter().fold((0i128, 0i128), |(l, h), &v| {
         let v = i128::from(v);
         let (a, b) = (v.saturating_mul(lo), v.saturating_mul(hi));
         (l.saturating_add(a.min(b)), h.saturating_add(a.max(b)))
     })
+}
+
+/// The first pass's state: what the nodes planned so far need.
+struct Planner {
+    degree: usize,
+    rotations: BTreeSet<usize>,
+    row_swap: bool,
+    relin: bool,
+    stats: OpCounts,
+    nodes: Vec<NodeInfo>,
+}
+
+impl Planner {
+    /// An earlier node's plan (validation checked that operands come before their users).
+    fn node(&self, i: u32) -> NodeInfo {
+        self.nodes[i as usize].clone()
+    }
+
+    fn layout(&self, len: usize) -> Layout {
+        layout_for(len, self.degree)
+    }
+
+    /// An encrypted input vector: its declared range.
+    fn input(&mut self, i: &VecInput) -> NodeInfo {
+        let len = i.len as usize;
+        let layout = self.layout(len);
+        self.stats.input_cts += layout.ciphertexts() as u64;
+        NodeInfo {
+            len,
+            lo: i.min.into(),
+            hi: i.max.into(),
+            layout,
+            noise_bits: 0.0,
+            depth: 0,
+            matvec: None,
+        }
+    }
+
+    /// A plain matrix times an encrypted vector: generalized diagonals, baby-step giant-step,
+    /// then a fold when the matrix is wider than tall.
+    fn matvec(&mut self, a: u32, matrix: &[Vec<i64>]) -> Result<NodeInfo, String> {
+        let (degree, half) = (self.degree, self.degree / 2);
+        let x = self.node(a);
+        let Layout::Replicated { period: p_in } = x.layout else {
+            return Err(format!(
+                "the input vector has {} values; matrix products take at most {half} at ring \
+                 degree {degree}",
+                x.len
+            ));
+        };
+        if matrix.is_empty() || matrix.iter().any(|r| r.len() != x.len) {
+            return Err(format!(
+                "the matrix needs at least one row, each of {} values (the vector's length)",
+                x.len
+            ));
+        }
+        let m = matrix.len();
+        let layout = self.layout(m);
+        let (k, fold) = match layout {
+            Layout::Replicated { period: p_out } if p_out < p_in => {
+                let mut fold = Vec::new();
+                let mut step = p_out;
+                while step < p_in {
+                    fold.push(step);
+                    step *= 2;
+                }
+                (p_out, fold)
+            }
+            _ => (p_in, vec![]),
+        };
+        let baby = (k as f64).sqrt().ceil() as usize;
+        let giant = k.div_ceil(baby);
+        self.rotations.extend(1..baby.min(k));
+        self.rotations.extend((1..giant).map(|g| g * baby));
+        self.rotations.extend(fold.iter().copied());
+        let cts = layout.ciphertexts() as u64;
+        let s = &mut self.stats;
+        s.rotations +=
+            (baby.min(k) as u64 - 1) + cts * (giant as u64 - 1) + cts * fold.len() as u64;
+        s.plain_mults += cts * k as u64;
+        s.adds += cts * (k as u64 + fold.len() as u64);
+        let (lo, hi) = matrix
+            .iter()
+            .map(|row| dot_bounds(row, x.lo, x.hi))
+            .fold((i128::MAX, i128::MIN), |(l, h), (a, b)| {
+                (l.min(a), h.max(b))
+            });
+        Ok(NodeInfo {
+            len: m,
+            lo,
+            hi,
+            layout,
+            noise_bits: x.noise_bits,
+            depth: x.depth,
+            matvec: Some(MatvecPlan {
+                diagonals: k,
+                baby: baby.min(k),
+                giant,
+                fold,
+                period_in: p_in,
+            }),
+        })
+    }
+
+    /// The dot product of an encrypted vector with plain weights: a vector of length 1.
+    fn dot(&mut self, a: u32, weights: &[i64]) -> Result<NodeInfo, String> {
+        let x = self.node(a);
+        if weights.len() != x.len {
+            return Err(format!(
+                "{} weights for a vector of {} values",
+                weights.len(),
+                x.len
+            ));
+        }
+        let (lo, hi) = dot_bounds(weights, x.lo, x.hi);
+        self.sum_rotations(x.layout);
+        self.stats.plain_mults += x.layout.ciphertexts() as u64;
+        Ok(NodeInfo {
+            len: 1,
+            lo,
+            hi,
+            layout: Layout::Replicated { period: 1 },
+            noise_bits: x.noise_bits,
+            depth: x.depth,
+            matvec: None,
+        })
+    }
+
+    /// `a + b` or `a - b`, elementwise.
+    fn add_sub(&mut self, a: u32, b: u32, sub: bool) -> Result<NodeInfo, String> {
+        let (x, y) = (self.node(a), self.node(b));
+        if x.len != y.len {
+            return Err(format!("operands have {} and {} values", x.len, y.len));
+        }
+        self.stats.adds += x.layout.ciphertexts() as u64;
+        // Saturating: a bound past 2^127 is refused with the plaintext modulus.
+        let (lo, hi) = if sub {
+            (x.lo.saturating_sub(y.hi), x.hi.saturating_sub(y.lo))
+        } else {
+            (x.lo.saturating_add(y.lo), x.hi.saturating_add(y.hi))
+        };
+        Ok(NodeInfo {
+            len: x.len,
+            lo,
+            hi,
+            layout: x.layout,
+            noise_bits: x.noise_bits.max(y.noise_bits) + 1.0,
+            depth: x.depth.max(y.depth),
+            matvec: None,
+        })
+    }
+
+    /// `a + plain` or `a * plain`, elementwise (`plain` of `a`'s length, or one value).
+    fn with_plain(&mut self, a: u32, plain: &[i64], mul: bool) -> Result<NodeInfo, String> {
+        let x = self.node(a);
+        if plain.len() != x.len && plain.len() != 1 {
+            return Err(format!(
+                "{} plain values for a vector of {} (give {} or 1)",
+                plain.len(),
+                x.len,
+                x.len
+            ));
+        }
+        let pl = plain.iter().copied().min().unwrap_or(0) as i128;
+        let ph = plain.iter().copied().max().unwrap_or(0) as i128;
+        let (lo, hi) = if mul {
+            self.stats.plain_mults += x.layout.ciphertexts() as u64;
+            let c = [
+                x.lo.saturating_mul(pl),
+                x.lo.saturating_mul(ph),
+                x.hi.saturating_mul(pl),
+                x.hi.saturating_mul(ph),
+            ];
+            (
+                c.iter().copied().min().unwrap_or(0),
+                c.iter().copied().max().unwrap_or(0),
+            )
+        } else {
+            self.stats.adds += x.layout.ciphertexts() as u64;
+            (x.lo.saturating_add(pl), x.hi.saturating_add(ph))
+        };
+        Ok(NodeInfo {
+            len: x.len,
+            lo,
+            hi,
+            layout: x.layout,
+            noise_bits: x.noise_bits,
+            depth: x.depth,
+            matvec: None,
+        })
+    }
+
+    /// `a * a`, elementwise: a ciphertext product, then relinearization.
+    fn square(&mut self, a: u32) -> NodeInfo {
+        let x = self.node(a);
+        self.relin = true;
+        self.stats.squares += x.layout.ciphertexts() as u64;
+        let m = x.lo.saturating_abs().max(x.hi.saturating_abs());
+        let lo = if x.lo <= 0 && x.hi >= 0 {
+            0
+        } else {
+            x.lo.saturating_mul(x.lo).min(x.hi.saturating_mul(x.hi))
+        };
+        NodeInfo {
+            len: x.len,
+            lo,
+            hi: m.saturating_mul(m),
+            layout: x.layout,
+            noise_bits: x.noise_bits,
+            depth: x.depth + 1,
+            matvec: None,
+        }
+    }
+
+    /// The sum of a vector's values: a vector of length 1.
+    fn sum(&mut self, a: u32) -> NodeInfo {
+        let x = self.node(a);
+        self.sum_rotations(x.layout);
+        let l = x.len as i128;
+        NodeInfo {
+            len: 1,
+            lo: x.lo.saturating_mul(l),
+            hi: x.hi.saturating_mul(l),
+            layout: Layout::Replicated { period: 1 },
+            noise_bits: x.noise_bits,
+            depth: x.depth,
+            matvec: None,
+        }
+    }
+
+    /// Rotations of a sum over all elements of a vector in `layout`.
+    fn sum_rotations(&mut self, layout: Layout) {
+        let span = match layout {
+            Layout::Replicated { period } => period,
+            Layout::Chunked { chunks } => {
+                self.stats.adds += chunks as u64 - 1;
+                self.row_swap = true;
+                self.stats.rotations += 1;
+                self.degree / 2
+            }
+        };
+        let mut step = 1;
+        while step < span {
+            self.rotations.insert(step);
+            self.stats.rotations += 1;
+            self.stats.adds += 1;
+            step *= 2;
+        }
+    }
 }
