@@ -7,6 +7,7 @@
 
 pub mod bfv;
 pub mod bundle;
+pub mod cache;
 pub mod exec;
 pub mod keys;
 pub mod scheme;

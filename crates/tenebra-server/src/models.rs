@@ -185,24 +185,14 @@ pub(crate) async fn get(
 /// Bytes of parsed models and compiled splits kept over all tenants.
 const COMPILED_CACHE_BYTES: u64 = 512 << 20;
 
-/// Weighs a cached split by the bytes it holds (stored beside it).
-#[derive(Clone)]
-struct ByBytes;
-
 type Split = (Arc<Model>, Arc<Compiled>);
-
-impl quick_cache::Weighter<String, (u64, Split)> for ByBytes {
-    fn weight(&self, _key: &String, val: &(u64, Split)) -> u64 {
-        val.0
-    }
-}
 
 /// Compiled splits kept for the next tasks and signature requests, bounded by bytes.
 fn compiled(m: &ModelRow, layers: usize) -> Result<Split, ApiError> {
-    type Cache = quick_cache::sync::Cache<String, (u64, Split), ByBytes>;
-    static CACHE: OnceLock<Cache> = OnceLock::new();
+    use tenebra_engine::cache::{ByBytes, BytesCache};
+    static CACHE: OnceLock<BytesCache<String, Split>> = OnceLock::new();
     let key = format!("{}/{}/{layers}", m.owner_id, m.model_sha256);
-    let cache = CACHE.get_or_init(|| Cache::with_weighter(64, COMPILED_CACHE_BYTES, ByBytes));
+    let cache = CACHE.get_or_init(|| BytesCache::with_weighter(64, COMPILED_CACHE_BYTES, ByBytes));
     if let Some((_, split)) = cache.get(&key) {
         return Ok(split);
     }
