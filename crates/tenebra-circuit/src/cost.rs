@@ -62,9 +62,18 @@ const CALIBRATION_JSON: &str = include_str!("../calibration.json");
 /// The committed calibration table.
 pub fn calibration() -> &'static Calibration {
     static TABLE: OnceLock<Calibration> = OnceLock::new();
-    TABLE.get_or_init(|| {
-        serde_json::from_str(CALIBRATION_JSON)
-            .unwrap_or_else(|e| panic!("committed calibration.json is invalid: {e}"))
+    committed(&TABLE, CALIBRATION_JSON, "calibration.json")
+}
+
+/// A table compiled into the crate, parsed once. The JSON is ours (checked by the tests that
+/// price circuits), so a parse failure is a build defect, never input.
+pub(crate) fn committed<T: serde::de::DeserializeOwned>(
+    cell: &'static OnceLock<T>,
+    json: &str,
+    file: &str,
+) -> &'static T {
+    cell.get_or_init(|| {
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("committed {file} is invalid: {e}"))
     })
 }
 

@@ -41,10 +41,7 @@ const CALIBRATION_JSON: &str = include_str!("../../bfv_calibration.json");
 /// The committed table.
 pub fn calibration() -> &'static BfvCalibration {
     static TABLE: OnceLock<BfvCalibration> = OnceLock::new();
-    TABLE.get_or_init(|| {
-        serde_json::from_str(CALIBRATION_JSON)
-            .unwrap_or_else(|e| panic!("committed bfv_calibration.json is invalid: {e}"))
-    })
+    crate::cost::committed(&TABLE, CALIBRATION_JSON, "bfv_calibration.json")
 }
 
 impl BfvCalibration {
