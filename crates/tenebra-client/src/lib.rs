@@ -1,8 +1,11 @@
 //! Tenebra client SDK: key generation, and encryption and decryption of a function's inputs
-//! and outputs. The secret key never leaves this side.
+//! and outputs. The secret key never leaves this side. [`http::Client::run`] is the whole
+//! flow (encrypt, upload keys if needed, submit, wait, download, decrypt) for every kind of
+//! function; see [`run`].
 
 pub mod bfv;
 pub mod http;
+pub mod run;
 
 use serde_json::Value;
 use tenebra_circuit::ValidCircuit;

@@ -872,3 +872,132 @@ async fn model_repository_on_sqlite() {
 async fn model_repository_on_postgres() {
     model_repository(true).await;
 }
+
+/// The SDK's one call (`Client::run`) for every kind of function, each result checked
+/// against the plaintext reference: a TFHE built-in, a BFV built-in, deployed TFHE and BFV
+/// circuits, and a model split; and what it says when the function is not the caller's.
+#[tokio::test]
+async fn one_sdk_call_runs_every_kind_of_function() {
+    use tenebra_circuit::bfv::{evaluate_bfv, BfvCircuit, PNode, VecInput, VecOutput};
+    use tenebra_circuit::builder::{max_of, Builder};
+    use tenebra_circuit::ScalarType::Uint;
+    use tenebra_client::run::RunError;
+    use tenebra_functions::model::{example_data, example_mlp};
+    let mut s = start(false).await;
+    s.start_worker(Duration::from_secs(600));
+    let (owner_t, token_a) = create_tenant(&s.h.state, "runner").await.unwrap();
+    let (_, token_b) = create_tenant(&s.h.state, "stranger").await.unwrap();
+    let a = Client::new(&s.h.base, &token_a);
+    let b = Client::new(&s.h.base, &token_b);
+    // One key directory: the cached TFHE test keys; BFV keys are made in it on first use.
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["client.key", "server.key", "public.key", "keyset.json"] {
+        std::fs::copy(test_key_dir().join(f), dir.path().join(f)).unwrap();
+    }
+    let keys = dir.path();
+
+    let weights = json!({"weights": [680, 650, 0, 65535, 705]});
+    let ws = tenebra_functions::find("weight_stats").unwrap();
+    assert_eq!(
+        a.run(keys, "weight_stats", &weights).await.unwrap(),
+        ws.reference(&weights).unwrap()
+    );
+    let mut profile = vec![0u8; 62];
+    profile[3] = 1;
+    profile[40] = 1;
+    let profile = json!({ "profile": profile });
+    let ads = tenebra_functions::find_bfv("ad_targeting").unwrap();
+    let done = a
+        .run_with(keys, "ad_targeting", &profile, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(done.output, ads.reference(&profile).unwrap());
+    assert_eq!(done.task.status, "succeeded");
+
+    // Deployed TFHE: `{"m": max, "d": x0 - x1 (wrapping)}`.
+    let tfhe = {
+        let bld = Builder::new("max-and-diff");
+        let xs = bld.input_vec("xs", Uint(8), 3);
+        bld.output("m", &max_of(&xs));
+        bld.output("d", &(xs[0].clone() - xs[1].clone()));
+        bld.build().unwrap()
+    };
+    a.deploy_function(tfhe.canonical_json()).await.unwrap();
+    for xs in [[0u64, 0, 0], [255, 255, 255], [3, 200, 17]] {
+        let input = json!({ "xs": xs });
+        let want = json!({"m": xs.iter().max(), "d": xs[0].wrapping_sub(xs[1]) & 0xff});
+        assert_eq!(a.run(keys, "max-and-diff", &input).await.unwrap(), want);
+    }
+    // Deployed BFV: an affine map, then squared.
+    let bfv_circuit = BfvCircuit {
+        version: 1,
+        scheme: "bfv".into(),
+        name: "affine-sq".into(),
+        inputs: vec![VecInput {
+            name: "x".into(),
+            len: 4,
+            min: -8,
+            max: 8,
+        }],
+        nodes: vec![
+            PNode::Input { input: 0 },
+            PNode::Matvec {
+                a: 0,
+                matrix: vec![vec![1, -2, 3, -4], vec![5; 4]],
+            },
+            PNode::AddPlain {
+                a: 1,
+                plain: vec![-3, 9],
+            },
+            PNode::Square { a: 2 },
+        ],
+        outputs: vec![VecOutput {
+            name: "y".into(),
+            node: 3,
+        }],
+    };
+    a.deploy_function(bfv_circuit.canonical_json())
+        .await
+        .unwrap();
+    let x = vec![-8i64, 0, 7, 8];
+    let want: Vec<i64> = evaluate_bfv(&bfv_circuit, std::slice::from_ref(&x)).unwrap()[0]
+        .iter()
+        .map(|v| *v as i64)
+        .collect();
+    assert_eq!(
+        a.run(keys, "affine-sq", &json!({ "x": x })).await.unwrap(),
+        json!({ "y": want })
+    );
+
+    // A model split, the owner's own: the exact quantized result, and its floats.
+    let mlp = example_mlp();
+    a.upload_model(serde_json::to_vec(&mlp).unwrap())
+        .await
+        .unwrap();
+    let function = tenebra_functions::model::model_function(&owner_t.id, "example-mlp", 1, 3);
+    let x = example_data(1, 5).0.remove(0);
+    let got = a.run(keys, &function, &json!({ "x": x })).await.unwrap();
+    let compiled = mlp.compile(3).unwrap();
+    let q = mlp.quantize_input(&x).unwrap();
+    let want: Vec<i64> = evaluate_bfv(compiled.circuit.circuit(), &[q]).unwrap()[0]
+        .iter()
+        .map(|v| *v as i64)
+        .collect();
+    assert_eq!(got["quantized"], json!(want));
+    assert_eq!(got["y"], json!(compiled.dequantize(&want)));
+
+    // Another tenant's functions and models are not there for `b`; a wrong input is said so.
+    match b.run(keys, "max-and-diff", &json!({"xs": [1, 2, 3]})).await {
+        Err(RunError::Http(HttpError::Api { status: 404, .. })) => {}
+        other => panic!("expected a 404, got {other:?}"),
+    }
+    match b.run(keys, &function, &json!({ "x": x })).await {
+        Err(RunError::Http(HttpError::Api { status: 404, .. })) => {}
+        other => panic!("expected a 404, got {other:?}"),
+    }
+    match a.run(keys, "affine-sq", &json!({"x": "nope"})).await {
+        Err(RunError::Input(m)) => assert!(m.contains("`x`"), "{m}"),
+        other => panic!("expected an input error, got {other:?}"),
+    }
+    s.stop().await;
+}

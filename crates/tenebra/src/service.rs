@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use serde_json::Value;
 use tenebra_client::http::{Client, Task};
 use tenebra_client::{decrypt, encrypt, ClientKeys};
 use tenebra_functions::find;
@@ -280,112 +279,16 @@ async fn ensure_uploaded(client: &Client, keys: &ClientKeys, dir: &Path) -> Resu
 }
 
 /// `tenebra run`: encrypt, upload the key set if needed, submit, wait, download, decrypt,
-/// and print the result JSON. `function` is a built-in or one of the tenant's deployed
-/// functions (its latest version).
+/// and print the result JSON (the SDK's `Client::run_with`, with a progress bar). `function`
+/// is a built-in, a model split or one of the tenant's deployed functions (its latest
+/// version).
 pub fn run_remote(server: &ServerArgs, keys: &Path, function: &str, input: &Path) -> Result<()> {
     let json = read_json(input)?;
-    if let Some(f) = tenebra_functions::find_bfv(function) {
-        return print_json(&run_bfv(server, keys, f, &json)?);
-    }
-    let builtin = find(function).ok();
-    if let Some(f) = builtin {
-        f.encode(&json)?;
-    }
     let client = server.client()?;
-    let value = runtime()?.block_on(async {
-        let deployed = match builtin {
-            Some(_) => None,
-            None => {
-                let bytes = client.function_circuit(function, None, None).await?;
-                if let Ok(c) = tenebra_circuit::bfv::parse_bfv(
-                    &bytes,
-                    &tenebra_circuit::bfv::BfvLimits::default(),
-                ) {
-                    return run_deployed_bfv(&client, keys, &c, &json).await;
-                }
-                let limits = tenebra_circuit::validate::Limits::default();
-                Some(
-                    tenebra_circuit::validate::parse_circuit(&bytes, &limits)
-                        .context("the server sent an invalid circuit")?,
-                )
-            }
-        };
-        // TFHE keys only now: a BFV function (above) needs none.
-        let client_keys = load_client_keys(keys)?;
-        let enc = match (builtin, &deployed) {
-            (Some(f), _) => encrypt(&client_keys, f, &json)?,
-            (None, Some(c)) => tenebra_client::encrypt_circuit(&client_keys, c, &json)?,
-            (None, None) => bail!("unknown function `{function}`"),
-        };
-        ensure_uploaded(&client, &client_keys, keys).await?;
-        let t = client.submit_task(enc, None).await?;
-        let t = wait(&client, &t.id).await?;
-        succeeded(&t)?;
-        let bytes = client.task_result(&t.id).await?;
-        Ok(match (builtin, &deployed) {
-            (Some(f), _) => decrypt(&client_keys, f, &bytes)?,
-            (None, Some(c)) => tenebra_client::decrypt_circuit(&client_keys, c, &bytes)?,
-            (None, None) => bail!("unknown function `{function}`"),
-        })
-    })?;
-    print_json(&value)
-}
-
-/// `tenebra run` of a BFV built-in: encrypt (making the BFV keys if needed), upload the
-/// BFV key set (idempotent), submit, wait, download and decrypt.
-fn run_bfv(
-    server: &ServerArgs,
-    keys: &Path,
-    f: &'static tenebra_functions::BfvBuiltin,
-    json: &serde_json::Value,
-) -> Result<serde_json::Value> {
-    let enc = tenebra_client::bfv::encrypt(keys, f, json)?;
-    let key_set = tenebra_client::bfv::BfvKeys::load_key_set(keys, f.circuit())?;
-    let client = server.client()?;
-    runtime()?.block_on(async {
-        client.upload_key_set(key_set.bytes().to_vec()).await?;
-        let t = client.submit_task(enc, None).await?;
-        let t = wait(&client, &t.id).await?;
-        succeeded(&t)?;
-        let bytes = client.task_result(&t.id).await?;
-        Ok(tenebra_client::bfv::decrypt(keys, f, &bytes)?)
-    })
-}
-
-/// `tenebra run` of a deployed BFV function: inputs and outputs are JSON objects of
-/// integer vectors keyed by the circuit's input and output names.
-async fn run_deployed_bfv(
-    client: &tenebra_client::http::Client,
-    keys: &Path,
-    c: &tenebra_circuit::bfv::ValidBfv,
-    json: &serde_json::Value,
-) -> Result<serde_json::Value> {
-    let sig = c.signature();
-    let inputs = sig
-        .inputs
-        .iter()
-        .map(|i| {
-            serde_json::from_value::<Vec<i64>>(json[&i.name].clone()).with_context(|| {
-                format!("input `{}` must be an array of {} integers", i.name, i.len)
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let name = c.circuit().name.clone();
-    let enc = tenebra_client::bfv::encrypt_signed(keys, &sig, &name, &inputs)?;
-    let key_set = tenebra_client::bfv::BfvKeys::load_key_set_for(keys, sig.degree)?;
-    client.upload_key_set(key_set.bytes().to_vec()).await?;
-    let t = client.submit_task(enc, None).await?;
-    let t = wait(client, &t.id).await?;
-    succeeded(&t)?;
-    let bytes = client.task_result(&t.id).await?;
-    let outputs = tenebra_client::bfv::decrypt_signed(keys, &sig, &bytes)?;
-    Ok(serde_json::Value::Object(
-        sig.outputs
-            .iter()
-            .zip(outputs)
-            .map(|(o, v)| (o.name.clone(), serde_json::json!(v)))
-            .collect(),
-    ))
+    let bar = TaskBar::new();
+    let done = runtime()?.block_on(client.run_with(keys, function, &json, |t| bar.update(t)));
+    bar.finish();
+    print_json(&done?.output)
 }
 
 /// `tenebra functions list` against a server.
@@ -561,32 +464,31 @@ async fn demo_client(url: &str, token: &str, dir: &Path) -> Result<()> {
         ),
     ];
     for (name, input) in samples {
-        let f = find(name)?;
-        let enc = encrypt(&keys, f, &input)?;
-        let sent = enc.len();
         let started = Instant::now();
-        let t = client.submit_task(enc, None).await?;
-        let t = wait(&client, &t.id).await?;
-        succeeded(&t)?;
-        let res = client.task_result(&t.id).await?;
+        let bar = TaskBar::new();
+        let done = client.run_with(dir, name, &input, |t| bar.update(t)).await;
+        bar.finish();
+        let done = done?;
         let e2e = started.elapsed().as_secs_f64();
-        let got: Value = decrypt(&keys, f, &res)?;
-        let want = f.simulate(&input)?;
+        let want = find(name)?.simulate(&input)?;
         println!("{name}: input {input}");
         println!(
-            "  encrypted result {got}  (task {}: {} CU, server {:.2} s, end to end {e2e:.2} s, \
-             {sent} bytes in, {} bytes out)",
-            t.id,
-            t.cost_cu,
-            t.wall_ms.unwrap_or(0) as f64 / 1000.0,
-            res.len()
+            "  encrypted result {}  (task {}: {} CU, server {:.2} s, end to end {e2e:.2} s, \
+             {} bytes in, {} bytes out)",
+            done.output,
+            done.task.id,
+            done.task.cost_cu,
+            done.task.wall_ms.unwrap_or(0) as f64 / 1000.0,
+            done.input_bytes,
+            done.result_bytes
         );
         println!("  plaintext check  {want}");
-        if got != want {
+        if done.output != want {
             bail!("{name}: the decrypted result differs from the plaintext simulation");
         }
     }
-    // The BFV built-in: a profile scored against the 4954-ad catalogue.
+    // The BFV built-in: a profile scored against the 4954-ad catalogue (the BFV keys are
+    // made on first use).
     let ads = tenebra_functions::find_bfv("ad_targeting")
         .ok_or_else(|| anyhow::anyhow!("ad_targeting is missing"))?;
     let mut profile = vec![0u8; 62];
@@ -594,36 +496,26 @@ async fn demo_client(url: &str, token: &str, dir: &Path) -> Result<()> {
         profile[i] = 1; // female, 20-45, en, US, Music, Sports
     }
     let input = serde_json::json!({ "profile": profile });
-    let (dir_owned, input_owned) = (dir.to_path_buf(), input.clone());
-    let enc = tokio::task::spawn_blocking(move || {
-        tenebra_client::bfv::encrypt(&dir_owned, ads, &input_owned)
-    })
-    .await??;
-    let key_set = tenebra_client::bfv::BfvKeys::load_key_set(dir, ads.circuit())?;
-    client.upload_key_set(key_set.bytes().to_vec()).await?;
     let started = Instant::now();
-    let t = client.submit_task(enc.clone(), None).await?;
-    let t = wait(&client, &t.id).await?;
-    succeeded(&t)?;
-    let res = client.task_result(&t.id).await?;
+    let done = client.run_with(dir, ads.name, &input, |_| {}).await?;
     let e2e = started.elapsed().as_secs_f64();
-    let got = tenebra_client::bfv::decrypt(dir, ads, &res)?;
+    let key_set = tenebra_client::bfv::BfvKeys::load_key_set(dir, ads.circuit())?;
     let want = ads.simulate(&input)?;
     println!("ad_targeting: profile {}", input["profile"]);
     println!(
         "  encrypted result: top ads {}  (task {}: {} CU, server {} ms, end to end {:.0} ms, \
          {} bytes in, {} bytes out, BFV key set {} bytes)",
-        got["top"],
-        t.id,
-        t.cost_cu,
-        t.wall_ms.unwrap_or(0),
+        done.output["top"],
+        done.task.id,
+        done.task.cost_cu,
+        done.task.wall_ms.unwrap_or(0),
         e2e * 1e3,
-        enc.len(),
-        res.len(),
+        done.input_bytes,
+        done.result_bytes,
         key_set.bytes().len()
     );
     println!("  plaintext check: top ads {}", want["top"]);
-    if got != want {
+    if done.output != want {
         bail!("ad_targeting: the decrypted scores differ from the plaintext simulation");
     }
     println!(
