@@ -553,17 +553,7 @@ impl Store {
     pub async fn set_tenant_plan(&self, tenant: &str, plan: &str) -> Result<(), StoreError> {
         let q = "UPDATE tenants SET plan = $1 WHERE id = $2 \
                  AND EXISTS (SELECT 1 FROM plans WHERE name = $1)";
-        let n = on_pool!(self, p => sqlx::query(q)
-            .bind(plan)
-            .bind(tenant)
-            .execute(p)
-            .await?
-            .rows_affected());
-        if n == 0 {
-            Err(StoreError::NotFound)
-        } else {
-            Ok(())
-        }
+        execute_some!(self, q, plan, tenant).map(|_| ())
     }
 
     /// The tenant's plan.

@@ -138,17 +138,6 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let q = "DELETE FROM functions WHERE tenant_id = $1 AND name = $2 \
                  AND ($3 = 0 OR version = $3)";
-        let n = on_pool!(self, p => sqlx::query(q)
-            .bind(tenant)
-            .bind(name)
-            .bind(version.unwrap_or(0))
-            .execute(p)
-            .await?
-            .rows_affected());
-        if n == 0 {
-            Err(StoreError::NotFound)
-        } else {
-            Ok(n)
-        }
+        execute_some!(self, q, tenant, name, version.unwrap_or(0))
     }
 }

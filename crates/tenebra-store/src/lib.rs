@@ -151,6 +151,20 @@ macro_rules! fetch_optional {
     }};
 }
 
+/// Runs a statement that must change at least one row: the rows it changed, or `NotFound`
+/// (the row is not there, or not the caller's).
+macro_rules! execute_some {
+    ($store:expr, $query:expr, $($arg:expr),*) => {{
+        let q: &'static str = $query;
+        let n = on_pool!($store, p => sqlx::query(q)$(.bind($arg))*.execute(p).await?.rows_affected());
+        if n == 0 {
+            Err::<u64, StoreError>(StoreError::NotFound)
+        } else {
+            Ok(n)
+        }
+    }};
+}
+
 /// What storing the next version of a name did.
 #[derive(Debug)]
 pub enum Versioned<T> {
@@ -557,17 +571,7 @@ impl Store {
     /// Deletes one of the tenant's key sets' rows (the caller removes the blob).
     pub async fn delete_key_set(&self, tenant: &str, id: &str) -> Result<(), StoreError> {
         let q = "DELETE FROM key_sets WHERE tenant_id = $1 AND id = $2";
-        let n = on_pool!(self, p => sqlx::query(q)
-            .bind(tenant)
-            .bind(id)
-            .execute(p)
-            .await?
-            .rows_affected());
-        if n == 0 {
-            Err(StoreError::NotFound)
-        } else {
-            Ok(())
-        }
+        execute_some!(self, q, tenant, id).map(|_| ())
     }
 
     /// Deletes the rows of key sets past their time to live; returns them (the caller

@@ -154,18 +154,7 @@ impl Store {
         grantee: &str,
     ) -> Result<(), StoreError> {
         let q = "DELETE FROM model_grants WHERE owner_id = $1 AND name = $2 AND grantee_id = $3";
-        let n = on_pool!(self, p => sqlx::query(q)
-            .bind(owner)
-            .bind(name)
-            .bind(grantee)
-            .execute(p)
-            .await?
-            .rows_affected());
-        if n == 0 {
-            Err(StoreError::NotFound)
-        } else {
-            Ok(())
-        }
+        execute_some!(self, q, owner, name, grantee).map(|_| ())
     }
 
     /// The grant of the owner's `name` to `grantee`, if any.
