@@ -253,6 +253,14 @@ impl AnyBuiltin {
         }
     }
 
+    /// Runs the circuit on the plain values of a JSON input: what the encrypted run decrypts to.
+    pub fn simulate(&self, input: &Value) -> Result<Value, FunctionError> {
+        match self {
+            AnyBuiltin::Tfhe(b) => b.simulate(input),
+            AnyBuiltin::Bfv(b) => b.simulate(input),
+        }
+    }
+
     /// The circuit at `size` (a BFV built-in has one circuit and ignores it).
     pub fn circuit(&self, size: u32) -> Result<tenebra_circuit::AnyCircuit, FunctionError> {
         Ok(match self {
@@ -273,6 +281,11 @@ pub fn all_builtins() -> impl Iterator<Item = AnyBuiltin> {
 /// Looks a built-in of either scheme up by name.
 pub fn find_any(name: &str) -> Option<AnyBuiltin> {
     all_builtins().find(|b| b.name() == name)
+}
+
+/// [`find_any`], or the error that names the list of functions.
+pub fn builtin(name: &str) -> Result<AnyBuiltin, FunctionError> {
+    find_any(name).ok_or_else(|| FunctionError::Unknown(name.to_owned()))
 }
 
 /// Smallest even width (2..=64) that holds `max` without wrapping.

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use serde_json::Value;
 use tenebra_client::{builtin_circuit, decrypt, encrypt, input_header, ClientKeys};
 use tenebra_engine::{evaluate_bundle, Progress, RunOptions, ServerKeys};
-use tenebra_functions::{builtins, find};
+use tenebra_functions::{builtins, find, AnyBuiltin};
 
 use crate::account::{self, AccountCommand, AuditCommand, MeterArgs, PlansCommand};
 use crate::service::{self, TaskCommand, WorkerArgs};
@@ -449,10 +449,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Simulate { function, input } => {
-            if let Some(f) = tenebra_functions::find_bfv(&function) {
-                return print_json(&f.simulate(&read_json(&input)?)?);
-            }
-            let f = find(&function)?;
+            let f = tenebra_functions::builtin(&function)?;
             print_json(&f.simulate(&read_json(&input)?)?)
         }
         Command::Encrypt {
@@ -461,16 +458,15 @@ pub fn run(cli: Cli) -> Result<()> {
             input,
             out,
         } => {
-            if let Some(f) = tenebra_functions::find_bfv(&function) {
-                let bytes = tenebra_client::bfv::encrypt(&keys, f, &read_json(&input)?)?;
-                return write_file(&out, &bytes);
-            }
-            let f = find(&function)?;
             let json = read_json(&input)?;
-            // Check the input before loading keys: mistakes surface at once.
-            f.encode(&json)?;
-            let keys = load_client_keys(&keys)?;
-            let bytes = encrypt(&keys, f, &json)?;
+            let bytes = match tenebra_functions::builtin(&function)? {
+                AnyBuiltin::Bfv(f) => tenebra_client::bfv::encrypt(&keys, f, &json)?,
+                AnyBuiltin::Tfhe(f) => {
+                    // Check the input before loading keys: mistakes surface at once.
+                    f.encode(&json)?;
+                    encrypt(&load_client_keys(&keys)?, f, &json)?
+                }
+            };
             write_file(&out, &bytes)
         }
         Command::Eval {
@@ -485,12 +481,10 @@ pub fn run(cli: Cli) -> Result<()> {
             input,
         } => {
             let bytes = read_limited(&input, BUNDLE_LIMIT)?;
-            if let Some(f) = tenebra_functions::find_bfv(&function) {
-                return print_json(&tenebra_client::bfv::decrypt(&keys, f, &bytes)?);
-            }
-            let f = find(&function)?;
-            let keys = load_client_keys(&keys)?;
-            print_json(&decrypt(&keys, f, &bytes)?)
+            print_json(&match tenebra_functions::builtin(&function)? {
+                AnyBuiltin::Bfv(f) => tenebra_client::bfv::decrypt(&keys, f, &bytes)?,
+                AnyBuiltin::Tfhe(f) => decrypt(&load_client_keys(&keys)?, f, &bytes)?,
+            })
         }
         Command::Demo { keys, data_dir } => service::demo(keys, data_dir),
         Command::Bench { command } => bench(command),
