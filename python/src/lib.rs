@@ -258,6 +258,13 @@ fn vars(vs: Vec<Tracer>, what: &str) -> PyResult<Vec<builder::Var>> {
 }
 
 /// Sum of encrypted values (one node; the type is the elements' type, wrapping).
+/// Checks an encrypted type name as circuits read it (`tenebra.Type` calls it, so a bad
+/// name fails where it is written, not at the first circuit that uses it).
+#[pyfunction]
+fn check_type(name: &str) -> PyResult<()> {
+    parse_type(name).map(|_| ())
+}
+
 #[pyfunction]
 fn sum(vs: Vec<Tracer>) -> PyResult<Tracer> {
     Ok(Tracer(builder::sum(&vars(vs, "sum")?)))
@@ -674,6 +681,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Circuit>()?;
     m.add_class::<Keys>()?;
     m.add_class::<Client>()?;
+    m.add_function(wrap_pyfunction!(check_type, m)?)?;
     m.add_function(wrap_pyfunction!(sum, m)?)?;
     m.add_function(wrap_pyfunction!(min_of, m)?)?;
     m.add_function(wrap_pyfunction!(max_of, m)?)?;

@@ -38,7 +38,13 @@ __all__ = [
 
 class Type(str):
     """An encrypted scalar type (its name, e.g. ``"u16"``); index it for a vector input:
-    ``enc_u16[100]``."""
+    ``enc_u16[100]``. A name that is no type (``Type("u7x")``) raises ``ValueError``."""
+
+    def __new__(cls, name: str) -> "Type":
+        if not isinstance(name, str):
+            raise TypeError(f"a type name is a str, not {name!r}")
+        _native.check_type(name)
+        return super().__new__(cls, name)
 
     def __getitem__(self, length: int) -> "VecType":  # type: ignore[override]
         if not isinstance(length, int) or length < 1:
