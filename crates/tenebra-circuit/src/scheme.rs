@@ -11,6 +11,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::bfv::{parse_bfv, BfvError, BfvLimits, ValidBfv, SCHEME_BFV};
+use crate::cost::Cost;
 use crate::validate::{parse_circuit, Limits, ValidationError};
 use crate::{CircuitId, ValidCircuit};
 
@@ -170,26 +171,25 @@ impl AnyCircuit {
         }
     }
 
-    /// Cost in CU (1 CU = 1 ms of single-thread CPU on the reference machine), saturated to
-    /// what a signed 64-bit column holds.
-    pub fn cost_cu(&self) -> i64 {
-        let cu = match self {
-            AnyCircuit::Tfhe(c) => crate::cost::cost(c).cu,
-            AnyCircuit::Bfv(c) => c.cost_cu(),
-        };
-        i64::try_from(cu).unwrap_or(i64::MAX)
-    }
-
-    /// Number of homomorphic operations a run performs (BFV: rotations, plain and
-    /// ciphertext multiplications).
-    pub fn ops(&self) -> usize {
+    /// Cost in CU (1 CU = 1 ms of single-thread CPU on the reference machine) and the number
+    /// of homomorphic operations a run performs (BFV: rotations, plain and ciphertext
+    /// multiplications). A TFHE circuit is planned to price it: compute this once.
+    pub fn cost(&self) -> Cost {
         match self {
-            AnyCircuit::Tfhe(c) => crate::cost::cost(c).ops,
+            AnyCircuit::Tfhe(c) => crate::cost::cost(c),
             AnyCircuit::Bfv(c) => {
                 let s = &c.plan().stats;
-                (s.rotations + s.plain_mults + s.squares) as usize
+                Cost {
+                    cu: c.cost_cu(),
+                    ops: (s.rotations + s.plain_mults + s.squares) as usize,
+                }
             }
         }
+    }
+
+    /// [`AnyCircuit::cost`] in CU, saturated to what a signed 64-bit column holds.
+    pub fn cost_cu(&self) -> i64 {
+        i64::try_from(self.cost().cu).unwrap_or(i64::MAX)
     }
 
     /// One line for people: `a: u16[5], b: i8 -> c: u16` (TFHE) or

@@ -160,8 +160,7 @@ impl Client {
             let key_set = BfvKeys::load_key_set_for(dir, sig.signature.degree)?;
             let decode: Decode<'a> = Box::new(move |r| {
                 let y = bfv::decrypt_signed(dir, &sig.signature, r)?.remove(0);
-                let floats: Vec<f64> = y.iter().map(|v| *v as f64 / sig.scale).collect();
-                Ok(json!({"y": floats, "quantized": y}))
+                Ok(json!({"y": sig.dequantize(&y), "quantized": y}))
             });
             return Ok((encrypted, KeySet::Bfv(key_set.bytes().to_vec()), decode));
         }

@@ -364,7 +364,7 @@ pub struct Compiled {
 impl Compiled {
     /// Dequantizes decrypted outputs.
     pub fn dequantize(&self, y: &[i64]) -> Vec<f64> {
-        y.iter().map(|v| *v as f64 / self.scale).collect()
+        dequantize(y, self.scale)
     }
 
     /// Exact evaluation of the quantized circuit on a float input, dequantized: what the
@@ -636,6 +636,16 @@ impl ModelSignature {
         }
         Ok(quantize(x, self.input_min, self.input_max, self.input_bits))
     }
+
+    /// Decrypted integers as the float activations they stand for.
+    pub fn dequantize(&self, y: &[i64]) -> Vec<f64> {
+        dequantize(y, self.scale)
+    }
+}
+
+/// Integers of a split's output divided by its scale: the float activations.
+fn dequantize(y: &[i64], scale: f64) -> Vec<f64> {
+    y.iter().map(|v| *v as f64 / scale).collect()
 }
 
 /// The task function name of a model split.

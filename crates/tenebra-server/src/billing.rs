@@ -113,9 +113,10 @@ pub(crate) async fn quote(
         version: q.version,
         circuit_id: q.circuit_id,
     };
-    let function =
-        catalogue::resolve(&state, &caller.tenant_id, &q.function, Want::Lookup(&want)).await?;
-    let (circuit_id, cu) = (function.circuit.id().to_string(), function.cost_cu);
+    let (circuit, cu) =
+        catalogue::resolve_priced(&state, &caller.tenant_id, &q.function, Want::Lookup(&want))
+            .await?;
+    let circuit_id = circuit.id().to_string();
     let plan = state.store.tenant_plan(&caller.tenant_id).await?;
     let price = plan.price_of(&q.function);
     Ok(Json(QuoteView {

@@ -5,8 +5,7 @@
 //! tenant may use (`model:<owner>/<name>/<version>/<layers>`, accepted only in its canonical
 //! spelling, so one split has one name and one price), or one of the tenant's deployed
 //! functions (a version by number, by content id, or the latest). Submit, the workers and
-//! quote all call [`resolve`]; what an ended task is charged is decided in
-//! [`crate::charges`].
+//! quote all call [`resolve`] (submit and quote through [`resolve_priced`]).
 
 use serde::Deserialize;
 use tenebra_circuit::{AnyCircuit, AnyLimits};
@@ -21,13 +20,6 @@ pub const CIRCUIT_LIMIT: usize = 4 << 20;
 /// The limits untrusted (and stored) circuits are parsed under.
 pub(crate) fn limits() -> AnyLimits {
     AnyLimits::with_max_json_bytes(CIRCUIT_LIMIT)
-}
-
-/// What a name resolved to.
-pub(crate) struct Resolved {
-    pub circuit: AnyCircuit,
-    /// Cost of one run in CU.
-    pub cost_cu: i64,
 }
 
 /// Which circuit of a name is wanted.
@@ -51,14 +43,14 @@ pub(crate) struct Selector {
     pub circuit_id: Option<String>,
 }
 
-/// Resolves `name` for `tenant`: the circuit that runs and its cost. Parsing and costing run
-/// under the tenant's CPU gate.
+/// Resolves `name` for `tenant` to the circuit that runs. Parsing runs under the tenant's
+/// CPU gate.
 pub(crate) async fn resolve(
     state: &AppState,
     tenant: &str,
     name: &str,
     want: Want<'_>,
-) -> Result<Resolved, ApiError> {
+) -> Result<AnyCircuit, ApiError> {
     if let Some(b) = tenebra_functions::find_any(name) {
         let size = match &want {
             Want::Input { size, .. } => *size,
@@ -66,19 +58,28 @@ pub(crate) async fn resolve(
         };
         return state
             .cpu
-            .run(tenant, move || priced(builtin_circuit(b, size)?))
+            .run(tenant, move || builtin_circuit(b, size))
             .await?;
     }
     if let Some(m) = crate::models::resolve(state, tenant, name).await? {
-        return priced(m.circuit.clone().into());
+        return Ok(m.circuit.clone().into());
     }
     let row = deployed(state, tenant, name, &want).await?;
     state.cpu.run(tenant, move || parse_stored(&row)).await?
 }
 
-fn priced(circuit: AnyCircuit) -> Result<Resolved, ApiError> {
-    let cost_cu = circuit.cost_cu();
-    Ok(Resolved { circuit, cost_cu })
+/// [`resolve`], and the cost of one run in CU (what submit records and quote shows), priced
+/// under the tenant's CPU gate.
+pub(crate) async fn resolve_priced(
+    state: &AppState,
+    tenant: &str,
+    name: &str,
+    want: Want<'_>,
+) -> Result<(AnyCircuit, i64), ApiError> {
+    let circuit = resolve(state, tenant, name, want).await?;
+    let priced = circuit.clone();
+    let cost_cu = state.cpu.run(tenant, move || priced.cost_cu()).await?;
+    Ok((circuit, cost_cu))
 }
 
 /// A built-in's circuit at `size`; a size out of its range is the client's mistake.
@@ -88,11 +89,9 @@ pub(crate) fn builtin_circuit(b: AnyBuiltin, size: u32) -> Result<AnyCircuit, Ap
 }
 
 /// A stored circuit, parsed again (it was validated before it was stored; limits may have
-/// changed since, so it goes through the same gate), and priced.
-pub(crate) fn parse_stored(f: &Function) -> Result<Resolved, ApiError> {
-    let c = AnyCircuit::parse(f.circuit_json.as_bytes(), &limits())
-        .map_err(|e| ApiError::internal(&e))?;
-    priced(c)
+/// changed since, so it goes through the same gate).
+pub(crate) fn parse_stored(f: &Function) -> Result<AnyCircuit, ApiError> {
+    AnyCircuit::parse(f.circuit_json.as_bytes(), &limits()).map_err(|e| ApiError::internal(&e))
 }
 
 /// The deployed version `want` names.

@@ -25,11 +25,12 @@ use crate::{ApiError, AppState, Caller, QueryParams};
 
 /// A circuit's id and cost as a page shows them.
 fn sized(size: u32, c: &AnyCircuit) -> SizedCost {
+    let cost = c.cost();
     SizedCost {
         size,
         circuit_id: c.id().to_string(),
-        cost_cu: c.cost_cu().max(0) as u64,
-        ops: c.ops(),
+        cost_cu: cost.cu,
+        ops: cost.ops,
     }
 }
 
@@ -59,7 +60,7 @@ fn builtin_view(b: AnyBuiltin, size: Option<u32>) -> Result<FunctionView, ApiErr
 }
 
 fn deployed_view(f: &Function) -> Result<FunctionView, ApiError> {
-    let c = catalogue::parse_stored(f)?.circuit;
+    let c = catalogue::parse_stored(f)?;
     let summary = match c.scheme() {
         Scheme::Tfhe => format!("deployed circuit, version {}", f.version),
         Scheme::Bfv => format!("deployed BFV circuit, version {}", f.version),

@@ -118,24 +118,25 @@ pub(crate) async fn submit(
         size: header.size(),
         circuit_id: header.circuit_id(),
     };
-    let function = catalogue::resolve(&state, &caller.tenant_id, header.function(), want).await?;
-    if header.scheme() != function.circuit.scheme() {
+    let (circuit, cost_cu) =
+        catalogue::resolve_priced(&state, &caller.tenant_id, header.function(), want).await?;
+    if header.scheme() != circuit.scheme() {
         return Err(ApiError::bad_request(
             "circuit_mismatch",
             format!(
                 "`{}` is a {} function, the input is encrypted with {} keys: encrypt it for \
                  this function",
                 header.function(),
-                function.circuit.scheme(),
+                circuit.scheme(),
                 header.scheme()
             ),
         ));
     }
-    if !header.matches(&function.circuit) {
+    if !header.matches(&circuit) {
         return Err(mismatch(
             header.function(),
             header.circuit_id(),
-            &function.circuit.id(),
+            &circuit.id(),
         ));
     }
     let key_set_id = header.key_set_id().to_owned();
@@ -181,7 +182,7 @@ pub(crate) async fn submit(
         idempotency_key,
         input_sha256,
         input_bytes: body.len() as i64,
-        cost_cu: function.cost_cu,
+        cost_cu,
     };
     let input = blobs::task_input(tenant, &new.id);
     state

@@ -343,7 +343,6 @@ impl Worker {
         };
         let circuit = catalogue::resolve(&self.state, &task.tenant_id, &task.function, want)
             .await
-            .map(|r| r.circuit)
             .map_err(|e| {
                 if e.status.is_client_error()
                     && e.status != axum::http::StatusCode::TOO_MANY_REQUESTS

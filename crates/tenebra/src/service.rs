@@ -206,6 +206,21 @@ async fn wait(client: &Client, id: &str) -> Result<Task> {
     Ok(t?)
 }
 
+/// The SDK's whole run of `function` on `input`, with the task's progress bar.
+async fn run_with_bar(
+    client: &Client,
+    keys: &Path,
+    function: &str,
+    input: &serde_json::Value,
+) -> Result<tenebra_client::run::Finished> {
+    let bar = TaskBar::new();
+    let done = client
+        .run_with(keys, function, input, |t| bar.update(t))
+        .await;
+    bar.finish();
+    Ok(done?)
+}
+
 /// Fails unless the task succeeded, with its reason.
 fn succeeded(t: &Task) -> Result<()> {
     match (t.status.as_str(), &t.error) {
@@ -285,10 +300,8 @@ async fn ensure_uploaded(client: &Client, keys: &ClientKeys, dir: &Path) -> Resu
 pub fn run_remote(server: &ServerArgs, keys: &Path, function: &str, input: &Path) -> Result<()> {
     let json = read_json(input)?;
     let client = server.client()?;
-    let bar = TaskBar::new();
-    let done = runtime()?.block_on(client.run_with(keys, function, &json, |t| bar.update(t)));
-    bar.finish();
-    print_json(&done?.output)
+    let done = runtime()?.block_on(run_with_bar(&client, keys, function, &json))?;
+    print_json(&done.output)
 }
 
 /// `tenebra functions list` against a server.
@@ -465,10 +478,7 @@ async fn demo_client(url: &str, token: &str, dir: &Path) -> Result<()> {
     ];
     for (name, input) in samples {
         let started = Instant::now();
-        let bar = TaskBar::new();
-        let done = client.run_with(dir, name, &input, |t| bar.update(t)).await;
-        bar.finish();
-        let done = done?;
+        let done = run_with_bar(&client, dir, name, &input).await?;
         let e2e = started.elapsed().as_secs_f64();
         let want = find(name)?.simulate(&input)?;
         println!("{name}: input {input}");
@@ -497,7 +507,7 @@ async fn demo_client(url: &str, token: &str, dir: &Path) -> Result<()> {
     }
     let input = serde_json::json!({ "profile": profile });
     let started = Instant::now();
-    let done = client.run_with(dir, ads.name, &input, |_| {}).await?;
+    let done = run_with_bar(&client, dir, ads.name, &input).await?;
     let e2e = started.elapsed().as_secs_f64();
     let key_set = tenebra_client::bfv::BfvKeys::load_key_set(dir, ads.circuit())?;
     let want = ads.simulate(&input)?;
