@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod model;
+
 /// An error body: `{"error": {"code": "...", "message": "..."}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {

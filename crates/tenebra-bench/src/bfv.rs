@@ -336,14 +336,10 @@ pub fn bench_bfv(reps: usize, log: &mut dyn FnMut(&str)) -> BenchResult<Vec<BfvR
     ])
 }
 
-/// Start and end markers of the section in BENCHMARKS.md.
-pub const SECTION_START: &str = "<!-- bench bfv -->";
-pub const SECTION_END: &str = "<!-- /bench bfv -->";
-
-/// The BENCHMARKS.md section.
+/// The BENCHMARKS.md section ([`crate::doc::BFV`], markers included).
 pub fn bfv_report(results: &[BfvResult], reps: usize) -> String {
     let mut s = format!(
-        "{SECTION_START}\n## BFV backend\n\nMeasured on {} with `tenebra bench bfv` on \
+        "## BFV backend\n\nMeasured on {} with `tenebra bench bfv` on \
          {} ({reps} warm repetition(s), engine and baseline alternating, medians shown; the \
          cold run includes decoding the key set and encoding the plain matrix, done once per \
          key set and function). fhe.rs 0.1.1 with `tfhe-ntt`, 128-bit parameters. Engine and \
@@ -378,16 +374,5 @@ pub fn bfv_report(results: &[BfvResult], reps: usize) -> String {
          T4 GPU (the reference demo); 784 -> 10 layer 0.47 s as 10 dot products and 5.3 s as a \
          `matmul` with a 35 MB context (TenSEAL CKKS).\n",
     );
-    s.push_str(SECTION_END);
-    s
-}
-
-/// Replaces (or appends) the section between the markers in `doc`.
-pub fn replace_section(doc: &str, start: &str, end: &str, section: &str) -> String {
-    match (doc.find(start), doc.find(end)) {
-        (Some(a), Some(b)) if b > a => {
-            format!("{}{section}{}", &doc[..a], &doc[b + end.len()..])
-        }
-        _ => format!("{}\n\n{section}\n", doc.trim_end()),
-    }
+    crate::doc::BFV.wrap(&s)
 }

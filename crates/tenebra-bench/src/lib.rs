@@ -1,8 +1,12 @@
 //! Benchmarks: the engine against hand-written tfhe-rs code for the same functions (measured
-//! in the same run, alternating), and the calibration of the cost model's op latencies.
+//! in the same run, alternating), the BFV backend against hand-written fhe.rs code, what the
+//! service adds over a direct engine call, and the calibration of the cost model's op
+//! latencies. Each renders its part of BENCHMARKS.md ([`doc`]).
 
 pub mod baseline;
 pub mod bfv;
+pub mod doc;
+pub mod service;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

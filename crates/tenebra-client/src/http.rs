@@ -4,13 +4,14 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use tenebra_api::model::{GrantView, ModelSignature, ModelView};
 pub use tenebra_api::{
     ApiKeyView as ApiKey, AuditRecordView as AuditRecord, AuditVerifyView as AuditVerify,
     FunctionView as Function, InvoiceView as Invoice, KeySetView as KeySet, LimitsView as Limits,
     PlanView as Plan, ProgressView, QuoteRequest, QuoteView as Quote, TaskPage, TaskView as Task,
     UsageView as Usage,
 };
-use tenebra_functions::model::{GrantView, ModelSignature, ModelView, RemainingLayers};
+use tenebra_functions::model::RemainingLayers;
 
 /// An API error or a transport failure.
 #[derive(Debug, thiserror::Error)]

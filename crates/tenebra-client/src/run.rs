@@ -84,10 +84,7 @@ impl Client {
         let (encrypted, key_set, decode) = self.prepare(keys, function, input).await?;
         match key_set {
             KeySet::Tfhe(id) => {
-                if self.key_set_by_fingerprint(&id).await?.is_none() {
-                    let upload = tenebra_engine::keys::read_upload(keys)?;
-                    self.upload_key_set(upload).await?;
-                }
+                self.ensure_key_set(&id, keys).await?;
             }
             KeySet::Bfv(upload) => {
                 self.upload_key_set(upload).await?;
@@ -117,6 +114,16 @@ impl Client {
             input_bytes,
             result_bytes: result.len(),
         })
+    }
+
+    /// Uploads the TFHE key set in `dir` (whose id is `fingerprint`) unless the server
+    /// already holds it; returns the server's id of the key set.
+    pub async fn ensure_key_set(&self, fingerprint: &str, dir: &Path) -> Result<String, RunError> {
+        if let Some(k) = self.key_set_by_fingerprint(fingerprint).await? {
+            return Ok(k.id);
+        }
+        let upload = tenebra_engine::keys::read_upload(dir)?;
+        Ok(self.upload_key_set(upload).await?.id)
     }
 
     /// The encrypted input, the key set it needs, and how to read its result.

@@ -93,5 +93,5 @@ pub(crate) async fn verify(
     audit::verify(&state)
         .await
         .map(Json)
-        .map_err(|e| ApiError::internal(&e))
+        .map_err(|e| ApiError::internal(&crate::Causes(&e)))
 }

@@ -20,7 +20,7 @@ use tenebra_api::{AuditRecordView, AuditVerifyView};
 use tenebra_store::{new_id, AuditEntry, AuditRecord};
 use tracing::Instrument;
 
-use crate::{AppState, QueryParams};
+use crate::{AppState, QueryParams, ServiceError};
 
 /// Where checkpoints are stored in the blob store.
 const CHECKPOINTS: &str = "_audit/checkpoints";
@@ -39,17 +39,17 @@ impl std::fmt::Debug for AuditSigner {
 
 impl AuditSigner {
     /// Reads the 32-byte key seed at `path`, or creates it (0600) if missing.
-    pub fn load_or_create(path: &Path) -> Result<Self, String> {
+    pub fn load_or_create(path: &Path) -> Result<Self, ServiceError> {
         let seed = match std::fs::read(path) {
-            Ok(bytes) => <[u8; 32]>::try_from(bytes.as_slice())
-                .map_err(|_| format!("{} is not a 32-byte key", path.display()))?,
+            Ok(bytes) => <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+                ServiceError::Config(format!("{} is not a 32-byte key", path.display()))
+            })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let seed: [u8; 32] = rand::random();
-                crate::write_private(path, &seed)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                crate::write_private(path, &seed).map_err(ServiceError::file(path))?;
                 seed
             }
-            Err(e) => return Err(format!("{}: {e}", path.display())),
+            Err(e) => return Err(ServiceError::file(path)(e)),
         };
         Ok(Self(Arc::new(SigningKey::from_bytes(&seed))))
     }
@@ -209,8 +209,8 @@ pub(crate) async fn page(
 
 /// Signs the chain's head into a checkpoint blob, unless the last checkpoint already has
 /// it; returns the new checkpoint.
-pub async fn checkpoint(state: &AppState) -> Result<Option<Checkpoint>, String> {
-    let (seq, hash) = state.store.audit_head().await.map_err(|e| e.to_string())?;
+pub async fn checkpoint(state: &AppState) -> Result<Option<Checkpoint>, ServiceError> {
+    let (seq, hash) = state.store.audit_head().await?;
     if seq == 0 {
         return Ok(None);
     }
@@ -218,7 +218,7 @@ pub async fn checkpoint(state: &AppState) -> Result<Option<Checkpoint>, String> 
         .blobs
         .list(CHECKPOINTS)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(ServiceError::blobs("listing the audit checkpoints"))?;
     let name = format!("{CHECKPOINTS}/{seq:020}.json");
     if names.last() == Some(&name) {
         return Ok(None);
@@ -232,12 +232,13 @@ pub async fn checkpoint(state: &AppState) -> Result<Option<Checkpoint>, String> 
         public_key: state.audit_signer.public_hex(),
         signature: hex::encode(signature.to_bytes()),
     };
-    let bytes = serde_json::to_vec(&cp).map_err(|e| e.to_string())?;
-    state
-        .blobs
-        .put_plain(&name.as_str().into(), bytes)
+    let written = async {
+        let bytes = serde_json::to_vec(&cp).map_err(std::io::Error::other)?;
+        state.blobs.put_plain(&name.as_str().into(), bytes).await
+    };
+    written
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(ServiceError::blobs(format!("writing {name}")))?;
     Ok(Some(cp))
 }
 
@@ -245,12 +246,8 @@ pub async fn checkpoint(state: &AppState) -> Result<Option<Checkpoint>, String> 
 const CHECKPOINT_LIMIT: u64 = 4 << 10;
 
 /// Recomputes the chain and checks it against every signed checkpoint.
-pub async fn verify(state: &AppState) -> Result<AuditVerifyView, String> {
-    let chain = state
-        .store
-        .verify_audit()
-        .await
-        .map_err(|e| e.to_string())?;
+pub async fn verify(state: &AppState) -> Result<AuditVerifyView, ServiceError> {
+    let chain = state.store.verify_audit().await?;
     let mut first_bad = chain.first_bad.map(|b| (b.seq, b.reason));
     let mut worse = |seq: i64, reason: String| {
         if first_bad.as_ref().is_none_or(|(s, _)| seq < *s) {
@@ -261,7 +258,7 @@ pub async fn verify(state: &AppState) -> Result<AuditVerifyView, String> {
         .blobs
         .list(CHECKPOINTS)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(ServiceError::blobs("listing the audit checkpoints"))?;
     let key = state.audit_signer.verifying_key();
     let mut checkpoints = 0;
     for name in names {
@@ -269,7 +266,7 @@ pub async fn verify(state: &AppState) -> Result<AuditVerifyView, String> {
             .blobs
             .get_plain(&name.as_str().into(), CHECKPOINT_LIMIT)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(ServiceError::blobs(format!("reading {name}")))?;
         let Ok(cp) = serde_json::from_slice::<Checkpoint>(&bytes) else {
             worse(0, format!("checkpoint {name} is not a checkpoint"));
             continue;
@@ -289,12 +286,7 @@ pub async fn verify(state: &AppState) -> Result<AuditVerifyView, String> {
             continue;
         }
         checkpoints += 1;
-        match state
-            .store
-            .audit_hash_at(cp.seq)
-            .await
-            .map_err(|e| e.to_string())?
-        {
+        match state.store.audit_hash_at(cp.seq).await? {
             None => worse(
                 cp.seq.min(chain.last_seq + 1),
                 format!("record {} of a signed checkpoint is missing", cp.seq),

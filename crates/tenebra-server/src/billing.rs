@@ -14,7 +14,7 @@ use tenebra_store::billing::{self, period_name, period_of};
 use tenebra_store::{now_ms, Plan, Scope, UsageFilter, UsageRecord};
 
 use crate::catalogue::{self, Selector, Want};
-use crate::{ApiError, AppState, Caller, JsonBody, QueryParams};
+use crate::{ApiError, AppState, Caller, JsonBody, QueryParams, ServiceError};
 
 /// The meter events' name (the billing provider's meter must use it).
 pub const METER_EVENT_NAME: &str = "tenebra_cu";
@@ -331,7 +331,10 @@ pub struct Exported {
 /// and records each delivery so no event goes twice. An event is marked delivered only
 /// after the file write or a 2xx from the endpoint; should the process die in between, the
 /// next export repeats it with the same identifier, which billing providers deduplicate.
-pub async fn export_meter_events(state: &AppState, sink: &MeterSink) -> Result<Exported, String> {
+pub async fn export_meter_events(
+    state: &AppState,
+    sink: &MeterSink,
+) -> Result<Exported, ServiceError> {
     use tokio::io::AsyncWriteExt;
     let http = crate::outbound_client()?;
     let mut file = match &sink.file {
@@ -341,17 +344,13 @@ pub async fn export_meter_events(state: &AppState, sink: &MeterSink) -> Result<E
                 .append(true)
                 .open(p)
                 .await
-                .map_err(|e| format!("{}: {e}", p.display()))?,
+                .map_err(ServiceError::file(p))?,
         ),
         None => None,
     };
     let mut done = Exported::default();
     loop {
-        let batch = state
-            .store
-            .unexported_usage(500)
-            .await
-            .map_err(|e| e.to_string())?;
+        let batch = state.store.unexported_usage(500).await?;
         if batch.is_empty() {
             return Ok(done);
         }
@@ -364,17 +363,16 @@ pub async fn export_meter_events(state: &AppState, sink: &MeterSink) -> Result<E
                     return Ok(done);
                 }
             }
-            if let Some(f) = &mut file {
-                let mut line = serde_json::to_vec(&event).map_err(|e| e.to_string())?;
-                line.push(b'\n');
-                f.write_all(&line).await.map_err(|e| e.to_string())?;
-                f.flush().await.map_err(|e| e.to_string())?;
+            if let (Some(f), Some(path)) = (&mut file, &sink.file) {
+                let written = async {
+                    let mut line = serde_json::to_vec(&event).map_err(std::io::Error::other)?;
+                    line.push(b'\n');
+                    f.write_all(&line).await?;
+                    f.flush().await
+                };
+                written.await.map_err(ServiceError::file(path))?;
             }
-            state
-                .store
-                .mark_exported(&u.task_id)
-                .await
-                .map_err(|e| e.to_string())?;
+            state.store.mark_exported(&u.task_id).await?;
             done.events += 1;
         }
     }

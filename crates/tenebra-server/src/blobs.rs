@@ -32,6 +32,7 @@ use object_store::{ObjectStore, PutPayload, WriteMultipart};
 use tokio::io::AsyncReadExt;
 
 use crate::kms::{Kms, KmsError};
+use crate::ServiceError;
 
 /// Parts of a multipart upload (S3 needs at least 5 MiB per part).
 const PART_SIZE: usize = 8 << 20;
@@ -197,10 +198,13 @@ pub(crate) fn task_result(tenant: &str, task: &str, fence: i64) -> BlobPath {
 
 impl Blobs {
     /// Blobs in a local directory (created if missing).
-    pub fn local(dir: &Path, kms: Arc<dyn Kms>) -> Result<Self, String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-        let store = LocalFileSystem::new_with_prefix(dir)
-            .map_err(|e| format!("opening {}: {e}", dir.display()))?;
+    pub fn local(dir: &Path, kms: Arc<dyn Kms>) -> Result<Self, ServiceError> {
+        std::fs::create_dir_all(dir).map_err(ServiceError::file(dir))?;
+        let store =
+            LocalFileSystem::new_with_prefix(dir).map_err(|source| ServiceError::ObjectStore {
+                doing: format!("opening {}", dir.display()),
+                source,
+            })?;
         Ok(Self {
             store: Arc::new(store),
             kms,
@@ -210,15 +214,20 @@ impl Blobs {
     /// Blobs in S3-compatible storage: `s3://bucket[/prefix]`; credentials, region and
     /// endpoint from the usual `AWS_*` variables (`AWS_ENDPOINT` and `AWS_ALLOW_HTTP=true`
     /// for a local S3 such as MinIO).
-    pub fn s3(url: &str, kms: Arc<dyn Kms>) -> Result<Self, String> {
-        let rest = url
-            .strip_prefix("s3://")
-            .ok_or_else(|| format!("unsupported blob URL `{url}` (expected s3://bucket/prefix)"))?;
+    pub fn s3(url: &str, kms: Arc<dyn Kms>) -> Result<Self, ServiceError> {
+        let rest = url.strip_prefix("s3://").ok_or_else(|| {
+            ServiceError::Config(format!(
+                "unsupported blob URL `{url}` (expected s3://bucket/prefix)"
+            ))
+        })?;
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         let s3 = AmazonS3Builder::from_env()
             .with_bucket_name(bucket)
             .build()
-            .map_err(|e| format!("configuring S3 for {url}: {e}"))?;
+            .map_err(|source| ServiceError::ObjectStore {
+                doing: format!("configuring S3 for {url}"),
+                source,
+            })?;
         let prefix = prefix.trim_matches('/');
         let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
             Arc::new(s3)

@@ -123,3 +123,91 @@ impl From<StoreError> for ApiError {
         }
     }
 }
+
+/// Why the service could not start, or an operator job (audit checkpoint or verification,
+/// meter export) could not finish. Each variant says what was being done; its cause is the
+/// [`std::error::Error::source`], so `{:#}` in `anyhow` or [`Causes`] prints the whole
+/// chain on one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// A setting is wrong; the message says which and what it should be.
+    #[error("{0}")]
+    Config(String),
+    #[error("{}", path.display())]
+    File {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{doing}")]
+    Database {
+        doing: &'static str,
+        #[source]
+        source: StoreError,
+    },
+    #[error("{doing}")]
+    ObjectStore {
+        doing: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("{doing}")]
+    Blobs {
+        doing: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("building the HTTP client")]
+    Http(#[source] reqwest::Error),
+    #[error("the KMS")]
+    Kms(#[source] crate::kms::KmsError),
+    #[error("serving the API")]
+    Serve {
+        #[source]
+        source: std::io::Error,
+    },
+    /// A task of the node (server, worker) panicked or was cancelled.
+    #[error("a part of the node stopped unexpectedly")]
+    Stopped {
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+impl ServiceError {
+    pub(crate) fn file(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Self + '_ {
+        move |source| ServiceError::File {
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    pub(crate) fn blobs(doing: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let doing = doing.into();
+        move |source| ServiceError::Blobs { doing, source }
+    }
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(source: StoreError) -> Self {
+        ServiceError::Database {
+            doing: "the database",
+            source,
+        }
+    }
+}
+
+/// An error and its causes on one line: `opening the database: connection refused`.
+pub struct Causes<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Causes<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut next = self.0.source();
+        while let Some(e) = next {
+            write!(f, ": {e}")?;
+            next = e.source();
+        }
+        Ok(())
+    }
+}

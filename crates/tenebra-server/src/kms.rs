@@ -14,6 +14,8 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use sha2::{Digest, Sha256};
 
+use crate::ServiceError;
+
 /// A boxed future, so the trait can be used as `dyn Kms`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -87,15 +89,15 @@ fn backend(e: impl std::fmt::Display) -> KmsError {
 
 impl LocalKms {
     /// Opens the keyring in `dir`, creating it with a first master key if it is missing.
-    pub fn open(dir: &Path) -> Result<Self, String> {
+    pub fn open(dir: &Path) -> Result<Self, ServiceError> {
         let kms = Self {
             dir: dir.to_owned(),
         };
         if !dir.join("current").exists() {
-            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            kms.new_key().map_err(|e| e.to_string())?;
+            std::fs::create_dir_all(dir).map_err(ServiceError::file(dir))?;
+            kms.new_key().map_err(ServiceError::Kms)?;
         }
-        kms.current().map_err(|e| e.to_string())?;
+        kms.current().map_err(ServiceError::Kms)?;
         Ok(kms)
     }
 
@@ -266,20 +268,22 @@ impl std::fmt::Debug for VaultKms {
 
 impl VaultKms {
     /// `url` is `vault+http(s)://host:port/<mount>/<key>`.
-    pub fn new(url: &str, token: &str) -> Result<Self, String> {
+    pub fn new(url: &str, token: &str) -> Result<Self, ServiceError> {
+        let wrong = |why: String| ServiceError::Config(why);
         let rest = url
             .strip_prefix("vault+")
-            .ok_or_else(|| format!("`{url}` is not a vault+http(s):// URL"))?;
+            .ok_or_else(|| wrong(format!("`{url}` is not a vault+http(s):// URL")))?;
         let (origin, path) = rest
             .find("://")
             .and_then(|i| rest[i + 3..].find('/').map(|j| rest.split_at(i + 3 + j)))
-            .ok_or_else(|| format!("`{url}` names no transit mount and key"))?;
-        let (mount, key) = path
-            .trim_matches('/')
-            .rsplit_once('/')
-            .ok_or_else(|| format!("`{url}` should end with /<transit mount>/<key name>"))?;
+            .ok_or_else(|| wrong(format!("`{url}` names no transit mount and key")))?;
+        let (mount, key) = path.trim_matches('/').rsplit_once('/').ok_or_else(|| {
+            wrong(format!(
+                "`{url}` should end with /<transit mount>/<key name>"
+            ))
+        })?;
         if token.is_empty() {
-            return Err("the Vault KMS needs a token (VAULT_TOKEN)".into());
+            return Err(wrong("the Vault KMS needs a token (VAULT_TOKEN)".into()));
         }
         Ok(Self {
             base: format!("{origin}/v1/{mount}"),

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod billing;
 pub mod blobs;
 mod catalogue;
+pub mod charges;
 pub mod cpu;
 pub mod error;
 mod functions;
@@ -16,6 +17,7 @@ mod keysets;
 pub mod kms;
 mod metrics_http;
 pub mod models;
+mod node;
 pub mod openapi;
 mod tasks;
 pub mod token;
@@ -38,7 +40,8 @@ pub use tenebra_api::{
 };
 use tenebra_store::{ApiKey, QuotaExceeded, Scope, Store, StoreError, Tenant};
 
-pub use error::ApiError;
+pub use error::{ApiError, Causes, ServiceError};
+pub use node::Node;
 pub use token::Secret;
 
 /// Largest JSON request body accepted by the API-key endpoints.
@@ -152,16 +155,16 @@ fn redact_url(url: &str) -> String {
 
 /// The HTTP client for every outbound call (Vault, meter-event pushes): a request that
 /// cannot connect in 5 s or finish in 30 s fails instead of hanging its caller.
-pub(crate) fn outbound_client() -> Result<reqwest::Client, String> {
+pub(crate) fn outbound_client() -> Result<reqwest::Client, ServiceError> {
     reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(5))
         .timeout(std::time::Duration::from_secs(30))
         .build()
-        .map_err(|e| format!("building the HTTP client: {e}"))
+        .map_err(ServiceError::Http)
 }
 
 /// The KMS the settings name.
-pub fn open_kms(settings: &Settings) -> Result<Arc<dyn kms::Kms>, String> {
+pub fn open_kms(settings: &Settings) -> Result<Arc<dyn kms::Kms>, ServiceError> {
     match settings.kms.as_deref() {
         None => Ok(Arc::new(kms::LocalKms::open(
             &settings.data_dir.join("master-keys"),
@@ -173,16 +176,15 @@ pub fn open_kms(settings: &Settings) -> Result<Arc<dyn kms::Kms>, String> {
             u,
             settings.vault_token.as_deref().unwrap_or(""),
         )?)),
-        Some(u) => Err(format!(
+        Some(u) => Err(ServiceError::Config(format!(
             "unsupported KMS `{u}` (expected local:DIR or vault+http(s)://host/mount/key)"
-        )),
+        ))),
     }
 }
 
 /// Opens (and migrates) the database and loads the token secret.
-pub async fn open(settings: &Settings) -> Result<AppState, String> {
-    create_private_dir(&settings.data_dir)
-        .map_err(|e| format!("creating {}: {e}", settings.data_dir.display()))?;
+pub async fn open(settings: &Settings) -> Result<AppState, ServiceError> {
+    create_private_dir(&settings.data_dir).map_err(ServiceError::file(&settings.data_dir))?;
     let url = match &settings.database_url {
         Some(u) => u.clone(),
         None => format!(
@@ -190,18 +192,26 @@ pub async fn open(settings: &Settings) -> Result<AppState, String> {
             settings.data_dir.join("tenebra.db").display()
         ),
     };
-    let store = Store::connect(&url)
+    let store = Store::connect(&url, charges::charge)
         .await
-        .map_err(|e| format!("opening the database: {e}"))?;
+        .map_err(|source| ServiceError::Database {
+            doing: "opening the database",
+            source,
+        })?;
     store
         .migrate()
         .await
-        .map_err(|e| format!("migrating the database: {e}"))?;
+        .map_err(|source| ServiceError::Database {
+            doing: "migrating the database",
+            source,
+        })?;
     let secret = match &settings.secret_hex {
         Some(h) => hex::decode(h.trim())
             .ok()
             .and_then(Secret::new)
-            .ok_or("the secret must be at least 32 bytes, hex-encoded")?,
+            .ok_or_else(|| {
+                ServiceError::Config("the secret must be at least 32 bytes, hex-encoded".into())
+            })?,
         None => load_or_create_secret(&settings.data_dir.join("secret.key"))?,
     };
     let kms = open_kms(settings)?;
@@ -232,15 +242,17 @@ pub async fn open(settings: &Settings) -> Result<AppState, String> {
     })
 }
 
-fn load_or_create_secret(path: &Path) -> Result<Secret, String> {
+fn load_or_create_secret(path: &Path) -> Result<Secret, ServiceError> {
     match std::fs::read(path) {
-        Ok(bytes) => Secret::new(bytes).ok_or_else(|| format!("{} is too short", path.display())),
+        Ok(bytes) => Secret::new(bytes).ok_or_else(|| {
+            ServiceError::Config(format!("{} is too short for a secret", path.display()))
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let s = Secret::generate();
-            write_private(path, s.expose()).map_err(|e| format!("{}: {e}", path.display()))?;
+            write_private(path, s.expose()).map_err(ServiceError::file(path))?;
             Ok(s)
         }
-        Err(e) => Err(format!("{}: {e}", path.display())),
+        Err(e) => Err(ServiceError::file(path)(e)),
     }
 }
 
@@ -263,10 +275,12 @@ fn service_token_hash(
     secret: &Secret,
     token: Option<&str>,
     what: &str,
-) -> Result<Option<[u8; 32]>, String> {
+) -> Result<Option<[u8; 32]>, ServiceError> {
     match token.map(str::trim) {
         None | Some("") => Ok(None),
-        Some(t) if t.len() < 32 => Err(format!("the {what} token must be at least 32 characters")),
+        Some(t) if t.len() < 32 => Err(ServiceError::Config(format!(
+            "the {what} token must be at least 32 characters"
+        ))),
         Some(t) => Ok(Some(token::hash(secret, t))),
     }
 }

@@ -19,9 +19,9 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use tenebra_api::model::{GrantView, ModelPage, ModelSignature, ModelView};
 use tenebra_functions::model::{
-    model_function, parse_model_function, Compiled, GrantView, Model, ModelError, ModelPage,
-    ModelSignature, ModelView, RemainingLayers,
+    model_function, parse_model_function, Compiled, Model, ModelError, RemainingLayers,
 };
 use tenebra_store::{ModelGrant, ModelRow, Scope, StoreError, Uploaded};
 

@@ -297,7 +297,7 @@ pub async fn sweep(state: &AppState) {
         tracing::warn!(error = %e, "pruning rate-limit counters failed");
     }
     if let Err(e) = crate::audit::checkpoint(state).await {
-        tracing::warn!(error = %e, "signing an audit checkpoint failed");
+        tracing::warn!(error = %crate::Causes(&e), "signing an audit checkpoint failed");
     }
 }
 

@@ -6,7 +6,7 @@ use tenebra_client::encrypt;
 use tenebra_client::http::{Client, HttpError, Plan, QuoteRequest};
 use tenebra_engine::test_support::{client_keys, test_key_dir};
 use tenebra_server::create_tenant;
-use tenebra_store::Store;
+use tenebra_store::{Db, Store};
 
 mod common;
 
@@ -139,7 +139,8 @@ async fn quotas(postgres: bool) {
         submit_raw(&h.base, &token_a, enc.clone()).await,
         (429, Some("5".into()), "too_many_active_tasks".into())
     );
-    let (base2, state2, stop2) = h.second_node().await;
+    let node2 = h.second_node().await;
+    let base2 = node2.url();
     assert_eq!(
         submit_raw(&base2, &token_a, enc.clone()).await,
         (429, Some("5".into()), "too_many_active_tasks".into())
@@ -181,8 +182,7 @@ async fn quotas(postgres: bool) {
         limited > 0,
         "8 requests at once passed a limit of 3 per second"
     );
-    let _ = stop2.send(true);
-    state2.store.close().await;
+    node2.stop().await.unwrap();
     h.stop().await;
 }
 
@@ -198,8 +198,8 @@ async fn quotas_on_postgres() {
 
 async fn raw(store: &Store, sql: &str, args: (&str, &str, &str, i64)) {
     let (a, b, c, d) = args;
-    match store {
-        Store::Sqlite(p) => sqlx::query(sql)
+    match store.db() {
+        Db::Sqlite(p) => sqlx::query(sql)
             .bind(a)
             .bind(b)
             .bind(c)
@@ -207,7 +207,7 @@ async fn raw(store: &Store, sql: &str, args: (&str, &str, &str, i64)) {
             .execute(p)
             .await
             .map(drop),
-        Store::Postgres(p) => sqlx::query(sql)
+        Db::Postgres(p) => sqlx::query(sql)
             .bind(a)
             .bind(b)
             .bind(c)

@@ -1,7 +1,8 @@
 //! Plans (prices and limits), usage records, quotas and rate limits.
 //!
 //! A usage record is written in the transaction that ends a task (see `tasks.rs`), keyed by
-//! the task, so a task is metered exactly once however often it was claimed. Quotas are
+//! the task, so a task is metered exactly once however often it was claimed; what it is
+//! charged is the store's [`crate::ChargeRule`], not a rule of this crate. Quotas are
 //! checked inside the transaction that would exceed them, after locking the tenant's row, so
 //! they hold across API nodes sharing one database. Money is integer nano-units of the
 //! billing currency: sums are exact.
@@ -9,7 +10,7 @@
 use chrono::{Datelike, TimeZone, Utc};
 use sqlx::Row;
 
-use crate::{now_ms, Store, StoreError, Task, TaskStatus};
+use crate::{now_ms, Charge, Store, StoreError, Task};
 
 /// The plan every tenant starts on.
 pub const DEFAULT_PLAN: &str = "default";
@@ -145,9 +146,9 @@ pub struct UsageRecord {
     /// `succeeded`, `failed` or `cancelled`.
     pub outcome: String,
     pub error_code: Option<String>,
-    /// CU of the nodes that ran.
+    /// CU of the work that ran.
     pub cu: i64,
-    /// CU billed: `cu`, or 0 when the task failed by our fault.
+    /// CU billed, as the store's [`crate::ChargeRule`] decided.
     pub charged_cu: i64,
     pub price_nanos_per_cu: i64,
     pub amount_nanos: i64,
@@ -158,25 +159,11 @@ pub struct UsageRecord {
     pub recorded_at: i64,
 }
 
-/// Errors that are ours, not the tenant's: such tasks are not charged.
-const OUR_FAULTS: [&str; 2] = ["internal", "worker_lost"];
-
 impl UsageRecord {
-    /// The record of an ended task at `price`.
-    pub(crate) fn of(t: &Task, price: i64, version: Option<i64>) -> Self {
-        let cu = match t.status {
-            TaskStatus::Succeeded => t.cost_cu,
-            _ if t.progress_total > 0 => {
-                let done = t.progress_done.clamp(0, t.progress_total);
-                (i128::from(t.cost_cu) * i128::from(done) / i128::from(t.progress_total)) as i64
-            }
-            _ => 0,
-        };
-        let ours = t
-            .error_code
-            .as_deref()
-            .is_some_and(|c| OUR_FAULTS.contains(&c));
-        let charged_cu = if ours { 0 } else { cu };
+    /// The record of an ended task charged `charge` at `price`.
+    pub(crate) fn of(t: &Task, charge: Charge, price: i64, version: Option<i64>) -> Self {
+        let Charge { cu, charged_cu } = charge;
+        let charged_cu = charged_cu.clamp(0, cu.max(0));
         UsageRecord {
             task_id: t.id.clone(),
             tenant_id: t.tenant_id.clone(),
@@ -421,10 +408,12 @@ macro_rules! tenant_usage_in {
     }};
 }
 
-/// Writes the usage record of the ended task `$task` inside `$tx` (nothing if it has one).
+/// Writes the usage record of the ended task `$task` inside `$tx` (nothing if it has one),
+/// charged by `$store`'s rule.
 macro_rules! meter_task {
-    ($tx:expr, $task:expr) => {{
+    ($store:expr, $tx:expr, $task:expr) => {{
         let t: &$crate::Task = $task;
+        let charge = ($store.charge)(t);
         let plan = tenant_plan_in!($tx, &t.tenant_id);
         let price = plan.map_or(0, |p| p.price_of(&t.function));
         let version: Option<i64> = sqlx::query(
@@ -438,7 +427,7 @@ macro_rules! meter_task {
         .await?
         .map(|r| r.try_get::<i64, _>("version"))
         .transpose()?;
-        let u = $crate::billing::UsageRecord::of(t, price, version);
+        let u = $crate::billing::UsageRecord::of(t, charge, price, version);
         sqlx::query(concat!(
             "INSERT INTO usage_records (",
             usage_columns!(),

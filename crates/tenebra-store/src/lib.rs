@@ -116,17 +116,37 @@ pub struct KeySet {
 
 /// A connection pool to one of the two backends.
 #[derive(Debug, Clone)]
-pub enum Store {
+pub enum Db {
     Sqlite(SqlitePool),
     Postgres(PgPool),
+}
+
+/// What an ended task is charged, decided by the caller's rule (the server's `charges`
+/// module): the store records these amounts and knows no rule of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Charge {
+    /// CU of the work that ran.
+    pub cu: i64,
+    /// CU billed to the tenant (at most `cu`).
+    pub charged_cu: i64,
+}
+
+/// The rule that decides an ended task's [`Charge`].
+pub type ChargeRule = fn(&Task) -> Charge;
+
+/// The database, and the rule it meters ended tasks by.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: Db,
+    charge: ChargeRule,
 }
 
 /// Runs the same expression against whichever pool the store holds.
 macro_rules! on_pool {
     ($store:expr, $pool:ident => $body:expr) => {
-        match $store {
-            Store::Sqlite($pool) => $body,
-            Store::Postgres($pool) => $body,
+        match &$store.db {
+            $crate::Db::Sqlite($pool) => $body,
+            $crate::Db::Postgres($pool) => $body,
         }
     };
 }
@@ -223,7 +243,8 @@ pub use billing::{
 pub use functions::{Deployed, Function};
 pub use models::{ModelGrant, ModelRow, Uploaded};
 pub use tasks::{
-    EndedListener, NewTask, Outcome, Submitted, Task, TaskListener, TaskPage, TaskStatus,
+    EndedListener, NewTask, Outcome, Submitted, Task, TaskListener, TaskPage, TaskStatus, INTERNAL,
+    WORKER_LOST,
 };
 
 /// Milliseconds since the Unix epoch.
@@ -282,14 +303,30 @@ macro_rules! select_key_sets {
 }
 
 impl Store {
-    /// Connects to `postgres://...` or `sqlite://PATH` (created if missing, WAL mode).
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+    /// Connects to `postgres://...` or `sqlite://PATH` (created if missing, WAL mode); ended
+    /// tasks are metered by `charge`.
+    pub async fn connect(url: &str, charge: ChargeRule) -> Result<Self, StoreError> {
+        let db = Self::pool(url).await?;
+        Ok(Store { db, charge })
+    }
+
+    /// The connection pool (for callers that must run their own SQL, such as tests).
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Whether this is PostgreSQL (a cluster's store) rather than SQLite.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.db, Db::Postgres(_))
+    }
+
+    async fn pool(url: &str) -> Result<Db, StoreError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pool = PgPoolOptions::new()
                 .max_connections(16)
                 .connect(url)
                 .await?;
-            Ok(Store::Postgres(pool))
+            Ok(Db::Postgres(pool))
         } else if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
@@ -300,7 +337,7 @@ impl Store {
                 .max_connections(8)
                 .connect_with(opts)
                 .await?;
-            Ok(Store::Sqlite(pool))
+            Ok(Db::Sqlite(pool))
         } else {
             Err(StoreError::Invalid(format!(
                 "unsupported database URL `{url}` (expected postgres://... or sqlite://...)"
@@ -310,9 +347,9 @@ impl Store {
 
     /// Applies the backend's embedded migrations.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(p) => sqlx::migrate!("./migrations/sqlite").run(p).await?,
-            Store::Postgres(p) => sqlx::migrate!("./migrations/postgres").run(p).await?,
+        match &self.db {
+            Db::Sqlite(p) => sqlx::migrate!("./migrations/sqlite").run(p).await?,
+            Db::Postgres(p) => sqlx::migrate!("./migrations/postgres").run(p).await?,
         }
         Ok(())
     }

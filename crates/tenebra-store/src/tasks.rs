@@ -13,16 +13,23 @@ use std::time::Duration;
 use sqlx::Row;
 
 use crate::audit::AuditEntry;
-use crate::{billing, now_ms, unique_violation, Store, StoreError};
+use crate::{billing, now_ms, unique_violation, Db, Store, StoreError};
 
 /// Channel PostgreSQL announces new tasks on.
 pub const TASKS_CHANNEL: &str = "tenebra_tasks";
 /// PostgreSQL channel announcing a task's end; the payload is the task id.
 pub const TASK_ENDED_CHANNEL: &str = "tenebra_task_ended";
 
+/// The error code the store gives a task whose leases all expired (its workers stopped
+/// responding until its attempts ran out).
+pub const WORKER_LOST: &str = "worker_lost";
+/// The error code the store gives a task whose attempts all failed on the workers' side.
+pub const INTERNAL: &str = "internal";
+
 /// Where a task is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum TaskStatus {
+    #[default]
     Queued,
     Running,
     Succeeded,
@@ -92,7 +99,7 @@ pub struct NewTask {
 }
 
 /// A task's row.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Task {
     pub id: String,
     pub tenant_id: String,
@@ -259,8 +266,8 @@ macro_rules! task_changed {
             t.status,
             TaskStatus::Succeeded | TaskStatus::Failed | TaskStatus::Cancelled
         ) {
-            meter_task!($tx, t);
-            if matches!($store, Store::Postgres(_)) {
+            meter_task!($store, $tx, t);
+            if $store.is_postgres() {
                 // Delivered at commit: long polls on every API node wake for this task.
                 sqlx::query("SELECT pg_notify($1, $2)")
                     .bind(TASK_ENDED_CHANNEL)
@@ -344,7 +351,7 @@ impl Store {
                 Ok(row) => {
                     let t = task_from_row!(row)?;
                     task_changed!(self, tx, &t, &new.api_key_id);
-                    if matches!(self, Store::Postgres(_)) {
+                    if self.is_postgres() {
                         // Delivered at commit, so a woken worker finds the row.
                         sqlx::query("SELECT pg_notify($1, '')")
                             .bind(TASKS_CHANNEL)
@@ -504,9 +511,9 @@ impl Store {
             returning_tasks!()
         );
         let lease_until = now.saturating_add(ms(lease));
-        let claim = match self {
-            Store::Postgres(_) => claim_query!(" FOR UPDATE SKIP LOCKED"),
-            Store::Sqlite(_) => claim_query!(""),
+        let claim = match self.db {
+            Db::Postgres(_) => claim_query!(" FOR UPDATE SKIP LOCKED"),
+            Db::Sqlite(_) => claim_query!(""),
         };
         on_pool!(self, p => {
             let mut tx = p.begin().await?;
@@ -701,13 +708,13 @@ impl Store {
     /// Waits for new tasks: a PostgreSQL listener on the tasks channel, or nothing to
     /// listen to on SQLite (its workers live in the submitting process).
     pub async fn task_listener(&self) -> Result<TaskListener, StoreError> {
-        match self {
-            Store::Postgres(p) => {
+        match &self.db {
+            Db::Postgres(p) => {
                 let mut l = sqlx::postgres::PgListener::connect_with(p).await?;
                 l.listen(TASKS_CHANNEL).await?;
                 Ok(TaskListener(Some(l)))
             }
-            Store::Sqlite(_) => Ok(TaskListener(None)),
+            Db::Sqlite(_) => Ok(TaskListener(None)),
         }
     }
 }
@@ -716,13 +723,13 @@ impl Store {
     /// Ended tasks' ids as they end on any node: a PostgreSQL listener on
     /// [`TASK_ENDED_CHANNEL`]; `None` on SQLite (its workers live in the serving process).
     pub async fn ended_listener(&self) -> Result<Option<EndedListener>, StoreError> {
-        match self {
-            Store::Postgres(p) => {
+        match &self.db {
+            Db::Postgres(p) => {
                 let mut l = sqlx::postgres::PgListener::connect_with(p).await?;
                 l.listen(TASK_ENDED_CHANNEL).await?;
                 Ok(Some(EndedListener(l)))
             }
-            Store::Sqlite(_) => Ok(None),
+            Db::Sqlite(_) => Ok(None),
         }
     }
 }

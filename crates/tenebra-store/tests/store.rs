@@ -3,11 +3,29 @@
 use std::time::Duration;
 
 use tenebra_store::{
-    AuditEntry, Deployed, NewTask, Outcome, Plan, QuotaExceeded, Scope, Store, StoreError,
-    Submitted, TaskStatus, UsageFilter,
+    AuditEntry, Charge, Db, Deployed, NewTask, Outcome, Plan, QuotaExceeded, Scope, Store,
+    StoreError, Submitted, Task, TaskStatus, UsageFilter,
 };
 
 const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// The store records what its caller's rule charges; this one (the server has its own)
+/// charges the part of the cost that ran and nothing for a failure.
+fn rule(t: &Task) -> Charge {
+    let cu = match t.status {
+        TaskStatus::Succeeded => t.cost_cu,
+        _ => t.cost_cu * t.progress_done / t.progress_total.max(1),
+    };
+    let failed = t.status == TaskStatus::Failed;
+    Charge {
+        cu,
+        charged_cu: if failed { 0 } else { cu },
+    }
+}
+
+async fn connect(url: &str) -> Store {
+    Store::connect(url, rule).await.unwrap()
+}
 
 /// A fresh PostgreSQL database, dropped when the guard goes.
 struct PgDb {
@@ -16,30 +34,28 @@ struct PgDb {
 
 impl PgDb {
     async fn create() -> (Store, PgDb) {
-        let admin = Store::connect(PG_ADMIN)
+        let admin = Store::connect(PG_ADMIN, rule)
             .await
             .expect("PostgreSQL on 127.0.0.1:5432");
         let name = format!(
             "tenebra_test_{}",
             tenebra_store::new_id("db").trim_start_matches("db_")
         );
-        if let Store::Postgres(p) = &admin {
+        if let Db::Postgres(p) = admin.db() {
             sqlx::query(&format!("CREATE DATABASE {name}"))
                 .execute(p)
                 .await
                 .unwrap();
         }
         admin.close().await;
-        let store = Store::connect(&format!("postgres://postgres@127.0.0.1:5432/{name}"))
-            .await
-            .unwrap();
+        let store = connect(&format!("postgres://postgres@127.0.0.1:5432/{name}")).await;
         (store, PgDb { name })
     }
 
     async fn drop_db(self, store: Store) {
         store.close().await;
-        let admin = Store::connect(PG_ADMIN).await.unwrap();
-        if let Store::Postgres(p) = &admin {
+        let admin = connect(PG_ADMIN).await;
+        if let Db::Postgres(p) = admin.db() {
             sqlx::query(&format!(
                 "DROP DATABASE IF EXISTS {} WITH (FORCE)",
                 self.name
@@ -465,13 +481,11 @@ async fn concurrent_claims(store: &Store) {
 async fn tasks_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("tenebra.db").display());
-    let store = Store::connect(&url).await.unwrap();
+    let store = connect(&url).await;
     task_story(&store).await;
     function_story(&store).await;
     store.close().await;
-    let store = Store::connect(&format!("sqlite://{}", dir.path().join("c.db").display()))
-        .await
-        .unwrap();
+    let store = connect(&format!("sqlite://{}", dir.path().join("c.db").display())).await;
     concurrent_claims(&store).await;
     store.close().await;
 }
@@ -491,7 +505,7 @@ async fn tasks_on_postgres() {
 async fn story_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("tenebra.db").display());
-    let store = Store::connect(&url).await.unwrap();
+    let store = connect(&url).await;
     story(&store).await;
     store.close().await;
 }
@@ -515,7 +529,7 @@ fn scopes() {
 #[tokio::test]
 async fn bad_urls_are_errors() {
     assert!(matches!(
-        Store::connect("mysql://x").await,
+        Store::connect("mysql://x", rule).await,
         Err(StoreError::Invalid(_))
     ));
 }
@@ -864,9 +878,9 @@ async fn audit_story(store: &Store) {
 }
 
 async fn raw(store: &Store, sql: &str) {
-    match store {
-        Store::Sqlite(p) => sqlx::query(sql).execute(p).await.map(|_| ()),
-        Store::Postgres(p) => sqlx::query(sql).execute(p).await.map(|_| ()),
+    match store.db() {
+        Db::Sqlite(p) => sqlx::query(sql).execute(p).await.map(|_| ()),
+        Db::Postgres(p) => sqlx::query(sql).execute(p).await.map(|_| ()),
     }
     .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
@@ -875,11 +889,11 @@ async fn raw(store: &Store, sql: &str) {
 async fn billing_and_audit_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("b.db").display());
-    let store = Store::connect(&url).await.unwrap();
+    let store = connect(&url).await;
     billing_story(&store).await;
     store.close().await;
     let url = format!("sqlite://{}", dir.path().join("a.db").display());
-    let store = Store::connect(&url).await.unwrap();
+    let store = connect(&url).await;
     audit_story(&store).await;
     store.close().await;
 }

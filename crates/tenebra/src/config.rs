@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::CommandFactory;
 
-use crate::cli::Cli;
+use crate::args::Cli;
 
 const CONFIG_LIMIT: u64 = 1 << 20;
 
@@ -53,7 +53,7 @@ pub fn apply(args: &[String]) -> Result<()> {
     let Some(path) = config_path(args) else {
         return Ok(());
     };
-    let bytes = crate::cli::read_limited(&path, CONFIG_LIMIT)?;
+    let bytes = crate::io::read_limited(&path, CONFIG_LIMIT)?;
     let text =
         String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8", path.display()))?;
     let table: toml::Table =

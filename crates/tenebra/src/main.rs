@@ -1,13 +1,26 @@
 //! The `tenebra` command-line interface: thin glue over the library crates.
+//!
+//! `args` holds every flag and subcommand; each command group has its module (`local`: no
+//! server; `remote`: a server, as a tenant; `service`: running the service; `account`:
+//! money, audit and operator commands; `bench`); `io` and `output` are what they share.
+//! `main` parses, then dispatches.
 
 mod account;
-mod cli;
+mod args;
+mod bench;
 mod config;
+mod io;
+mod local;
+mod output;
+mod remote;
 mod service;
 
 use std::process::ExitCode;
 
+use anyhow::Result;
 use clap::Parser;
+
+use args::{AdminCommand, Cli, Command, FunctionsCommand, KeysCommand, TenantsCommand};
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
@@ -15,15 +28,88 @@ fn main() -> ExitCode {
         eprintln!("error: {e:#}");
         return ExitCode::FAILURE;
     }
-    let args = cli::Cli::parse();
+    let args = Cli::parse();
     init_logs(args.is_service());
-    match cli::run(args) {
+    match dispatch(args.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One clear line: the error and its causes.
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Runs one command (the config file was applied to the environment before parsing).
+fn dispatch(command: Command) -> Result<()> {
+    match command {
+        Command::Keys { command } => match command {
+            KeysCommand::Generate { out } => local::keys_generate(&out),
+            KeysCommand::Upload {
+                keys,
+                ttl_secs,
+                server,
+            } => remote::keys_upload(&server, &keys, ttl_secs),
+        },
+        Command::Functions { command } => match command {
+            FunctionsCommand::List { server } if server.api_key.is_some() => {
+                remote::functions_list(&server)
+            }
+            FunctionsCommand::List { .. } => local::functions_list(),
+            FunctionsCommand::Deploy { circuit, server } => remote::deploy(&server, &circuit),
+            FunctionsCommand::Delete {
+                name,
+                version,
+                server,
+            } => remote::delete_function(&server, &name, version),
+            FunctionsCommand::Show { function, size } => local::functions_show(&function, size),
+        },
+        Command::Simulate { function, input } => local::simulate(&function, &input),
+        Command::Encrypt {
+            keys,
+            function,
+            input,
+            out,
+        } => local::encrypt_file(&keys, &function, &input, &out),
+        Command::Eval {
+            keys,
+            function,
+            input,
+            out,
+        } => local::eval(&keys, &function, &input, &out),
+        Command::Decrypt {
+            keys,
+            function,
+            input,
+        } => local::decrypt_file(&keys, &function, &input),
+        Command::Serve {
+            listen,
+            no_worker,
+            storage,
+            workers,
+        } => service::serve(&listen, &storage, &workers, no_worker),
+        Command::Worker { storage, workers } => service::worker(&storage, &workers),
+        Command::Demo { keys, data_dir } => service::demo(keys, data_dir),
+        Command::Task { server, command } => remote::task(&server, command),
+        Command::Run {
+            keys,
+            function,
+            input,
+            server,
+        } => remote::run(&server, &keys, &function, &input),
+        Command::Account(command) => account::account(command),
+        Command::Audit { command } => account::audit(command),
+        Command::Admin { storage, command } => match command {
+            AdminCommand::Plans { command } => account::plans(&storage, command),
+            AdminCommand::MeterEvents(args) => account::meter_events(&storage, args),
+            AdminCommand::RotateMasterKey { retire } => {
+                account::rotate_master_key(&storage, retire)
+            }
+            AdminCommand::Tenants {
+                command: TenantsCommand::Create { name },
+            } => account::create_tenant(&storage, &name),
+        },
+        Command::Bench { command } => bench::bench(command),
     }
 }
 

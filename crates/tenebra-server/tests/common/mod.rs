@@ -2,8 +2,7 @@
 // Each test binary uses a part of the harness.
 #![allow(dead_code)]
 
-use tenebra_server::{open, serve, AppState, Settings};
-use tokio::sync::watch;
+use tenebra_server::{AppState, Node, Settings};
 
 const PG: &str = "postgres://postgres@127.0.0.1:5432";
 /// The operator token every harness server accepts.
@@ -16,7 +15,7 @@ pub struct Harness {
     pub base: String,
     pub state: AppState,
     pub settings: Settings,
-    stop: watch::Sender<bool>,
+    node: Node,
     _dir: tempfile::TempDir,
     pg_db: Option<String>,
 }
@@ -27,20 +26,10 @@ async fn pg_admin(sql: &str) {
     admin.close().await;
 }
 
-async fn serve_node(settings: &Settings) -> (String, AppState, watch::Sender<bool>) {
-    let state = open(settings).await.unwrap();
+/// A node serving on a free loopback port, without a worker (tests start theirs).
+async fn start_node(settings: &Settings) -> Node {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, mut rx) = watch::channel(false);
-    let s = state.clone();
-    tokio::spawn(async move {
-        serve(listener, s, async move {
-            let _ = rx.wait_for(|v| *v).await;
-        })
-        .await
-        .unwrap();
-    });
-    (base, state, stop)
+    Node::start(settings, listener, None).await.unwrap()
 }
 
 impl Harness {
@@ -69,26 +58,25 @@ impl Harness {
             metrics_token: Some(METRICS_TOKEN.into()),
             ..Default::default()
         };
-        let (base, state, stop) = serve_node(&settings).await;
+        let node = start_node(&settings).await;
         Self {
-            base,
-            state,
+            base: node.url(),
+            state: node.state().clone(),
             settings,
-            stop,
+            node,
             _dir: dir,
             pg_db,
         }
     }
 
-    /// Another API node on the same database and blobs; stops with the returned sender.
-    pub async fn second_node(&self) -> (String, AppState, watch::Sender<bool>) {
-        serve_node(&self.settings).await
+    /// Another API node on the same database and blobs.
+    pub async fn second_node(&self) -> Node {
+        start_node(&self.settings).await
     }
 
     /// Stops the server and drops its PostgreSQL database.
     pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        self.state.store.close().await;
+        self.node.stop().await.unwrap();
         if let Some(name) = &self.pg_db {
             pg_admin(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
         }

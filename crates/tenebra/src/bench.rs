@@ -1,0 +1,60 @@
+//! `tenebra bench ...`: runs a benchmark of `tenebra-bench`, prints its report and, with
+//! `--write`, puts it in its part of BENCHMARKS.md.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use tenebra_bench::doc::{self, Part};
+
+use crate::args::BenchCommand;
+use crate::io::{ensure_keys, write_file};
+
+pub fn bench(command: BenchCommand) -> Result<()> {
+    let mut log = |line: &str| eprintln!("{line}");
+    match command {
+        BenchCommand::Calibrate { keys, out } => {
+            let (client, server) = ensure_keys(&keys)?;
+            let table = tenebra_bench::calibrate(&client, &server, &mut log)?;
+            let json = serde_json::to_string_pretty(&table)?;
+            write_file(&out, format!("{json}\n").as_bytes())?;
+            eprintln!("wrote {}", out.display());
+            Ok(())
+        }
+        BenchCommand::Service { keys, reps, write } => {
+            let (client, server) = ensure_keys(&keys)?;
+            let measured =
+                tenebra_bench::service::bench_service(&keys, &client, server, reps, &mut log)
+                    .map_err(|e| anyhow::anyhow!(e))?;
+            let section = tenebra_bench::service::service_report(&measured);
+            publish(&section, Part::Section(doc::SERVICE), write.as_deref())
+        }
+        BenchCommand::Bfv { reps, write } => {
+            let reps = reps.max(1);
+            let results =
+                tenebra_bench::bfv::bench_bfv(reps, &mut log).map_err(anyhow::Error::msg)?;
+            let section = tenebra_bench::bfv::bfv_report(&results, reps);
+            publish(&section, Part::Section(doc::BFV), write.as_deref())
+        }
+        BenchCommand::Compare { keys, reps, write } => {
+            let reps = reps.max(1);
+            let (client, server) = ensure_keys(&keys)?;
+            let cases = tenebra_bench::default_cases();
+            let results = tenebra_bench::compare(&client, &server, &cases, reps, &mut log)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            publish(
+                &tenebra_bench::report(&results, reps),
+                Part::Head,
+                write.as_deref(),
+            )
+        }
+    }
+}
+
+/// Prints a report, and writes it as `part` of the file at `write`.
+fn publish(report: &str, part: Part, write: Option<&Path>) -> Result<()> {
+    println!("{}", report.trim_end());
+    if let Some(path) = write {
+        doc::write(path, part, report).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
