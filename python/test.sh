@@ -1,22 +1,20 @@
 #!/usr/bin/env bash
-# Builds the Python SDK's wheel (maturin, reusing the workspace's release build), installs it
-# into a fresh virtualenv and runs its tests (pytest) against a real `tenebra serve`.
+# Runs the Python SDK's tests (pytest) against a real `tenebra serve`, with the extension
+# module the workspace build already made (`python` is a workspace member): the same build
+# `cargo test --release --workspace` compiled, so nothing (tfhe-rs least of all) is compiled
+# a second time. `pip install ./python` builds the same module into a wheel with maturin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 
-# maturin itself lives in a cached tools environment.
-tools="$CARGO_TARGET_DIR/py-tools"
-if [ ! -x "$tools/bin/maturin" ]; then
-    python3 -m venv "$tools"
-    "$tools/bin/pip" install --quiet 'maturin>=1.7,<2'
-fi
-cargo build --release --locked -p tenebra
-rm -rf "$CARGO_TARGET_DIR/wheels"
-"$tools/bin/maturin" build --release --locked -m python/Cargo.toml --out "$CARGO_TARGET_DIR/wheels" --quiet
+# --all-targets: the feature set `cargo test --workspace` resolved, so every crate is reused.
+cargo build --release --locked --workspace --all-targets
 
-venv=$(mktemp -d)/venv
-trap 'rm -rf "$(dirname "$venv")"' EXIT
-python3 -m venv "$venv"
-"$venv/bin/pip" install --quiet "$CARGO_TARGET_DIR"/wheels/tenebra-*.whl pytest numpy
-TENEBRA_BIN="$CARGO_TARGET_DIR/release/tenebra" "$venv/bin/python" -m pytest -q python/tests
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cp -r python/tenebra "$work/tenebra"
+cp "$CARGO_TARGET_DIR/release/lib_native.so" "$work/tenebra/_native.abi3.so"
+python3 -m venv "$work/venv"
+"$work/venv/bin/pip" install --quiet pytest numpy
+PYTHONPATH="$work" TENEBRA_BIN="$CARGO_TARGET_DIR/release/tenebra" \
+    "$work/venv/bin/python" -m pytest -q -p no:cacheprovider python/tests

@@ -15,6 +15,7 @@ use serde_json::Value;
 use tenebra_circuit::builder::{self, Plain};
 use tenebra_circuit::{ScalarType, ValidCircuit};
 use tenebra_client::http::{self, HttpError};
+use tenebra_client::run::RunError;
 use tenebra_client::ClientKeys;
 
 pyo3::create_exception!(_native, ApiError, pyo3::exceptions::PyException);
@@ -467,7 +468,7 @@ fn simulate_builtin<'py>(
     function: &str,
     inputs: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let f = tenebra_functions::find(function).map_err(value_error)?;
+    let f = tenebra_functions::builtin(function).map_err(value_error)?;
     let v = f.simulate(&to_json(inputs)?).map_err(value_error)?;
     to_py(py, &v)
 }
@@ -671,6 +672,37 @@ impl Client {
     fn limits<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let v = self.run(py, self.http.limits())?;
         to_py(py, &v)
+    }
+
+    /// The SDK's one-shot run (`tenebra_client::Client::run`): encrypts `inputs` for
+    /// `function` (a built-in of either scheme, a model split or a deployed function) with
+    /// the keys in `keys`' directory, uploads the key set if the server lacks it, submits,
+    /// waits, downloads and decrypts.
+    fn run_function<'py>(
+        &self,
+        py: Python<'py>,
+        keys: &Keys,
+        function: &str,
+        inputs: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let json = to_json(inputs)?;
+        let dir = keys.dir.clone();
+        let out = py.detach(|| self.rt.block_on(self.http.run(&dir, function, &json)));
+        match out {
+            Ok(v) => to_py(py, &v),
+            Err(RunError::Http(e)) => Err(api_error(e)),
+            Err(RunError::Task {
+                status,
+                code,
+                message,
+                ..
+            }) => Err(ApiError::new_err((
+                409u16,
+                if code.is_empty() { status } else { code },
+                message,
+            ))),
+            Err(e) => Err(value_error(e)),
+        }
     }
 }
 

@@ -271,13 +271,15 @@ class Client:
         return self._native.limits()
 
     def run(self, keys: Keys, function: Union[str, Circuit], inputs: Dict[str, Any]) -> Dict[str, Any]:
-        """Encrypts, submits, waits, downloads and decrypts (the key set must be uploaded)."""
-        task = self.submit(keys.encrypt(function, inputs))
-        done = self.wait(task["id"])
-        if done["status"] != "succeeded":
-            error = done.get("error") or {}
-            raise ApiError(409, error.get("code", done["status"]), error.get("message", ""))
-        return keys.decrypt(function, self.result(task["id"]))
+        """Runs ``function`` on ``inputs`` encrypted under ``keys``: encrypts, uploads the
+        key set if the server lacks it, submits, waits, downloads and decrypts (the Rust
+        SDK's ``Client::run``, so every kind of function works: a built-in of either scheme,
+        a model split ``model:<owner>/<name>/<version>/<layers>`` with ``{"x": [...]}``, or a
+        deployed function, by name or as the ``Circuit`` deployed under its name, whose
+        latest version runs). A task that fails raises ``ApiError`` with status 409 and the
+        task's error code."""
+        name = function.name if isinstance(function, Circuit) else function
+        return self._native.run_function(keys._native, name, _plain(inputs))
 
 
 class AsyncClient:

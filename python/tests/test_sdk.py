@@ -22,6 +22,21 @@ def test_builtins_end_to_end(client, keys):
     assert tenebra.simulate("weight_stats", weights) == {"min": 0, "max": 65535, "avg": 13514}
 
 
+def test_run_takes_a_bfv_builtin_and_uploads_its_key_set(client, keys):
+    # ad_targeting is BFV: its key set is made in the key directory on first use and
+    # uploaded by run itself; the scores are checked against the plaintext simulation.
+    profile = [0] * 62
+    for i in (0, 4, 8, 20, 47, 56):
+        profile[i] = 1
+    inputs = {"profile": profile}
+    want = tenebra.simulate("ad_targeting", inputs)
+    assert len(want["top"]) > 0 and len(want["scores"]) > 1000
+    assert client.run(keys, "ad_targeting", inputs) == want
+    # A task the server refuses is an ApiError with the server's code.
+    with pytest.raises(tenebra.ApiError):
+        client.run(keys, "no_such_function", {"x": [1]})
+
+
 @tenebra.circuit(xs=tenebra.enc_u8[3], t=tenebra.enc_u8)
 def stats3(xs, t):
     wide = [x.cast(tenebra.u16) for x in xs]
