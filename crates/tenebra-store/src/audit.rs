@@ -16,7 +16,7 @@ use crate::{Store, StoreError};
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// What happened, before it is chained.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct AuditEntry {
     /// The tenant acted on; `None` for operator actions.
     pub tenant_id: Option<String>,
@@ -32,10 +32,11 @@ pub struct AuditEntry {
 }
 
 /// A chained record.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct AuditRecord {
     pub seq: i64,
     pub at: i64,
+    #[sqlx(flatten)]
     pub entry: AuditEntry,
     pub prev_hash: String,
     pub hash: String,
@@ -84,26 +85,6 @@ macro_rules! audit_columns {
     () => {
         "seq, at, tenant_id, actor, action, target, outcome, request_id, prev_hash, hash"
     };
-}
-
-macro_rules! audit_from_row {
-    ($row:expr) => {{
-        let row = $row;
-        Ok::<$crate::audit::AuditRecord, $crate::StoreError>($crate::audit::AuditRecord {
-            seq: row.try_get("seq")?,
-            at: row.try_get("at")?,
-            entry: $crate::audit::AuditEntry {
-                tenant_id: row.try_get("tenant_id")?,
-                actor: row.try_get("actor")?,
-                action: row.try_get("action")?,
-                target: row.try_get("target")?,
-                outcome: row.try_get("outcome")?,
-                request_id: row.try_get("request_id")?,
-            },
-            prev_hash: row.try_get("prev_hash")?,
-            hash: row.try_get("hash")?,
-        })
-    }};
 }
 
 /// Appends `$entry` (an `&AuditEntry`) inside the open transaction `$tx`.
@@ -183,7 +164,7 @@ impl Store {
                 .bind(limit)
                 .fetch_all(p)
                 .await?;
-            rows.into_iter().map(|r| audit_from_row!(r)).collect()
+            rows.iter().map(crate::read).collect()
         })
     }
 
@@ -225,8 +206,8 @@ impl Store {
                     .bind(VERIFY_PAGE)
                     .fetch_all(p)
                     .await?;
-                rows.into_iter()
-                    .map(|r| audit_from_row!(r))
+                rows.iter()
+                    .map(crate::read::<AuditRecord, _>)
                     .collect::<Result<_, StoreError>>()?
             });
             if page.is_empty() {

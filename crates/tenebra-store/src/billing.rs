@@ -16,7 +16,7 @@ use crate::{now_ms, Charge, Store, StoreError, Task};
 pub const DEFAULT_PLAN: &str = "default";
 
 /// Prices and limits an operator sets; `None` is no limit.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Plan {
     pub name: String,
     pub price_nanos_per_cu: i64,
@@ -31,7 +31,8 @@ pub struct Plan {
     pub max_task_cu: Option<i64>,
     /// Requests per second per API key.
     pub requests_per_second: Option<i64>,
-    /// Per-function prices that override `price_nanos_per_cu`.
+    /// Per-function prices that override `price_nanos_per_cu` (rows of `plan_prices`).
+    #[sqlx(skip)]
     pub function_prices: Vec<(String, i64)>,
 }
 
@@ -134,7 +135,7 @@ impl std::fmt::Display for QuotaExceeded {
 }
 
 /// One task's metered usage.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct UsageRecord {
     pub task_id: String,
     pub tenant_id: String,
@@ -273,55 +274,12 @@ macro_rules! plan_columns {
     };
 }
 
-macro_rules! plan_from_row {
-    ($row:expr) => {{
-        let row = $row;
-        Ok::<$crate::billing::Plan, $crate::StoreError>($crate::billing::Plan {
-            name: row.try_get("name")?,
-            price_nanos_per_cu: row.try_get("price_nanos_per_cu")?,
-            cu_per_period: row.try_get("cu_per_period")?,
-            max_active_tasks: row.try_get("max_active_tasks")?,
-            max_stored_bytes: row.try_get("max_stored_bytes")?,
-            max_key_sets: row.try_get("max_key_sets")?,
-            max_task_cu: row.try_get("max_task_cu")?,
-            requests_per_second: row.try_get("requests_per_second")?,
-            function_prices: Vec::new(),
-        })
-    }};
-}
-
 macro_rules! usage_columns {
     () => {
         "task_id, tenant_id, api_key_id, function, function_version, circuit_id, key_set_id, \
          outcome, error_code, cu, charged_cu, price_nanos_per_cu, amount_nanos, wall_ms, \
          input_bytes, result_bytes, attempts, recorded_at"
     };
-}
-
-macro_rules! usage_from_row {
-    ($row:expr) => {{
-        let row = $row;
-        Ok::<$crate::billing::UsageRecord, $crate::StoreError>($crate::billing::UsageRecord {
-            task_id: row.try_get("task_id")?,
-            tenant_id: row.try_get("tenant_id")?,
-            api_key_id: row.try_get("api_key_id")?,
-            function: row.try_get("function")?,
-            function_version: row.try_get("function_version")?,
-            circuit_id: row.try_get("circuit_id")?,
-            key_set_id: row.try_get("key_set_id")?,
-            outcome: row.try_get("outcome")?,
-            error_code: row.try_get("error_code")?,
-            cu: row.try_get("cu")?,
-            charged_cu: row.try_get("charged_cu")?,
-            price_nanos_per_cu: row.try_get("price_nanos_per_cu")?,
-            amount_nanos: row.try_get("amount_nanos")?,
-            wall_ms: row.try_get("wall_ms")?,
-            input_bytes: row.try_get("input_bytes")?,
-            result_bytes: row.try_get("result_bytes")?,
-            attempts: row.try_get("attempts")?,
-            recorded_at: row.try_get("recorded_at")?,
-        })
-    }};
 }
 
 /// Reads the tenant's plan (with its function prices) inside `$tx`.
@@ -339,7 +297,7 @@ macro_rules! tenant_plan_in {
         match row {
             None => None,
             Some(r) => {
-                let mut plan = plan_from_row!(r)?;
+                let mut plan: $crate::billing::Plan = $crate::read(&r)?;
                 let rows = sqlx::query(
                     "SELECT function, price_nanos_per_cu FROM plan_prices WHERE plan = $1 \
                      ORDER BY function",
@@ -519,7 +477,7 @@ impl Store {
         let q = concat!("SELECT ", plan_columns!(), " FROM plans ORDER BY name");
         let mut plans: Vec<Plan> = on_pool!(self, p => {
             let rows = sqlx::query(q).fetch_all(p).await?;
-            rows.into_iter().map(|r| plan_from_row!(r)).collect::<Result<_, StoreError>>()?
+            rows.iter().map(crate::read).collect::<Result<_, StoreError>>()?
         });
         let q = "SELECT plan, function, price_nanos_per_cu FROM plan_prices \
                  ORDER BY plan, function";
@@ -643,7 +601,7 @@ impl Store {
                 .bind(i64::from(limit) + 1)
                 .fetch_all(p)
                 .await?;
-            rows.into_iter().map(|r| usage_from_row!(r)).collect::<Result<_, StoreError>>()?
+            rows.iter().map(crate::read).collect::<Result<_, StoreError>>()?
         });
         let next = if records.len() > limit as usize {
             records.truncate(limit as usize);
@@ -736,7 +694,7 @@ impl Store {
                 .bind(i64::from(limit.clamp(1, 10_000)))
                 .fetch_all(p)
                 .await?;
-            rows.into_iter().map(|r| usage_from_row!(r)).collect()
+            rows.iter().map(crate::read).collect()
         })
     }
 

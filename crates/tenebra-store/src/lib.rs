@@ -67,6 +67,14 @@ impl Scope {
     }
 }
 
+impl TryFrom<String> for Scope {
+    type Error = StoreError;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
 impl FromStr for Scope {
     type Err = StoreError;
 
@@ -91,11 +99,12 @@ pub struct Tenant {
 }
 
 /// An API key's record (the token itself is never stored).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ApiKey {
     pub id: String,
     pub tenant_id: String,
     pub name: String,
+    #[sqlx(try_from = "String")]
     pub scope: Scope,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
@@ -151,21 +160,12 @@ macro_rules! on_pool {
     };
 }
 
-/// Runs a query returning at most one row: a type that derives `sqlx::FromRow`, or a row
-/// read with a `$from_row!` macro.
+/// Runs a query returning at most one row of a type that derives `sqlx::FromRow`.
 macro_rules! fetch_optional {
     ($store:expr, $ty:ty, $query:expr, $($arg:expr),*) => {{
         let q: &'static str = $query;
         let v: Option<$ty> = on_pool!($store, p => {
             sqlx::query_as::<_, $ty>(q)$(.bind($arg))*.fetch_optional(p).await?
-        });
-        Ok::<_, StoreError>(v)
-    }};
-    ($store:expr, from_row $from_row:ident, $query:expr, $($arg:expr),*) => {{
-        let q: &'static str = $query;
-        let v = on_pool!($store, p => {
-            let row = sqlx::query(q)$(.bind($arg))*.fetch_optional(p).await?;
-            row.map(|r| $from_row!(r)).transpose()?
         });
         Ok::<_, StoreError>(v)
     }};
@@ -260,24 +260,17 @@ pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", hex::encode(bytes))
 }
 
-fn unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+/// Reads a row into a type that derives `sqlx::FromRow` (on either backend).
+fn read<'r, T, R>(row: &'r R) -> Result<T, StoreError>
+where
+    R: sqlx::Row,
+    T: sqlx::FromRow<'r, R>,
+{
+    Ok(T::from_row(row)?)
 }
 
-/// Reads an `api_keys` row (a macro, so each backend's row type is checked on its own).
-macro_rules! api_key_from_row {
-    ($row:expr) => {{
-        let row = $row;
-        let scope: String = row.try_get("scope")?;
-        Ok::<ApiKey, StoreError>(ApiKey {
-            id: row.try_get("id")?,
-            tenant_id: row.try_get("tenant_id")?,
-            name: row.try_get("name")?,
-            scope: scope.parse()?,
-            created_at: row.try_get("created_at")?,
-            revoked_at: row.try_get("revoked_at")?,
-        })
-    }};
+fn unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
 /// The start of every query that reads `api_keys` rows (a macro, so `concat!` keeps the
@@ -469,8 +462,7 @@ impl Store {
     /// The key a token hash belongs to, revoked or not (the caller decides).
     pub async fn api_key_by_hash(&self, token_hash: &[u8; 32]) -> Result<ApiKey, StoreError> {
         let q = concat!(select_api_keys!(), "WHERE token_hash = $1");
-        fetch_optional!(self, from_row api_key_from_row, q, token_hash.as_slice())?
-            .ok_or(StoreError::NotFound)
+        fetch_optional!(self, ApiKey, q, token_hash.as_slice())?.ok_or(StoreError::NotFound)
     }
 
     /// The tenant's API keys, oldest first.
@@ -481,7 +473,7 @@ impl Store {
         );
         on_pool!(self, p => {
             let rows = sqlx::query(q).bind(tenant).fetch_all(p).await?;
-            rows.into_iter().map(|r| api_key_from_row!(r)).collect()
+            rows.iter().map(read).collect()
         })
     }
 
@@ -498,7 +490,7 @@ impl Store {
             .map(|_| ()))?;
         // Revoked now or before: either way the stored revocation time is the answer.
         let q = concat!(select_api_keys!(), "WHERE tenant_id = $1 AND id = $2");
-        fetch_optional!(self, from_row api_key_from_row, q, tenant, id)?.ok_or(StoreError::NotFound)
+        fetch_optional!(self, ApiKey, q, tenant, id)?.ok_or(StoreError::NotFound)
     }
 
     /// Records an uploaded key set; a set with the same fingerprint in the same tenant is a

@@ -13,7 +13,7 @@ use std::time::Duration;
 use sqlx::Row;
 
 use crate::audit::AuditEntry;
-use crate::{billing, now_ms, unique_violation, Db, Store, StoreError};
+use crate::{billing, now_ms, read, unique_violation, Db, Store, StoreError};
 
 /// Channel PostgreSQL announces new tasks on.
 pub const TASKS_CHANNEL: &str = "tenebra_tasks";
@@ -66,6 +66,14 @@ impl TaskStatus {
     }
 }
 
+impl TryFrom<String> for TaskStatus {
+    type Error = StoreError;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
 impl FromStr for TaskStatus {
     type Err = StoreError;
 
@@ -99,7 +107,7 @@ pub struct NewTask {
 }
 
 /// A task's row.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, sqlx::FromRow)]
 pub struct Task {
     pub id: String,
     pub tenant_id: String,
@@ -108,6 +116,7 @@ pub struct Task {
     pub size: i64,
     pub circuit_id: String,
     pub key_set_id: String,
+    #[sqlx(try_from = "String")]
     pub status: TaskStatus,
     pub idempotency_key: Option<String>,
     pub input_sha256: String,
@@ -196,46 +205,10 @@ macro_rules! claim_query {
     };
 }
 
-macro_rules! task_from_row {
-    ($row:expr) => {{
-        let row = $row;
-        let status: String = row.try_get("status")?;
-        Ok::<Task, StoreError>(Task {
-            id: row.try_get("id")?,
-            tenant_id: row.try_get("tenant_id")?,
-            api_key_id: row.try_get("api_key_id")?,
-            function: row.try_get("function")?,
-            size: row.try_get("size")?,
-            circuit_id: row.try_get("circuit_id")?,
-            key_set_id: row.try_get("key_set_id")?,
-            status: status.parse()?,
-            idempotency_key: row.try_get("idempotency_key")?,
-            input_sha256: row.try_get("input_sha256")?,
-            input_bytes: row.try_get("input_bytes")?,
-            result_bytes: row.try_get("result_bytes")?,
-            cost_cu: row.try_get("cost_cu")?,
-            progress_done: row.try_get("progress_done")?,
-            progress_total: row.try_get("progress_total")?,
-            error_code: row.try_get("error_code")?,
-            error_message: row.try_get("error_message")?,
-            cancel_requested: row.try_get("cancel_requested")?,
-            attempts: row.try_get("attempts")?,
-            fence: row.try_get("fence")?,
-            worker_id: row.try_get("worker_id")?,
-            lease_until: row.try_get("lease_until")?,
-            created_at: row.try_get("created_at")?,
-            started_at: row.try_get("started_at")?,
-            finished_at: row.try_get("finished_at")?,
-            wall_ms: row.try_get("wall_ms")?,
-            expires_at: row.try_get("expires_at")?,
-        })
-    }};
-}
-
 /// Runs a query returning at most one task row.
 macro_rules! fetch_task {
     ($store:expr, $query:expr, $($arg:expr),*) => {
-        fetch_optional!($store, from_row task_from_row, $query, $($arg),*)
+        fetch_optional!($store, Task, $query, $($arg),*)
     };
 }
 
@@ -244,7 +217,7 @@ macro_rules! fetch_task_in {
     ($tx:expr, $query:expr, $($arg:expr),*) => {{
         let q: &'static str = $query;
         let row = sqlx::query(q)$(.bind($arg))*.fetch_optional(&mut *$tx).await?;
-        row.map(|r| task_from_row!(r)).transpose()?
+        row.as_ref().map(read::<Task, _>).transpose()?
     }};
 }
 
@@ -253,7 +226,7 @@ macro_rules! fetch_tasks_in {
     ($tx:expr, $query:expr, $($arg:expr),*) => {{
         let q: &'static str = $query;
         let rows = sqlx::query(q)$(.bind($arg))*.fetch_all(&mut *$tx).await?;
-        rows.into_iter().map(|r| task_from_row!(r)).collect::<Result<Vec<Task>, StoreError>>()?
+        rows.iter().map(read).collect::<Result<Vec<Task>, StoreError>>()?
     }};
 }
 
@@ -349,7 +322,7 @@ impl Store {
                 .await;
             match r {
                 Ok(row) => {
-                    let t = task_from_row!(row)?;
+                    let t: Task = read(&row)?;
                     task_changed!(self, tx, &t, &new.api_key_id);
                     if self.is_postgres() {
                         // Delivered at commit, so a woken worker finds the row.
@@ -428,7 +401,7 @@ impl Store {
                 .bind(i64::from(limit) + 1)
                 .fetch_all(p)
                 .await?;
-            rows.into_iter().map(|r| task_from_row!(r)).collect::<Result<Vec<_>, _>>()?
+            rows.iter().map(read).collect::<Result<Vec<Task>, _>>()?
         });
         let mut tasks = tasks;
         let next = if tasks.len() > limit as usize {
