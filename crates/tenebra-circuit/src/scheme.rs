@@ -135,7 +135,15 @@ impl From<Arc<ValidBfv>> for AnyCircuit {
 impl AnyCircuit {
     /// Parses and validates an untrusted circuit of the scheme it declares.
     pub fn parse(bytes: &[u8], limits: &AnyLimits) -> Result<Self, AnyError> {
-        Ok(match Scheme::of_json(bytes) {
+        // Past both schemes' size limits the scheme is not even looked for: the TFHE parser
+        // refuses the document by its size before reading it.
+        let largest = limits.tfhe.max_json_bytes.max(limits.bfv.max_json_bytes);
+        let scheme = if bytes.len() > largest {
+            Scheme::Tfhe
+        } else {
+            Scheme::of_json(bytes)
+        };
+        Ok(match scheme {
             Scheme::Tfhe => parse_circuit(bytes, &limits.tfhe)?.into(),
             Scheme::Bfv => parse_bfv(bytes, &limits.bfv)?.into(),
         })
@@ -260,8 +268,14 @@ mod tests {
 
     #[test]
     fn refusals_are_classified() {
+        // Past the size limit a document is refused whatever scheme it claims, and it is not
+        // parsed to find out.
         let limits = AnyLimits::with_max_json_bytes(10);
         let e = AnyCircuit::parse(br#"{"scheme":"bfv","name":"x"}"#, &limits).unwrap_err();
+        assert!(e.to_string().contains("the limit is 10"), "{e}");
+        assert_eq!(e.refusal(), Refusal::Invalid);
+        let e = AnyCircuit::parse(br#"{"scheme":"bfv","name":"x"}"#, &AnyLimits::default())
+            .unwrap_err();
         assert!(matches!(e, AnyError::Bfv(_)));
         assert_eq!(e.refusal(), Refusal::Invalid);
         let e = AnyCircuit::parse(br#"{"scheme":"tfhe"}"#, &AnyLimits::default()).unwrap_err();
