@@ -23,8 +23,15 @@ pub const BFV: Section = Section {
     end: "<!-- /bench bfv -->",
 };
 
+/// Measurements taken by hand (memory of an API node under an upload...): no benchmark
+/// writes it, every benchmark keeps it.
+pub const NOTES: Section = Section {
+    start: "<!-- notes -->",
+    end: "<!-- /notes -->",
+};
+
 /// Every marked section, in the order they follow the head.
-pub const SECTIONS: [Section; 2] = [SERVICE, BFV];
+pub const SECTIONS: [Section; 3] = [NOTES, SERVICE, BFV];
 
 impl Section {
     /// `body` between this section's markers.
@@ -91,6 +98,7 @@ mod tests {
         let doc = replace(&doc, Part::Section(BFV), &BFV.wrap("bfv v1"));
         let doc = replace(&doc, Part::Section(SERVICE), &SERVICE.wrap("service v1"));
         assert!(doc.starts_with("# Benchmarks\n\nv1\n"));
+        let doc = replace(&doc, Part::Section(NOTES), &NOTES.wrap("by hand"));
         let doc = replace(&doc, Part::Head, "# Benchmarks\n\nv2");
         let doc = replace(&doc, Part::Section(BFV), &BFV.wrap("bfv v2"));
         assert!(doc.starts_with("# Benchmarks\n\nv2\n"), "{doc}");
@@ -104,6 +112,7 @@ mod tests {
         );
         assert_eq!(BFV.find(&doc), Some(BFV.wrap("bfv v2").as_str()));
         assert_eq!(doc.matches("<!-- bench").count(), 2);
+        assert_eq!(NOTES.find(&doc), Some(NOTES.wrap("by hand").as_str()));
         // Writing the same parts again changes nothing.
         let again = replace(&doc, Part::Section(BFV), &BFV.wrap("bfv v2"));
         assert_eq!(again, doc);
