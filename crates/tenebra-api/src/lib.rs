@@ -256,6 +256,9 @@ pub struct PlanView {
     pub max_task_cu: Option<i64>,
     #[serde(default)]
     pub requests_per_second: Option<i64>,
+    /// Requests per second of the whole tenant, over all its API keys.
+    #[serde(default)]
+    pub tenant_requests_per_second: Option<i64>,
 }
 
 /// What a tenant uses now against its limits.

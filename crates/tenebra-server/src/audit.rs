@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use tenebra_api::{AuditRecordView, AuditVerifyView};
@@ -124,7 +124,18 @@ pub(crate) async fn track(State(state): State<AppState>, req: Request, next: Nex
         .get::<MatchedPath>()
         .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
     let span = tracing::info_span!("request", id = %id, method = %req.method(), route = %route);
-    tracked(state, req, next, id, route).instrument(span).await
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return tracked(state, req, next, id, route).instrument(span).await;
+    }
+    // A change runs to its end in its own task, audit record included, even if the client
+    // goes away: hyper drops the future of a request whose connection closes, which would
+    // otherwise stop a handler between its commit and the rest of its work (blobs, the
+    // audit append).
+    let run = tokio::spawn(tracked(state, req, next, id, route).instrument(span));
+    match run.await {
+        Ok(resp) => resp,
+        Err(e) => crate::ApiError::internal(&e).into_response(),
+    }
 }
 
 async fn tracked(

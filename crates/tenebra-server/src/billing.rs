@@ -30,6 +30,7 @@ pub fn plan_view(p: &Plan) -> PlanView {
         max_key_sets: p.max_key_sets,
         max_task_cu: p.max_task_cu,
         requests_per_second: p.requests_per_second,
+        tenant_requests_per_second: p.tenant_requests_per_second,
     }
 }
 
@@ -43,6 +44,7 @@ pub fn plan_from_view(v: PlanView) -> Result<Plan, ApiError> {
         v.max_key_sets,
         v.max_task_cu,
         v.requests_per_second,
+        v.tenant_requests_per_second,
     ];
     if limits.iter().flatten().any(|l| *l < 0)
         || v.price_nanos_per_cu < 0
@@ -62,6 +64,7 @@ pub fn plan_from_view(v: PlanView) -> Result<Plan, ApiError> {
         max_key_sets: v.max_key_sets,
         max_task_cu: v.max_task_cu,
         requests_per_second: v.requests_per_second,
+        tenant_requests_per_second: v.tenant_requests_per_second,
         function_prices: v.function_prices.into_iter().collect(),
     })
 }

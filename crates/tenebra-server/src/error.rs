@@ -84,7 +84,9 @@ impl IntoResponse for ApiError {
 /// 402 when the period's CU are spent (until the next period), 403 otherwise.
 fn quota_error(q: &QuotaExceeded) -> ApiError {
     let (status, code, retry_after) = match q {
-        QuotaExceeded::Rate { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", Some(1)),
+        QuotaExceeded::Rate { .. } | QuotaExceeded::TenantRate { .. } => {
+            (StatusCode::TOO_MANY_REQUESTS, "rate_limited", Some(1))
+        }
         QuotaExceeded::ActiveTasks { .. } => (
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_active_tasks",

@@ -84,7 +84,14 @@ pub const AUTH_FAILURES_PER_MINUTE: u32 = 20;
 const AUTH_FAILURE_SOURCES: usize = 100_000;
 
 /// A tenant's requests-per-second limit and when it was read.
-type CachedLimit = (Instant, Option<i64>);
+/// A tenant's plan's rate limits (per API key, per tenant) and when they were read.
+type CachedLimit = (Instant, RateLimits);
+
+#[derive(Debug, Clone, Copy, Default)]
+struct RateLimits {
+    per_key: Option<i64>,
+    per_tenant: Option<i64>,
+}
 
 /// Where the server keeps its data, and which database it uses.
 #[derive(Clone, Default)]
@@ -582,9 +589,16 @@ impl FromRequestParts<AppState> for Caller {
         if let Some(slot) = parts.extensions.get::<audit::ActorSlot>() {
             slot.set(Some(key.tenant_id.clone()), key.id.clone());
         }
-        if let Some(limit) = rate_limit(state, &key.tenant_id).await? {
+        let limits = rate_limits(state, &key.tenant_id).await?;
+        if let Some(limit) = limits.per_key {
             if state.store.count_request(&key.id).await? > limit {
                 return Err(StoreError::Quota(QuotaExceeded::Rate { limit }).into());
+            }
+        }
+        if let Some(limit) = limits.per_tenant {
+            let bucket = format!("tenant:{}", key.tenant_id);
+            if state.store.count_request(&bucket).await? > limit {
+                return Err(StoreError::Quota(QuotaExceeded::TenantRate { limit }).into());
             }
         }
         Ok(Caller {
@@ -598,8 +612,8 @@ impl FromRequestParts<AppState> for Caller {
 /// How long a tenant's rate limit is cached per process (a plan change takes this long).
 const RATE_LIMIT_TTL: Duration = Duration::from_secs(5);
 
-/// The tenant's requests-per-second limit per API key, if its plan has one.
-async fn rate_limit(state: &AppState, tenant: &str) -> Result<Option<i64>, ApiError> {
+/// The tenant's requests-per-second limits (per API key, per tenant) its plan sets.
+async fn rate_limits(state: &AppState, tenant: &str) -> Result<RateLimits, ApiError> {
     let cached = state
         .rate_limits
         .lock()
@@ -609,7 +623,11 @@ async fn rate_limit(state: &AppState, tenant: &str) -> Result<Option<i64>, ApiEr
     if let Some((_, limit)) = cached {
         return Ok(limit);
     }
-    let limit = state.store.tenant_plan(tenant).await?.requests_per_second;
+    let plan = state.store.tenant_plan(tenant).await?;
+    let limit = RateLimits {
+        per_key: plan.requests_per_second,
+        per_tenant: plan.tenant_requests_per_second,
+    };
     if let Ok(mut m) = state.rate_limits.lock() {
         m.insert(tenant.to_owned(), (Instant::now(), limit));
     }

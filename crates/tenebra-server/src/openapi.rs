@@ -187,7 +187,8 @@ fn account_schemas() -> Value {
             "name": string, "price_nanos_per_cu": int,
             "function_prices": {"type": "object", "additionalProperties": int},
             "cu_per_period": opt_int, "max_active_tasks": opt_int, "max_stored_bytes": opt_int,
-            "max_key_sets": opt_int, "max_task_cu": opt_int, "requests_per_second": opt_int}},
+            "max_key_sets": opt_int, "max_task_cu": opt_int, "requests_per_second": opt_int,
+            "tenant_requests_per_second": opt_int}},
         "Limits": {"type": "object", "properties": {
             "plan": schema_ref("Plan"), "period": string, "period_from": int, "period_to": int,
             "period_cu": int, "active_tasks": int, "stored_bytes": int, "key_sets": int}},

@@ -28,6 +28,7 @@ fn plan(name: &str) -> Plan {
         max_key_sets: None,
         max_task_cu: None,
         requests_per_second: None,
+        tenant_requests_per_second: None,
     }
 }
 
@@ -181,6 +182,50 @@ async fn quotas(postgres: bool) {
     assert!(
         limited > 0,
         "8 requests at once passed a limit of 3 per second"
+    );
+
+    // Per tenant too: many keys do not multiply the tenant's rate (a per-key limit of 100
+    // with 8 keys, a tenant limit of 4).
+    let mut crowd = plan("crowd");
+    crowd.requests_per_second = Some(100);
+    crowd.tenant_requests_per_second = Some(4);
+    op.put_plan(&crowd).await.unwrap();
+    let (td, token_d) = create_tenant(&h.state, "hooli").await.unwrap();
+    op.set_tenant_plan(&td.id, "crowd").await.unwrap();
+    let d = Client::new(&h.base, &token_d);
+    let mut tokens = vec![token_d.clone()];
+    for i in 0..7 {
+        // Slowly: these count towards the tenant's 4 per second too.
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        let k = d.create_api_key(&format!("k{i}"), "read").await.unwrap();
+        tokens.push(k.token.unwrap());
+    }
+    let mut limited = 0;
+    for round in 0..2 {
+        for t in &tokens {
+            let base = if round == 0 { &h.base } else { &base2 };
+            let r = reqwest::Client::new()
+                .get(format!("{base}/v1/key-sets"))
+                .bearer_auth(t)
+                .send()
+                .await
+                .unwrap();
+            if r.status() == 429 {
+                let body: serde_json::Value = r.json().await.unwrap();
+                assert_eq!(body["error"]["code"], "rate_limited");
+                assert!(
+                    body["error"]["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("per tenant")),
+                    "{body}"
+                );
+                limited += 1;
+            }
+        }
+    }
+    assert!(
+        limited > 0,
+        "16 requests over 8 keys passed a tenant limit of 4 per second"
     );
     node2.stop().await.unwrap();
     h.stop().await;

@@ -212,3 +212,52 @@ async fn attacks_on_sqlite() {
 async fn attacks_on_postgres() {
     attacks(true).await;
 }
+
+/// A client that sends a change and hangs up at once (before the answer) still leaves the
+/// change done and its audit record written: changes run to their end whatever the
+/// connection does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_leaves_the_change_and_its_audit_record() {
+    use tokio::io::AsyncWriteExt;
+    let h = common::Harness::start(false).await;
+    let (_, token) = create_tenant(&h.state, "hangs-up").await.unwrap();
+    let c = Client::new(&h.base, &token);
+    // Big enough that parsing, validating and planning it (off the async threads) takes a
+    // while after the bytes are in.
+    let circuit =
+        tenebra_circuit::testing::random_circuit(&mut tenebra_circuit::testing::Rng::new(11), 3000);
+    let body = circuit.canonical_json();
+    let addr = h.base.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /v1/functions HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(&body).await.unwrap();
+    socket.flush().await.unwrap();
+    drop(socket);
+
+    let mut deployed = false;
+    let mut audited = false;
+    for _ in 0..300 {
+        let functions = c.functions().await.unwrap();
+        deployed = functions
+            .iter()
+            .any(|f| f.name == "random" && f.version == Some(1));
+        let records = c.audit(false, 0, 100).await.unwrap();
+        audited = records
+            .iter()
+            .any(|r| r.action == "POST /v1/functions" && r.outcome == "201");
+        if deployed && audited {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(deployed, "the deploy ran to its end");
+    assert!(audited, "and its audit record was written");
+    let check = h.state.store.verify_audit().await.unwrap();
+    assert_eq!(check.first_bad, None);
+    h.stop().await;
+}

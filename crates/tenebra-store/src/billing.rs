@@ -31,6 +31,8 @@ pub struct Plan {
     pub max_task_cu: Option<i64>,
     /// Requests per second per API key.
     pub requests_per_second: Option<i64>,
+    /// Requests per second per tenant, over all its API keys.
+    pub tenant_requests_per_second: Option<i64>,
     /// Per-function prices that override `price_nanos_per_cu` (rows of `plan_prices`).
     #[sqlx(skip)]
     pub function_prices: Vec<(String, i64)>,
@@ -48,6 +50,7 @@ impl Plan {
             max_key_sets: None,
             max_task_cu: None,
             requests_per_second: None,
+            tenant_requests_per_second: None,
             function_prices: Vec::new(),
         }
     }
@@ -93,6 +96,10 @@ pub enum QuotaExceeded {
     Rate {
         limit: i64,
     },
+    /// The tenant's requests per second, over all its keys.
+    TenantRate {
+        limit: i64,
+    },
 }
 
 impl std::fmt::Display for QuotaExceeded {
@@ -130,6 +137,10 @@ impl std::fmt::Display for QuotaExceeded {
             QuotaExceeded::Rate { limit } => {
                 write!(f, "the plan allows {limit} requests per second per API key")
             }
+            QuotaExceeded::TenantRate { limit } => write!(
+                f,
+                "the plan allows {limit} requests per second per tenant, over all its API keys"
+            ),
         }
     }
 }
@@ -270,7 +281,7 @@ fn period_bounds(year: i32, month: u32) -> Option<(i64, i64)> {
 macro_rules! plan_columns {
     () => {
         "name, price_nanos_per_cu, cu_per_period, max_active_tasks, max_stored_bytes, \
-         max_key_sets, max_task_cu, requests_per_second"
+         max_key_sets, max_task_cu, requests_per_second, tenant_requests_per_second"
     };
 }
 
@@ -433,10 +444,11 @@ impl Store {
         let q = concat!(
             "INSERT INTO plans (",
             plan_columns!(),
-            ", updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+            ", updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
              ON CONFLICT (name) DO UPDATE SET price_nanos_per_cu = $2, cu_per_period = $3, \
              max_active_tasks = $4, max_stored_bytes = $5, max_key_sets = $6, \
-             max_task_cu = $7, requests_per_second = $8, updated_at = $9"
+             max_task_cu = $7, requests_per_second = $8, tenant_requests_per_second = $9, \
+             updated_at = $10"
         );
         on_pool!(self, p => {
             let mut tx = p.begin().await?;
@@ -449,6 +461,7 @@ impl Store {
                 .bind(plan.max_key_sets)
                 .bind(plan.max_task_cu)
                 .bind(plan.requests_per_second)
+                .bind(plan.tenant_requests_per_second)
                 .bind(now_ms())
                 .execute(&mut *tx)
                 .await?;
@@ -547,15 +560,15 @@ impl Store {
         })
     }
 
-    /// Counts a request of `api_key` in the current second; returns the count so far
-    /// (shared by every node on the database).
-    pub async fn count_request(&self, api_key: &str) -> Result<i64, StoreError> {
-        let q = "INSERT INTO rate_windows (api_key_id, second, count) VALUES ($1, $2, 1) \
-                 ON CONFLICT (api_key_id, second) DO UPDATE SET count = rate_windows.count + 1 \
+    /// Counts a request in `bucket` (an API key id, or `tenant:<id>`) in the current second;
+    /// returns the count so far (shared by every node on the database).
+    pub async fn count_request(&self, bucket: &str) -> Result<i64, StoreError> {
+        let q = "INSERT INTO rate_windows (bucket, second, count) VALUES ($1, $2, 1) \
+                 ON CONFLICT (bucket, second) DO UPDATE SET count = rate_windows.count + 1 \
                  RETURNING count";
         on_pool!(self, p => {
             let r = sqlx::query(q)
-                .bind(api_key)
+                .bind(bucket)
                 .bind(now_ms() / 1000)
                 .fetch_one(p)
                 .await?;

@@ -2,7 +2,7 @@
 //! content id. Versions count up from 1 per tenant and name; deploying a circuit that a
 //! version already holds returns that version.
 
-use crate::{now_ms, Store, StoreError, Versioned};
+use crate::{now_ms, Store, StoreError, VersionOf, Versioned};
 
 /// A deployed function version.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -53,17 +53,18 @@ impl Store {
         let q = concat!(
             "INSERT INTO functions (",
             function_columns!(),
-            ") SELECT $1, $2, COALESCE(MAX(version), 0) + 1, $3, $4, $5, $6 \
-             FROM functions WHERE tenant_id = $1 AND name = $2 RETURNING ",
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ",
             function_columns!()
         );
         self.insert_next_version(
             &format!("deployments of `{name}`"),
+            (VersionOf::Function, tenant, name),
             || self.function_by_circuit(tenant, name, circuit_id),
-            move || async move {
+            move |version| async move {
                 on_pool!(self, p => sqlx::query_as::<_, Function>(q)
                     .bind(tenant)
                     .bind(name)
+                    .bind(version)
                     .bind(circuit_id)
                     .bind(circuit_json)
                     .bind(cost_cu)

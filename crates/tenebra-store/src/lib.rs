@@ -194,26 +194,56 @@ pub enum Versioned<T> {
     Existing(T),
 }
 
+/// Which versioned names a version counter counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum VersionOf {
+    Function,
+    Model,
+}
+
 impl Store {
     /// Stores the next version of a name: returns the version `existing` finds holding the
-    /// same content, or runs `insert` (an `INSERT ... SELECT MAX(version) + 1 ... RETURNING`);
-    /// two inserts racing for one version number conflict on the unique key, and the loser
-    /// tries again. `what` names the racing writes in the error after five tries.
+    /// same content, or takes the name's next version number and runs `insert` with it.
+    /// Numbers come from the name's counter (`version_counters`), never from the versions
+    /// stored: a deleted latest version's number is not given again, and two racing inserts
+    /// get different numbers. Racing inserts of the same content conflict on the unique key;
+    /// the loser finds the winner's version (its number is left unused). `what` names the
+    /// racing writes in the error after five tries.
     pub(crate) async fn insert_next_version<T, E, I>(
         &self,
         what: &str,
+        counter: (VersionOf, &str, &str),
         existing: impl Fn() -> E,
-        insert: impl Fn() -> I,
+        insert: impl Fn(i64) -> I,
     ) -> Result<Versioned<T>, StoreError>
     where
         E: std::future::Future<Output = Result<Option<T>, StoreError>>,
         I: std::future::Future<Output = Result<T, sqlx::Error>>,
     {
+        let (kind, tenant, name) = counter;
+        let kind = match kind {
+            VersionOf::Function => "function",
+            VersionOf::Model => "model",
+        };
+        let next = "INSERT INTO version_counters (tenant_id, kind, name, last_version)                     VALUES ($1, $2, $3, 1) ON CONFLICT (tenant_id, kind, name)                     DO UPDATE SET last_version = version_counters.last_version + 1                     RETURNING last_version";
         for _ in 0..5 {
             if let Some(x) = existing().await? {
                 return Ok(Versioned::Existing(x));
             }
-            match insert().await {
+            let version: i64 = match on_pool!(self, p => sqlx::query_scalar(next)
+                .bind(tenant)
+                .bind(kind)
+                .bind(name)
+                .fetch_one(p)
+                .await)
+            {
+                Ok(v) => v,
+                Err(sqlx::Error::Database(d)) if d.is_foreign_key_violation() => {
+                    return Err(StoreError::NotFound)
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match insert(version).await {
                 Ok(x) => return Ok(Versioned::Created(x)),
                 Err(e) if unique_violation(&e) => continue,
                 Err(sqlx::Error::Database(d)) if d.is_foreign_key_violation() => {

@@ -1,7 +1,7 @@
 //! The model repository: models stored per owner (a tenant), versioned per name, shared by
 //! grants. Every query is scoped by the owner, or by a grant naming the caller.
 
-use crate::{now_ms, Store, StoreError, Versioned};
+use crate::{now_ms, Store, StoreError, VersionOf, Versioned};
 
 /// A stored model version.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -55,17 +55,18 @@ impl Store {
         let insert = concat!(
             "INSERT INTO models (",
             model_columns!(),
-            ") SELECT $1, $2, COALESCE(MAX(version), 0) + 1, $3, $4, $5, $6 \
-             FROM models WHERE owner_id = $1 AND name = $2 RETURNING ",
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ",
             model_columns!()
         );
         self.insert_next_version(
             &format!("uploads of model `{name}`"),
+            (VersionOf::Model, owner, name),
             move || async move { fetch_optional!(self, ModelRow, existing, owner, name, sha256) },
-            move || async move {
+            move |version| async move {
                 on_pool!(self, p => sqlx::query_as::<_, ModelRow>(insert)
                     .bind(owner)
                     .bind(name)
+                    .bind(version)
                     .bind(sha256)
                     .bind(json)
                     .bind(page)

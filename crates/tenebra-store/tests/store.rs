@@ -443,6 +443,36 @@ async fn function_story(store: &Store) {
     assert_eq!(store.delete_function(&a, "f", None).await.unwrap(), 1);
     assert!(store.list_functions(&a).await.unwrap().is_empty());
     assert_eq!(store.list_functions(&b).await.unwrap().len(), 1);
+    // A deleted version's number is never given again: "f" v2 was deleted, so a new
+    // circuit is v3 (a client holding "f v2" must not get another circuit under it), and
+    // redeploying a deleted circuit makes a new version too.
+    let Deployed::Created(v3) = store.deploy_function(&a, "f", "c3", "{}", 7).await.unwrap() else {
+        panic!("a new circuit is a new version")
+    };
+    assert_eq!(v3.version, 3);
+    let Deployed::Created(v4) = store.deploy_function(&a, "f", "c2", "{}", 6).await.unwrap() else {
+        panic!("a deleted circuit comes back as a new version")
+    };
+    assert_eq!(v4.version, 4);
+    // Racing deploys of different circuits get different numbers, none lost.
+    let mut deploys = tokio::task::JoinSet::new();
+    for i in 0..6 {
+        let (store, a) = (store.clone(), a.clone());
+        deploys.spawn(async move {
+            match store
+                .deploy_function(&a, "race", &format!("r{i}"), "{}", 1)
+                .await
+            {
+                Ok(Deployed::Created(f)) => f.version,
+                other => panic!("{other:?}"),
+            }
+        });
+    }
+    let racing = deploys.join_all().await;
+    let mut numbers = racing.clone();
+    numbers.sort_unstable();
+    numbers.dedup();
+    assert_eq!(numbers.len(), 6, "{racing:?}");
 }
 
 /// Many workers claiming at once never get the same task twice.

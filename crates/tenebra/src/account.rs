@@ -140,6 +140,7 @@ pub fn plans(storage: &StorageArgs, command: PlansCommand) -> Result<()> {
             max_key_sets,
             max_task_cu,
             requests_per_second,
+            tenant_requests_per_second,
         } => {
             let view = tenebra_api::PlanView {
                 name,
@@ -151,6 +152,7 @@ pub fn plans(storage: &StorageArgs, command: PlansCommand) -> Result<()> {
                 max_key_sets,
                 max_task_cu,
                 requests_per_second,
+                tenant_requests_per_second,
             };
             let plan = billing::plan_from_view(view).map_err(|e| anyhow::anyhow!(e.message))?;
             state.store.put_plan(&plan).await?;

@@ -567,8 +567,12 @@ pub enum PlansCommand {
         max_key_sets: Option<i64>,
         #[arg(long)]
         max_task_cu: Option<i64>,
+        /// Per API key.
         #[arg(long)]
         requests_per_second: Option<i64>,
+        /// Per tenant, over all its API keys.
+        #[arg(long)]
+        tenant_requests_per_second: Option<i64>,
     },
     /// Put a tenant on a plan.
     Assign { tenant: String, plan: String },

@@ -1,0 +1,20 @@
+-- A plan's rate limit per tenant, over all its API keys (requests_per_second stays per key).
+ALTER TABLE plans ADD COLUMN tenant_requests_per_second INTEGER;
+
+-- The last version number given to each versioned name (a function of a tenant, a model of
+-- an owner): a deleted latest version's number is never given again.
+CREATE TABLE version_counters (
+    tenant_id     TEXT NOT NULL REFERENCES tenants (id),
+    kind          TEXT NOT NULL CHECK (kind IN ('function', 'model')),
+    name          TEXT NOT NULL,
+    last_version  INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, kind, name)
+);
+
+INSERT INTO version_counters (tenant_id, kind, name, last_version)
+    SELECT tenant_id, 'function', name, MAX(version) FROM functions GROUP BY tenant_id, name;
+INSERT INTO version_counters (tenant_id, kind, name, last_version)
+    SELECT owner_id, 'model', name, MAX(version) FROM models GROUP BY owner_id, name;
+
+-- A rate window counts one bucket: an API key id, or `tenant:<tenant id>`.
+ALTER TABLE rate_windows RENAME COLUMN api_key_id TO bucket;
