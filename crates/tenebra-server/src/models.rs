@@ -23,7 +23,7 @@ use tenebra_api::model::{GrantView, ModelPage, ModelSignature, ModelView};
 use tenebra_functions::model::{
     model_function, parse_model_function, Compiled, Model, ModelError, RemainingLayers,
 };
-use tenebra_store::{ModelGrant, ModelRow, Scope, StoreError, Uploaded};
+use tenebra_store::{ModelGrant, ModelListing, ModelRow, Scope, StoreError, Uploaded};
 
 use crate::audit::AuditTarget;
 use crate::{ApiError, AppState, Caller, QueryParams};
@@ -32,12 +32,23 @@ use crate::{ApiError, AppState, Caller, QueryParams};
 pub const MODEL_LIMIT: usize = 8 << 20;
 
 fn view(m: &ModelRow) -> Result<ModelView, ApiError> {
-    let page: ModelPage = serde_json::from_str(&m.page_json).map_err(|e| ApiError::internal(&e))?;
-    Ok(ModelView {
+    view_of(ModelListing {
         owner_id: m.owner_id.clone(),
         name: m.name.clone(),
         version: m.version,
         model_sha256: m.model_sha256.clone(),
+        page_json: m.page_json.clone(),
+        created_at: m.created_at,
+    })
+}
+
+fn view_of(m: ModelListing) -> Result<ModelView, ApiError> {
+    let page: ModelPage = serde_json::from_str(&m.page_json).map_err(|e| ApiError::internal(&e))?;
+    Ok(ModelView {
+        owner_id: m.owner_id,
+        name: m.name,
+        version: m.version,
+        model_sha256: m.model_sha256,
         created_at: m.created_at,
         page,
     })
@@ -135,7 +146,9 @@ pub(crate) async fn list(
 ) -> Result<Json<Vec<ModelView>>, ApiError> {
     caller.require(Scope::Read)?;
     let rows = state.store.list_models(&caller.tenant_id).await?;
-    Ok(Json(rows.iter().map(view).collect::<Result<_, _>>()?))
+    Ok(Json(
+        rows.into_iter().map(view_of).collect::<Result<_, _>>()?,
+    ))
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -359,7 +359,11 @@ macro_rules! tenant_usage_in {
                   WHERE tenant_id = $1 AND status = 'succeeded') AS BIGINT) AS result_bytes, \
             CAST((SELECT COALESCE(SUM(input_bytes), 0) FROM tasks \
                   WHERE tenant_id = $1 AND status IN ('queued', 'running')) AS BIGINT) \
-                 AS input_bytes";
+                 AS input_bytes, \
+            CAST((SELECT COALESCE(SUM(stored_bytes), 0) FROM functions WHERE tenant_id = $1) \
+                 AS BIGINT) AS function_bytes, \
+            CAST((SELECT COALESCE(SUM(stored_bytes), 0) FROM models WHERE owner_id = $1) \
+                 AS BIGINT) AS model_bytes";
         let r = sqlx::query(q)
             .bind($tenant)
             .bind(start)
@@ -371,7 +375,9 @@ macro_rules! tenant_usage_in {
             active_tasks: get("active")?,
             stored_bytes: get("key_bytes")?
                 .saturating_add(get("result_bytes")?)
-                .saturating_add(get("input_bytes")?),
+                .saturating_add(get("input_bytes")?)
+                .saturating_add(get("function_bytes")?)
+                .saturating_add(get("model_bytes")?),
             key_sets: get("key_sets")?,
         }
     }};
@@ -761,4 +767,24 @@ pub(crate) fn check_bytes(plan: &Plan, used: &TenantUsage, adding: i64) -> Optio
             adding,
             limit,
         })
+}
+
+impl Store {
+    /// Refuses to store `adding` more bytes for `tenant` past its plan's storage quota. A
+    /// check before the write, not inside it: two writes racing past it overshoot the quota
+    /// by at most one document (the server runs 2 document jobs per tenant at a time).
+    pub(crate) async fn check_storage(&self, tenant: &str, adding: i64) -> Result<(), StoreError> {
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            lock_tenant!(tx, tenant);
+            if let Some(plan) = tenant_plan_in!(tx, tenant) {
+                let used = tenant_usage_in!(tx, tenant);
+                if let Some(q) = check_bytes(&plan, &used, adding) {
+                    return Err(StoreError::Quota(q));
+                }
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
 }

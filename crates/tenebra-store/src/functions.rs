@@ -53,12 +53,14 @@ impl Store {
         let q = concat!(
             "INSERT INTO functions (",
             function_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ",
+            ", stored_bytes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ",
             function_columns!()
         );
+        let stored_bytes = i64::try_from(circuit_json.len()).unwrap_or(i64::MAX);
         self.insert_next_version(
             &format!("deployments of `{name}`"),
             (VersionOf::Function, tenant, name),
+            stored_bytes,
             || self.function_by_circuit(tenant, name, circuit_id),
             move |version| async move {
                 on_pool!(self, p => sqlx::query_as::<_, Function>(q)
@@ -69,6 +71,7 @@ impl Store {
                     .bind(circuit_json)
                     .bind(cost_cu)
                     .bind(now_ms())
+                    .bind(stored_bytes)
                     .fetch_one(p)
                     .await)
             },

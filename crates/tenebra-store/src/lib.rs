@@ -213,6 +213,7 @@ impl Store {
         &self,
         what: &str,
         counter: (VersionOf, &str, &str),
+        stored_bytes: i64,
         existing: impl Fn() -> E,
         insert: impl Fn(i64) -> I,
     ) -> Result<Versioned<T>, StoreError>
@@ -230,6 +231,7 @@ impl Store {
             if let Some(x) = existing().await? {
                 return Ok(Versioned::Existing(x));
             }
+            self.check_storage(tenant, stored_bytes).await?;
             let version: i64 = match on_pool!(self, p => sqlx::query_scalar(next)
                 .bind(tenant)
                 .bind(kind)
@@ -271,7 +273,7 @@ pub use billing::{
     InvoiceLine, Plan, QuotaExceeded, TenantUsage, UsageFilter, UsagePage, UsageRecord, UsageTotals,
 };
 pub use functions::{Deployed, Function};
-pub use models::{ModelGrant, ModelRow, Uploaded};
+pub use models::{ModelGrant, ModelListing, ModelRow, Uploaded};
 pub use tasks::{
     EndedListener, NewTask, Outcome, Submitted, Task, TaskListener, TaskPage, TaskStatus, INTERNAL,
     WORKER_LOST,

@@ -17,6 +17,18 @@ pub struct ModelRow {
     pub created_at: i64,
 }
 
+/// A stored model version as listings show it: its page, not its JSON (the weights, up to
+/// megabytes each, are read only where they are used).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ModelListing {
+    pub owner_id: String,
+    pub name: String,
+    pub version: i64,
+    pub model_sha256: String,
+    pub page_json: String,
+    pub created_at: i64,
+}
+
 /// A grant of a model's use to another tenant.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ModelGrant {
@@ -55,12 +67,14 @@ impl Store {
         let insert = concat!(
             "INSERT INTO models (",
             model_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ",
+            ", stored_bytes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ",
             model_columns!()
         );
+        let stored_bytes = i64::try_from(json.len() + page.len()).unwrap_or(i64::MAX);
         self.insert_next_version(
             &format!("uploads of model `{name}`"),
             (VersionOf::Model, owner, name),
+            stored_bytes,
             move || async move { fetch_optional!(self, ModelRow, existing, owner, name, sha256) },
             move |version| async move {
                 on_pool!(self, p => sqlx::query_as::<_, ModelRow>(insert)
@@ -71,6 +85,7 @@ impl Store {
                     .bind(json)
                     .bind(page)
                     .bind(now_ms())
+                    .bind(stored_bytes)
                     .fetch_one(p)
                     .await)
             },
@@ -108,13 +123,15 @@ impl Store {
     }
 
     /// The model versions `tenant` owns or was granted, by owner, name and version.
-    pub async fn list_models(&self, tenant: &str) -> Result<Vec<ModelRow>, StoreError> {
-        let q = "SELECT m.owner_id, m.name, m.version, m.model_sha256, m.model_json, \
+    pub async fn list_models(&self, tenant: &str) -> Result<Vec<ModelListing>, StoreError> {
+        let q = "SELECT m.owner_id, m.name, m.version, m.model_sha256, \
                  m.page_json, m.created_at FROM models m WHERE m.owner_id = $1 OR EXISTS \
                  (SELECT 1 FROM model_grants g WHERE g.owner_id = m.owner_id \
                  AND g.name = m.name AND g.grantee_id = $1) \
                  ORDER BY m.owner_id, m.name, m.version";
-        Ok(on_pool!(self, p => sqlx::query_as::<_, ModelRow>(q).bind(tenant).fetch_all(p).await?))
+        Ok(
+            on_pool!(self, p => sqlx::query_as::<_, ModelListing>(q).bind(tenant).fetch_all(p).await?),
+        )
     }
 
     /// Grants (or updates the grant of) the owner's model `name` to `grantee`.

@@ -717,6 +717,30 @@ async fn billing_story(store: &Store) {
             limit: 1000
         }
     );
+    // Deployed functions count too (their JSON's bytes), and so do models.
+    let big = "x".repeat(900);
+    assert!(matches!(
+        store.deploy_function(&a, "big", "cbig", &big, 1).await,
+        Err(StoreError::Quota(QuotaExceeded::StoredBytes {
+            used: 200,
+            adding: 900,
+            limit: 1000
+        }))
+    ));
+    assert!(matches!(
+        store.deploy_function(&a, "small", "csmall", &"y".repeat(300), 1).await,
+        Ok(Deployed::Created(_))
+    ));
+    assert!(matches!(
+        store.upload_model(&a, "m", "sha", &big, "{}").await,
+        Err(StoreError::Quota(QuotaExceeded::StoredBytes {
+            used: 500,
+            adding: 902,
+            limit: 1000
+        }))
+    ));
+    assert_eq!(store.tenant_usage(&a).await.unwrap().stored_bytes, 500);
+    store.delete_function(&a, "small", None).await.unwrap();
 
     // Totals and invoices reconcile with the records; paging walks them all.
     let all = UsageFilter::default();

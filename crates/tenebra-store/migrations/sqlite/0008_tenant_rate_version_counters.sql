@@ -18,3 +18,9 @@ INSERT INTO version_counters (tenant_id, kind, name, last_version)
 
 -- A rate window counts one bucket: an API key id, or `tenant:<tenant id>`.
 ALTER TABLE rate_windows RENAME COLUMN api_key_id TO bucket;
+
+-- Stored functions and models count toward the storage quota: their bytes, kept per row.
+ALTER TABLE functions ADD COLUMN stored_bytes INTEGER NOT NULL DEFAULT 0;
+UPDATE functions SET stored_bytes = LENGTH(circuit_json);
+ALTER TABLE models ADD COLUMN stored_bytes INTEGER NOT NULL DEFAULT 0;
+UPDATE models SET stored_bytes = LENGTH(model_json) + LENGTH(page_json);
