@@ -261,3 +261,90 @@ async fn a_client_that_hangs_up_leaves_the_change_and_its_audit_record() {
     assert_eq!(check.first_bad, None);
     h.stop().await;
 }
+
+/// Many clients at once: three tenants each submit tasks concurrently (some twice, with the
+/// same idempotency key) while a worker with two slots runs them. Every task ends exactly
+/// once with the reference result, nothing answers 5xx, each tenant's usage records are its
+/// tasks, and the audit chain verifies.
+async fn load(postgres: bool) {
+    use tenebra_circuit::builder::Builder;
+    use tenebra_circuit::ScalarType::Uint;
+    const TENANTS: usize = 3;
+    const TASKS: usize = 4;
+    let h = common::Harness::start(postgres).await;
+    let (stop_worker, rx) = watch::channel(false);
+    let worker = tokio::spawn(worker::run(
+        h.state.clone(),
+        WorkerConfig {
+            concurrency: 2,
+            poll: Duration::from_millis(200),
+            ..WorkerConfig::default()
+        },
+        rx,
+    ));
+    let b = Builder::new("inc");
+    let x = b.input("x", Uint(8));
+    b.output("y", &(&x + 1));
+    let circuit = std::sync::Arc::new(b.build().unwrap());
+    let mut tenants = tokio::task::JoinSet::new();
+    for t in 0..TENANTS {
+        let (state, base, circuit) = (h.state.clone(), h.base.clone(), circuit.clone());
+        tenants.spawn(async move {
+            let (tenant, token) = create_tenant(&state, &format!("load-{t}")).await.unwrap();
+            let c = Client::new(&base, &token);
+            c.upload_key_set(tenebra_engine::keys::read_upload(&test_key_dir()).unwrap())
+                .await
+                .unwrap();
+            c.deploy_function(circuit.canonical_json()).await.unwrap();
+            let mut runs = tokio::task::JoinSet::new();
+            for i in 0..TASKS {
+                let (c, circuit) = (c.clone(), circuit.clone());
+                runs.spawn(async move {
+                    let x = (t * 50 + i * 7) as u64;
+                    let input = json!({ "x": x });
+                    let enc =
+                        tenebra_client::encrypt_circuit(client_keys(), &circuit, &input).unwrap();
+                    let key = format!("run-{i}");
+                    let first = c.submit_task(enc.clone(), Some(&key)).await.unwrap();
+                    let again = c.submit_task(enc, Some(&key)).await.unwrap();
+                    assert_eq!(first.id, again.id, "one idempotency key, one task");
+                    let done = c.wait_task(&first.id, |_| {}).await.unwrap();
+                    assert_eq!(done.status, "succeeded", "{done:?}");
+                    let res = c.task_result(&done.id).await.unwrap();
+                    let got =
+                        tenebra_client::decrypt_circuit(client_keys(), &circuit, &res).unwrap();
+                    assert_eq!(got, json!({ "y": (x + 1) % 256 }));
+                    done.id
+                });
+            }
+            let mut ids = runs.join_all().await;
+            ids.sort();
+            ids.dedup();
+            assert_eq!(ids.len(), TASKS);
+            let usage = c.usage(&[("limit", "100".to_owned())]).await.unwrap();
+            let mut charged: Vec<String> =
+                usage.records.iter().map(|r| r.task_id.clone()).collect();
+            charged.sort();
+            assert_eq!(charged, ids, "one usage record per task, no more");
+            assert_eq!(usage.totals.tasks, TASKS as i64);
+            tenant.id
+        });
+    }
+    let ids = tenants.join_all().await;
+    assert_eq!(ids.len(), TENANTS);
+    let check = h.state.store.verify_audit().await.unwrap();
+    assert_eq!(check.first_bad, None);
+    let _ = stop_worker.send(true);
+    worker.await.unwrap().unwrap();
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn load_on_sqlite() {
+    load(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn load_on_postgres() {
+    load(true).await;
+}

@@ -728,7 +728,9 @@ async fn billing_story(store: &Store) {
         }))
     ));
     assert!(matches!(
-        store.deploy_function(&a, "small", "csmall", &"y".repeat(300), 1).await,
+        store
+            .deploy_function(&a, "small", "csmall", &"y".repeat(300), 1)
+            .await,
         Ok(Deployed::Created(_))
     ));
     assert!(matches!(
