@@ -18,7 +18,7 @@ use tenebra_api::{FunctionView, SizedCost};
 use tenebra_circuit::scheme::Refusal;
 use tenebra_circuit::{AnyCircuit, AnyError, Scheme};
 use tenebra_functions::AnyBuiltin;
-use tenebra_store::{Deployed, Function, Scope, StoreError};
+use tenebra_store::{Deployed, Function, FunctionFacts, FunctionListing, Scope, StoreError};
 
 use crate::catalogue::{self, builtin_circuit, Selector, Want, CIRCUIT_LIMIT};
 use crate::{ApiError, AppState, Caller, QueryParams};
@@ -59,22 +59,56 @@ fn builtin_view(b: AnyBuiltin, size: Option<u32>) -> Result<FunctionView, ApiErr
     })
 }
 
-fn deployed_view(f: &Function) -> Result<FunctionView, ApiError> {
-    let c = catalogue::parse_stored(f)?;
-    let summary = match c.scheme() {
-        Scheme::Tfhe => format!("deployed circuit, version {}", f.version),
-        Scheme::Bfv => format!("deployed BFV circuit, version {}", f.version),
-    };
-    Ok(FunctionView {
-        name: f.name.clone(),
-        summary,
+/// What a deployed version's page shows, computed from its circuit (once, at deploy).
+fn facts_of(c: &AnyCircuit) -> FunctionFacts {
+    let cost = c.cost();
+    FunctionFacts {
+        cost_cu: i64::try_from(cost.cu).unwrap_or(i64::MAX),
+        ops: i64::try_from(cost.ops).unwrap_or(i64::MAX),
+        scheme: c.scheme().as_str().to_owned(),
         signature: c.signature(),
+    }
+}
+
+fn view_of(name: &str, version: i64, circuit_id: &str, facts: &FunctionFacts) -> FunctionView {
+    let summary = if facts.scheme == Scheme::Bfv.as_str() {
+        format!("deployed BFV circuit, version {version}")
+    } else {
+        format!("deployed circuit, version {version}")
+    };
+    FunctionView {
+        name: name.to_owned(),
+        summary,
+        signature: facts.signature.clone(),
         kind: "deployed".to_owned(),
         min_size: 0,
         max_size: 0,
-        at_size: Some(sized(0, &c)),
-        version: Some(f.version),
-    })
+        at_size: Some(SizedCost {
+            size: 0,
+            circuit_id: circuit_id.to_owned(),
+            cost_cu: u64::try_from(facts.cost_cu).unwrap_or(0),
+            ops: usize::try_from(facts.ops).unwrap_or(0),
+        }),
+        version: Some(version),
+    }
+}
+
+/// A deployed version's view, its circuit parsed and priced now.
+fn deployed_view(f: &Function) -> Result<FunctionView, ApiError> {
+    let c = catalogue::parse_stored(f)?;
+    Ok(view_of(&f.name, f.version, &f.circuit_id, &facts_of(&c)))
+}
+
+/// A listed version's view from the facts stored at deploy; `None` for a version deployed
+/// before they were stored.
+fn listed_view(l: &FunctionListing) -> Option<FunctionView> {
+    let facts = FunctionFacts {
+        cost_cu: l.cost_cu,
+        ops: l.ops?,
+        scheme: l.scheme.clone()?,
+        signature: l.signature.clone()?,
+    };
+    Some(view_of(&l.name, l.version, &l.circuit_id, &facts))
 }
 
 /// A rejected circuit as the client sees it: `circuit_too_large` (with the numbers) when it is
@@ -97,17 +131,24 @@ pub(crate) async fn list(
     let mut views = tenebra_functions::all_builtins()
         .map(|b| builtin_view(b, None))
         .collect::<Result<Vec<_>, _>>()?;
-    let deployed = state.store.list_functions(&caller.tenant_id).await?;
-    let deployed = state
-        .cpu
-        .run(&caller.tenant_id, move || {
-            deployed
-                .iter()
-                .map(deployed_view)
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await??;
-    views.extend(deployed);
+    // Listing reads no circuit: what it shows was stored at deploy. Versions deployed before
+    // that are read and parsed (off the async threads), one at a time.
+    for l in state.store.list_functions(&caller.tenant_id).await? {
+        let view = match listed_view(&l) {
+            Some(v) => v,
+            None => {
+                let f = state
+                    .store
+                    .function(&caller.tenant_id, &l.name, Some(l.version))
+                    .await?;
+                state
+                    .cpu
+                    .run(&caller.tenant_id, move || deployed_view(&f))
+                    .await??
+            }
+        };
+        views.push(view);
+    }
     Ok(Json(views))
 }
 
@@ -181,7 +222,7 @@ pub(crate) async fn deploy(
             &format!("a circuit is at most {CIRCUIT_LIMIT} bytes of JSON"),
         )
     })?;
-    let (name, id, json, cost) = state
+    let (name, id, json, facts) = state
         .cpu
         .run(&caller.tenant_id, move || checked_for_deploy(&body))
         .await??;
@@ -195,25 +236,26 @@ pub(crate) async fn deploy(
     }
     let deployed = state
         .store
-        .deploy_function(&caller.tenant_id, &name, &id, &json, cost)
+        .deploy_function(&caller.tenant_id, &name, &id, &json, &facts)
         .await?;
+    // The version holding this circuit (new or not) is described by the facts just
+    // computed: its content id is this circuit's.
     let (status, f) = match deployed {
         Deployed::Created(f) => (StatusCode::CREATED, f),
         Deployed::Existing(f) => (StatusCode::OK, f),
     };
-    let view = state
-        .cpu
-        .run(&caller.tenant_id, move || deployed_view(&f))
-        .await??;
-    Ok((status, Json(view)))
+    Ok((
+        status,
+        Json(view_of(&f.name, f.version, &f.circuit_id, &facts)),
+    ))
 }
 
 /// Parses, validates and prices a circuit to deploy: its name, content id, canonical JSON
-/// and cost in CU.
-fn checked_for_deploy(body: &[u8]) -> Result<(String, String, String, i64), ApiError> {
+/// and what its page shows.
+fn checked_for_deploy(body: &[u8]) -> Result<(String, String, String, FunctionFacts), ApiError> {
     let c = AnyCircuit::parse(body, &catalogue::limits()).map_err(|e| circuit_error(&e))?;
     let json = String::from_utf8(c.canonical_json()).map_err(|e| ApiError::internal(&e))?;
-    Ok((c.name().to_owned(), c.id().to_string(), json, c.cost_cu()))
+    Ok((c.name().to_owned(), c.id().to_string(), json, facts_of(&c)))
 }
 
 /// `DELETE /v1/functions/{name}[?version=N]`: one version, or every version.

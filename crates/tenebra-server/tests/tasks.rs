@@ -404,6 +404,24 @@ async fn deployed_functions(postgres: bool) {
     assert_eq!(api_code(r.functions().await), (401, "unauthorized".into()));
     let listed = a.functions().await.unwrap();
     assert_eq!(listed.iter().filter(|f| f.name == "stats3").count(), 2);
+    // The listing shows what was stored at deploy, the same as the deploy's answer and the
+    // function's own page; a version stored before those facts were (NULL) is parsed and
+    // shows the same.
+    let listed_v1 = listed
+        .iter()
+        .find(|f| f.name == "stats3" && f.version == Some(1))
+        .unwrap()
+        .clone();
+    assert_eq!(listed_v1, f1);
+    let legacy = "UPDATE functions SET ops = NULL, scheme = NULL, signature = NULL \
+                  WHERE name = 'stats3' AND version = 1";
+    match s.h.state.store.db() {
+        tenebra_store::Db::Sqlite(p) => sqlx::query(legacy).execute(p).await.map(drop),
+        tenebra_store::Db::Postgres(p) => sqlx::query(legacy).execute(p).await.map(drop),
+    }
+    .unwrap();
+    let relisted = a.functions().await.unwrap();
+    assert!(relisted.contains(&listed_v1), "{relisted:?}");
     assert!(b
         .functions()
         .await

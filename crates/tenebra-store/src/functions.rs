@@ -17,6 +17,31 @@ pub struct Function {
     pub created_at: i64,
 }
 
+/// What a deployed version costs and looks like, computed once at deploy from the circuit.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FunctionFacts {
+    pub cost_cu: i64,
+    pub ops: i64,
+    /// `tfhe` or `bfv`.
+    pub scheme: String,
+    /// The signature line (`xs: u8[3] -> s: u16`).
+    pub signature: String,
+}
+
+/// A deployed version as listings show it: no circuit JSON. The facts are `None` for
+/// versions deployed before they were stored (read those with [`Store::function`]).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct FunctionListing {
+    pub name: String,
+    pub version: i64,
+    pub circuit_id: String,
+    pub cost_cu: i64,
+    pub created_at: i64,
+    pub ops: Option<i64>,
+    pub scheme: Option<String>,
+    pub signature: Option<String>,
+}
+
 /// What deploying did (`Existing`: the same circuit was already deployed under this name).
 pub type Deployed = Versioned<Function>;
 
@@ -48,12 +73,13 @@ impl Store {
         name: &str,
         circuit_id: &str,
         circuit_json: &str,
-        cost_cu: i64,
+        facts: &FunctionFacts,
     ) -> Result<Deployed, StoreError> {
         let q = concat!(
             "INSERT INTO functions (",
             function_columns!(),
-            ", stored_bytes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ",
+            ", stored_bytes, ops, scheme, signature) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING ",
             function_columns!()
         );
         let stored_bytes = i64::try_from(circuit_json.len()).unwrap_or(i64::MAX);
@@ -69,9 +95,12 @@ impl Store {
                     .bind(version)
                     .bind(circuit_id)
                     .bind(circuit_json)
-                    .bind(cost_cu)
+                    .bind(facts.cost_cu)
                     .bind(now_ms())
                     .bind(stored_bytes)
+                    .bind(facts.ops)
+                    .bind(&facts.scheme)
+                    .bind(&facts.signature)
                     .fetch_one(p)
                     .await)
             },
@@ -125,12 +154,13 @@ impl Store {
     }
 
     /// Every version of every function the tenant deployed, by name then version.
-    pub async fn list_functions(&self, tenant: &str) -> Result<Vec<Function>, StoreError> {
-        let q = concat!(
-            select_functions!(),
-            "WHERE tenant_id = $1 ORDER BY name, version"
-        );
-        Ok(on_pool!(self, p => sqlx::query_as::<_, Function>(q).bind(tenant).fetch_all(p).await?))
+    pub async fn list_functions(&self, tenant: &str) -> Result<Vec<FunctionListing>, StoreError> {
+        let q = "SELECT name, version, circuit_id, cost_cu, created_at, ops, scheme, signature \
+                 FROM functions WHERE tenant_id = $1 ORDER BY name, version";
+        Ok(on_pool!(self, p => sqlx::query_as::<_, FunctionListing>(q)
+            .bind(tenant)
+            .fetch_all(p)
+            .await?))
     }
 
     /// Deletes one version of the tenant's `name`, or all of them; returns how many went.

@@ -272,7 +272,7 @@ pub use audit::{AuditBreak, AuditCheck, AuditEntry, AuditRecord};
 pub use billing::{
     InvoiceLine, Plan, QuotaExceeded, TenantUsage, UsageFilter, UsagePage, UsageRecord, UsageTotals,
 };
-pub use functions::{Deployed, Function};
+pub use functions::{Deployed, Function, FunctionFacts, FunctionListing};
 pub use models::{ModelGrant, ModelListing, ModelRow, Uploaded};
 pub use tasks::{
     EndedListener, NewTask, Outcome, Submitted, Task, TaskListener, TaskPage, TaskStatus, INTERNAL,

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use tenebra_store::{
-    AuditEntry, Charge, Db, Deployed, NewTask, Outcome, Plan, QuotaExceeded, Scope, Store,
-    StoreError, Submitted, Task, TaskStatus, UsageFilter,
+    AuditEntry, Charge, Db, Deployed, FunctionFacts, NewTask, Outcome, Plan, QuotaExceeded, Scope,
+    Store, StoreError, Submitted, Task, TaskStatus, UsageFilter,
 };
 
 const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -20,6 +20,16 @@ fn rule(t: &Task) -> Charge {
     Charge {
         cu,
         charged_cu: if failed { 0 } else { cu },
+    }
+}
+
+/// What a deploy stores beside a circuit, for a test circuit costing `cost_cu`.
+fn facts(cost_cu: i64) -> FunctionFacts {
+    FunctionFacts {
+        cost_cu,
+        ops: 1,
+        scheme: "tfhe".into(),
+        signature: "x: u8 -> y: u8".into(),
     }
 }
 
@@ -407,20 +417,36 @@ async fn task_story(store: &Store) {
 async fn function_story(store: &Store) {
     let a = store.create_tenant("fa").await.unwrap().id;
     let b = store.create_tenant("fb").await.unwrap().id;
-    let v1 = match store.deploy_function(&a, "f", "c1", "{}", 5).await.unwrap() {
+    let v1 = match store
+        .deploy_function(&a, "f", "c1", "{}", &facts(5))
+        .await
+        .unwrap()
+    {
         Deployed::Created(f) => f,
         Deployed::Existing(f) => panic!("{f:?} existed"),
     };
     assert_eq!(v1.version, 1);
-    match store.deploy_function(&a, "f", "c1", "{}", 5).await.unwrap() {
+    match store
+        .deploy_function(&a, "f", "c1", "{}", &facts(5))
+        .await
+        .unwrap()
+    {
         Deployed::Existing(f) => assert_eq!(f, v1),
         Deployed::Created(f) => panic!("deployed twice: {f:?}"),
     }
-    let Deployed::Created(v2) = store.deploy_function(&a, "f", "c2", "{}", 6).await.unwrap() else {
+    let Deployed::Created(v2) = store
+        .deploy_function(&a, "f", "c2", "{}", &facts(6))
+        .await
+        .unwrap()
+    else {
         panic!("a new circuit is a new version")
     };
     assert_eq!(v2.version, 2);
-    let Deployed::Created(g) = store.deploy_function(&b, "f", "c1", "{}", 5).await.unwrap() else {
+    let Deployed::Created(g) = store
+        .deploy_function(&b, "f", "c1", "{}", &facts(5))
+        .await
+        .unwrap()
+    else {
         panic!("another tenant's name space is its own")
     };
     assert_eq!(g.version, 1);
@@ -434,7 +460,23 @@ async fn function_story(store: &Store) {
         store.function_by_circuit(&b, "f", "c2").await.unwrap(),
         None
     );
-    assert_eq!(store.list_functions(&a).await.unwrap(), vec![v1, v2]);
+    let listed = store.list_functions(&a).await.unwrap();
+    let listed: Vec<_> = listed
+        .iter()
+        .map(|f| {
+            (
+                f.name.as_str(),
+                f.version,
+                f.circuit_id.as_str(),
+                f.cost_cu,
+                f.ops,
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        vec![("f", 1, "c1", 5, Some(1)), ("f", 2, "c2", 6, Some(1))]
+    );
     assert!(matches!(
         store.delete_function(&b, "f", Some(2)).await,
         Err(StoreError::NotFound)
@@ -446,11 +488,19 @@ async fn function_story(store: &Store) {
     // A deleted version's number is never given again: "f" v2 was deleted, so a new
     // circuit is v3 (a client holding "f v2" must not get another circuit under it), and
     // redeploying a deleted circuit makes a new version too.
-    let Deployed::Created(v3) = store.deploy_function(&a, "f", "c3", "{}", 7).await.unwrap() else {
+    let Deployed::Created(v3) = store
+        .deploy_function(&a, "f", "c3", "{}", &facts(7))
+        .await
+        .unwrap()
+    else {
         panic!("a new circuit is a new version")
     };
     assert_eq!(v3.version, 3);
-    let Deployed::Created(v4) = store.deploy_function(&a, "f", "c2", "{}", 6).await.unwrap() else {
+    let Deployed::Created(v4) = store
+        .deploy_function(&a, "f", "c2", "{}", &facts(6))
+        .await
+        .unwrap()
+    else {
         panic!("a deleted circuit comes back as a new version")
     };
     assert_eq!(v4.version, 4);
@@ -460,7 +510,7 @@ async fn function_story(store: &Store) {
         let (store, a) = (store.clone(), a.clone());
         deploys.spawn(async move {
             match store
-                .deploy_function(&a, "race", &format!("r{i}"), "{}", 1)
+                .deploy_function(&a, "race", &format!("r{i}"), "{}", &facts(1))
                 .await
             {
                 Ok(Deployed::Created(f)) => f.version,
@@ -720,7 +770,9 @@ async fn billing_story(store: &Store) {
     // Deployed functions count too (their JSON's bytes), and so do models.
     let big = "x".repeat(900);
     assert!(matches!(
-        store.deploy_function(&a, "big", "cbig", &big, 1).await,
+        store
+            .deploy_function(&a, "big", "cbig", &big, &facts(1))
+            .await,
         Err(StoreError::Quota(QuotaExceeded::StoredBytes {
             used: 200,
             adding: 900,
@@ -729,7 +781,7 @@ async fn billing_story(store: &Store) {
     ));
     assert!(matches!(
         store
-            .deploy_function(&a, "small", "csmall", &"y".repeat(300), 1)
+            .deploy_function(&a, "small", "csmall", &"y".repeat(300), &facts(1))
             .await,
         Ok(Deployed::Created(_))
     ));

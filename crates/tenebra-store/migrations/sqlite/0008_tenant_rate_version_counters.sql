@@ -24,3 +24,9 @@ ALTER TABLE functions ADD COLUMN stored_bytes INTEGER NOT NULL DEFAULT 0;
 UPDATE functions SET stored_bytes = LENGTH(circuit_json);
 ALTER TABLE models ADD COLUMN stored_bytes INTEGER NOT NULL DEFAULT 0;
 UPDATE models SET stored_bytes = LENGTH(model_json) + LENGTH(page_json);
+
+-- What a function listing shows of a version, computed once at deploy, so that listing does
+-- not parse every stored circuit (NULL for versions deployed before: those are parsed).
+ALTER TABLE functions ADD COLUMN scheme TEXT;
+ALTER TABLE functions ADD COLUMN signature TEXT;
+ALTER TABLE functions ADD COLUMN ops INTEGER;
