@@ -116,6 +116,19 @@ pub(crate) async fn upload(
     };
     let json = serde_json::to_string(&model).map_err(|e| ApiError::internal(&e))?;
     let sha = hex::encode(Sha256::digest(json.as_bytes()));
+    // The same model again is the version that holds it: its page is not computed again.
+    if let Some(row) = state
+        .store
+        .model_by_sha(&caller.tenant_id, &model.name, &sha)
+        .await?
+    {
+        let target = format!("{}/{}/{}", row.owner_id, row.name, row.version);
+        return Ok((
+            StatusCode::OK,
+            Extension(AuditTarget(target)),
+            Json(view(&row)?),
+        ));
+    }
     // Compiling every split and measuring it takes CPU: off the async threads.
     let m = model.clone();
     let page = state.cpu.run(&caller.tenant_id, move || m.page()).await?;

@@ -59,11 +59,6 @@ impl Store {
         json: &str,
         page: &str,
     ) -> Result<Uploaded, StoreError> {
-        let existing = concat!(
-            "SELECT ",
-            model_columns!(),
-            " FROM models WHERE owner_id = $1 AND name = $2 AND model_sha256 = $3"
-        );
         let insert = concat!(
             "INSERT INTO models (",
             model_columns!(),
@@ -75,7 +70,7 @@ impl Store {
             &format!("uploads of model `{name}`"),
             (VersionOf::Model, owner, name),
             stored_bytes,
-            move || async move { fetch_optional!(self, ModelRow, existing, owner, name, sha256) },
+            move || self.model_by_sha(owner, name, sha256),
             move |version| async move {
                 on_pool!(self, p => sqlx::query_as::<_, ModelRow>(insert)
                     .bind(owner)
@@ -91,6 +86,21 @@ impl Store {
             },
         )
         .await
+    }
+
+    /// The owner's version of `name` holding the model JSON whose SHA-256 is `sha256`.
+    pub async fn model_by_sha(
+        &self,
+        owner: &str,
+        name: &str,
+        sha256: &str,
+    ) -> Result<Option<ModelRow>, StoreError> {
+        let q = concat!(
+            "SELECT ",
+            model_columns!(),
+            " FROM models WHERE owner_id = $1 AND name = $2 AND model_sha256 = $3"
+        );
+        fetch_optional!(self, ModelRow, q, owner, name, sha256)
     }
 
     /// The owner's `name` at `version` (the latest when `None`).
