@@ -133,12 +133,19 @@ pub fn quantize(x: &[f64], min: f64, max: f64, bits: u32) -> Vec<i64> {
         .collect()
 }
 
-/// A grant of a model's use, as its owner sees it.
+/// A grant of a model's use: an offer from the owner until the grantee accepts it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GrantView {
+    /// The model's owner.
+    #[serde(default)]
+    pub owner_id: String,
     pub name: String,
+    /// The grantee.
     pub tenant_id: String,
     pub share_layers: bool,
     pub created_at: i64,
+    /// When the grantee accepted; until then the grant is an offer that gives nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted_at: Option<i64>,
 }

@@ -283,7 +283,8 @@ impl Client {
         self.send(req).await
     }
 
-    /// Grants (or updates) the use of the caller's model `name` to `tenant`.
+    /// Offers (or updates the offer of) the use of the caller's model `name` to `tenant`,
+    /// which must accept it ([`Client::accept_model`]).
     pub async fn grant_model(
         &self,
         name: &str,
@@ -295,6 +296,27 @@ impl Client {
             .put(self.url(&format!("/v1/model-grants/{name}/{tenant}")))
             .json(&serde_json::json!({ "share_layers": share_layers }));
         self.send(req).await
+    }
+
+    /// Grants offered to this tenant that it has not accepted.
+    pub async fn model_offers(&self) -> Result<Vec<GrantView>, HttpError> {
+        self.send(self.http.get(self.url("/v1/model-offers"))).await
+    }
+
+    /// Accepts `owner`'s offer of its model `name`; only then may this tenant use it.
+    pub async fn accept_model(&self, owner: &str, name: &str) -> Result<GrantView, HttpError> {
+        let req = self
+            .http
+            .post(self.url(&format!("/v1/model-offers/{owner}/{name}")));
+        self.send(req).await
+    }
+
+    /// Declines (or gives up) `owner`'s grant of its model `name`.
+    pub async fn decline_model(&self, owner: &str, name: &str) -> Result<(), HttpError> {
+        let req = self
+            .http
+            .delete(self.url(&format!("/v1/model-offers/{owner}/{name}")));
+        self.send_raw(req).await.map(drop)
     }
 
     /// Revokes a grant.

@@ -422,6 +422,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/models/{owner}/{name}/layers", get(models::layers))
         .route("/v1/model-grants/{name}", get(models::grants))
+        .route("/v1/model-offers", get(models::offers))
+        .route(
+            "/v1/model-offers/{owner}/{name}",
+            post(models::accept).delete(models::decline),
+        )
         .route(
             "/v1/model-grants/{name}/{tenant}",
             axum::routing::put(models::grant).delete(models::revoke),

@@ -185,8 +185,9 @@ async fn accessible(
         true
     } else {
         match state.store.model_grant(owner, name, tenant).await? {
-            Some(g) => g.share_layers,
-            None => return Err(ApiError::not_found("model")),
+            // An offer the tenant has not accepted gives nothing yet.
+            Some(g) if g.accepted_at.is_some() => g.share_layers,
+            _ => return Err(ApiError::not_found("model")),
         }
     };
     match state.store.model(owner, name, version).await {
@@ -286,10 +287,59 @@ pub(crate) async fn layers(
 
 fn grant_view(g: ModelGrant) -> GrantView {
     GrantView {
+        owner_id: g.owner_id,
         name: g.name,
         tenant_id: g.grantee_id,
         share_layers: g.share_layers,
         created_at: g.created_at,
+        accepted_at: g.accepted_at,
+    }
+}
+
+/// `GET /v1/model-offers`: grants offered to the caller that it has not accepted.
+pub(crate) async fn offers(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<GrantView>>, ApiError> {
+    caller.require(Scope::Read)?;
+    let g = state.store.model_offers(&caller.tenant_id).await?;
+    Ok(Json(g.into_iter().map(grant_view).collect()))
+}
+
+/// `POST /v1/model-offers/{owner}/{name}`: the caller accepts the owner's offer; only then
+/// does the grant give it the model.
+pub(crate) async fn accept(
+    State(state): State<AppState>,
+    caller: Caller,
+    UrlPath((owner, name)): UrlPath<(String, String)>,
+) -> Result<Json<GrantView>, ApiError> {
+    caller.require(Scope::Compute)?;
+    match state
+        .store
+        .accept_model_grant(&owner, &name, &caller.tenant_id)
+        .await
+    {
+        Ok(g) => Ok(Json(grant_view(g))),
+        Err(StoreError::NotFound) => Err(ApiError::not_found("offer")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `DELETE /v1/model-offers/{owner}/{name}`: the caller declines (or gives up) a grant.
+pub(crate) async fn decline(
+    State(state): State<AppState>,
+    caller: Caller,
+    UrlPath((owner, name)): UrlPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Scope::Compute)?;
+    match state
+        .store
+        .revoke_model(&owner, &name, &caller.tenant_id)
+        .await
+    {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(StoreError::NotFound) => Err(ApiError::not_found("offer")),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -361,8 +361,20 @@ fn base_document() -> Value {
                 "get": op("The grants of one of the tenant's models", "read",
                     json!({"200": {"description": "grants"}}), json!({"parameters": [id_param("name")]}))
             },
+            "/v1/model-offers": {
+                "get": op("Grants offered to the tenant that it has not accepted", "read",
+                    json!({"200": {"description": "offers"}}), json!({}))
+            },
+            "/v1/model-offers/{owner}/{name}": {
+                "post": op("Accept an offered grant: only then may the tenant use the model", "compute",
+                    json!({"200": {"description": "the accepted grant"}, "404": error_response("no such offer")}),
+                    json!({"parameters": [id_param("owner"), id_param("name")]})),
+                "delete": op("Decline an offered grant, or give up an accepted one", "compute",
+                    json!({"204": {"description": "declined"}, "404": error_response("no such offer")}),
+                    json!({"parameters": [id_param("owner"), id_param("name")]}))
+            },
             "/v1/model-grants/{name}/{tenant}": {
-                "put": op("Grant another tenant the use of a model (every version); `share_layers` lets it fetch the layers after a split", "compute",
+                "put": op("Offer another tenant the use of a model (every version), which it must accept (`POST /v1/model-offers/...`); `share_layers` lets it fetch the layers after a split", "compute",
                     json!({"200": {"description": "the grant"}, "400": error_response("invalid_grant"), "404": error_response("no such model or tenant")}),
                     json!({"parameters": [id_param("name"), id_param("tenant")]})),
                 "delete": op("Revoke a grant", "compute",

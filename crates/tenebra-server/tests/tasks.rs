@@ -720,6 +720,41 @@ async fn model_repository(postgres: bool) {
         .grant_model("example-logistic", &user_id, true)
         .await
         .unwrap();
+    // A grant is an offer until the user accepts it: no model, no signature yet.
+    assert!(user.models().await.unwrap().is_empty());
+    assert_eq!(
+        api_code(
+            user.model_signature(&owner_id, "example-mlp", None, 3)
+                .await
+        ),
+        (404, "not_found".into())
+    );
+    let offers = user.model_offers().await.unwrap();
+    let offered: Vec<_> = offers
+        .iter()
+        .map(|g| (g.owner_id.as_str(), g.name.as_str(), g.accepted_at))
+        .collect();
+    assert_eq!(
+        offered,
+        vec![
+            (owner_id.as_str(), "example-logistic", None),
+            (owner_id.as_str(), "example-mlp", None)
+        ]
+    );
+    // Nobody accepts for another tenant, nor an offer that was not made.
+    assert_eq!(
+        api_code(owner.accept_model(&owner_id, "example-mlp").await),
+        (404, "not_found".into())
+    );
+    assert_eq!(
+        api_code(user.accept_model(&owner_id, "no-such-model").await),
+        (404, "not_found".into())
+    );
+    for name in ["example-mlp", "example-logistic"] {
+        let g = user.accept_model(&owner_id, name).await.unwrap();
+        assert!(g.accepted_at.is_some());
+    }
+    assert!(user.model_offers().await.unwrap().is_empty());
     assert_eq!(user.models().await.unwrap().len(), 2);
 
     let dir = tempfile::tempdir().unwrap();

@@ -37,6 +37,8 @@ pub struct ModelGrant {
     pub grantee_id: String,
     pub share_layers: bool,
     pub created_at: i64,
+    /// When the grantee accepted; until then the grant is an offer and gives nothing.
+    pub accepted_at: Option<i64>,
 }
 
 /// What uploading did (`Existing`: the same model JSON was already stored under this name).
@@ -137,7 +139,7 @@ impl Store {
         let q = "SELECT m.owner_id, m.name, m.version, m.model_sha256, \
                  m.page_json, m.created_at FROM models m WHERE m.owner_id = $1 OR EXISTS \
                  (SELECT 1 FROM model_grants g WHERE g.owner_id = m.owner_id \
-                 AND g.name = m.name AND g.grantee_id = $1) \
+                 AND g.name = m.name AND g.grantee_id = $1 AND g.accepted_at IS NOT NULL) \
                  ORDER BY m.owner_id, m.name, m.version";
         Ok(
             on_pool!(self, p => sqlx::query_as::<_, ModelListing>(q).bind(tenant).fetch_all(p).await?),
@@ -156,7 +158,7 @@ impl Store {
         let q = "INSERT INTO model_grants (owner_id, name, grantee_id, share_layers, created_at) \
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (owner_id, name, grantee_id) \
                  DO UPDATE SET share_layers = excluded.share_layers \
-                 RETURNING owner_id, name, grantee_id, share_layers, created_at";
+                 RETURNING owner_id, name, grantee_id, share_layers, created_at, accepted_at";
         let r = on_pool!(self, p => sqlx::query_as::<_, ModelGrant>(q)
             .bind(owner)
             .bind(name)
@@ -185,16 +187,39 @@ impl Store {
         execute_some!(self, q, owner, name, grantee).map(|_| ())
     }
 
-    /// The grant of the owner's `name` to `grantee`, if any.
+    /// The grant of the owner's `name` to `grantee`, if any (accepted or not).
     pub async fn model_grant(
         &self,
         owner: &str,
         name: &str,
         grantee: &str,
     ) -> Result<Option<ModelGrant>, StoreError> {
-        let q = "SELECT owner_id, name, grantee_id, share_layers, created_at FROM model_grants \
+        let q = "SELECT owner_id, name, grantee_id, share_layers, created_at, accepted_at FROM model_grants \
                  WHERE owner_id = $1 AND name = $2 AND grantee_id = $3";
         fetch_optional!(self, ModelGrant, q, owner, name, grantee)
+    }
+
+    /// The grantee accepts an offered grant (again: nothing changes).
+    pub async fn accept_model_grant(
+        &self,
+        owner: &str,
+        name: &str,
+        grantee: &str,
+    ) -> Result<ModelGrant, StoreError> {
+        let q = "UPDATE model_grants SET accepted_at = COALESCE(accepted_at, $4) \
+                 WHERE owner_id = $1 AND name = $2 AND grantee_id = $3 RETURNING owner_id, name, grantee_id, share_layers, created_at, accepted_at";
+        fetch_optional!(self, ModelGrant, q, owner, name, grantee, now_ms())?
+            .ok_or(StoreError::NotFound)
+    }
+
+    /// Grants offered to `grantee` that it has not accepted.
+    pub async fn model_offers(&self, grantee: &str) -> Result<Vec<ModelGrant>, StoreError> {
+        let q = "SELECT owner_id, name, grantee_id, share_layers, created_at, accepted_at FROM model_grants \
+                 WHERE grantee_id = $1 AND accepted_at IS NULL ORDER BY owner_id, name";
+        Ok(on_pool!(self, p => sqlx::query_as::<_, ModelGrant>(q)
+            .bind(grantee)
+            .fetch_all(p)
+            .await?))
     }
 
     /// The grants of the owner's `name`.
@@ -203,7 +228,7 @@ impl Store {
         owner: &str,
         name: &str,
     ) -> Result<Vec<ModelGrant>, StoreError> {
-        let q = "SELECT owner_id, name, grantee_id, share_layers, created_at FROM model_grants \
+        let q = "SELECT owner_id, name, grantee_id, share_layers, created_at, accepted_at FROM model_grants \
                  WHERE owner_id = $1 AND name = $2 ORDER BY grantee_id";
         Ok(on_pool!(self, p => sqlx::query_as::<_, ModelGrant>(q)
             .bind(owner)

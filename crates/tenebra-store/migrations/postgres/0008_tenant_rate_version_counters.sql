@@ -30,3 +30,7 @@ UPDATE models SET stored_bytes = LENGTH(model_json) + LENGTH(page_json);
 ALTER TABLE functions ADD COLUMN scheme TEXT;
 ALTER TABLE functions ADD COLUMN signature TEXT;
 ALTER TABLE functions ADD COLUMN ops BIGINT;
+
+-- A grant is an offer until the grantee accepts it (grants made before are accepted).
+ALTER TABLE model_grants ADD COLUMN accepted_at BIGINT;
+UPDATE model_grants SET accepted_at = created_at;
