@@ -124,14 +124,17 @@ pub(crate) async fn track(State(state): State<AppState>, req: Request, next: Nex
         .get::<MatchedPath>()
         .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
     let span = tracing::info_span!("request", id = %id, method = %req.method(), route = %route);
-    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
-        return tracked(state, req, next, id, route).instrument(span).await;
+    let changes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if !changes {
+        return tracked(state, req, next, id, route, false)
+            .instrument(span)
+            .await;
     }
     // A change runs to its end in its own task, audit record included, even if the client
     // goes away: hyper drops the future of a request whose connection closes, which would
     // otherwise stop a handler between its commit and the rest of its work (blobs, the
     // audit append).
-    let run = tokio::spawn(tracked(state, req, next, id, route).instrument(span));
+    let run = tokio::spawn(tracked(state, req, next, id, route, true).instrument(span));
     match run.await {
         Ok(resp) => resp,
         Err(e) => crate::ApiError::internal(&e).into_response(),
@@ -144,9 +147,9 @@ async fn tracked(
     next: Next,
     id: String,
     route: String,
+    changes: bool,
 ) -> Response {
     let started = std::time::Instant::now();
-    let changes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     let action = format!("{} {route}", req.method());
     let path = req.uri().path().to_owned();
     let slot = ActorSlot::default();

@@ -122,12 +122,7 @@ pub(crate) async fn upload(
         .model_by_sha(&caller.tenant_id, &model.name, &sha)
         .await?
     {
-        let target = format!("{}/{}/{}", row.owner_id, row.name, row.version);
-        return Ok((
-            StatusCode::OK,
-            Extension(AuditTarget(target)),
-            Json(view(&row)?),
-        ));
+        return answer(StatusCode::OK, &row);
     }
     // Compiling every split and measuring it takes CPU: off the async threads.
     let m = model.clone();
@@ -144,12 +139,19 @@ pub(crate) async fn upload(
         .store
         .upload_model(&caller.tenant_id, &model.name, &sha, &json, &page_json)
         .await?;
-    let (status, row) = match up {
-        Uploaded::Created(r) => (StatusCode::CREATED, r),
-        Uploaded::Existing(r) => (StatusCode::OK, r),
-    };
+    match up {
+        Uploaded::Created(r) => answer(StatusCode::CREATED, &r),
+        Uploaded::Existing(r) => answer(StatusCode::OK, &r),
+    }
+}
+
+/// An upload's answer: the stored version, which is also the audit record's target.
+fn answer(
+    status: StatusCode,
+    row: &ModelRow,
+) -> Result<(StatusCode, Extension<AuditTarget>, Json<ModelView>), ApiError> {
     let target = format!("{}/{}/{}", row.owner_id, row.name, row.version);
-    Ok((status, Extension(AuditTarget(target)), Json(view(&row)?)))
+    Ok((status, Extension(AuditTarget(target)), Json(view(row)?)))
 }
 
 /// `GET /v1/models`: the caller's models and those shared with it.

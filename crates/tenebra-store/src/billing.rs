@@ -775,8 +775,8 @@ impl Store {
     /// by at most one document (the server runs 2 document jobs per tenant at a time).
     pub(crate) async fn check_storage(&self, tenant: &str, adding: i64) -> Result<(), StoreError> {
         on_pool!(self, p => {
+            // One snapshot for the plan and the usage; no lock, as nothing is written here.
             let mut tx = p.begin().await?;
-            lock_tenant!(tx, tenant);
             if let Some(plan) = tenant_plan_in!(tx, tenant) {
                 let used = tenant_usage_in!(tx, tenant);
                 if let Some(q) = check_bytes(&plan, &used, adding) {

@@ -226,7 +226,10 @@ impl Store {
             VersionOf::Function => "function",
             VersionOf::Model => "model",
         };
-        let next = "INSERT INTO version_counters (tenant_id, kind, name, last_version)                     VALUES ($1, $2, $3, 1) ON CONFLICT (tenant_id, kind, name)                     DO UPDATE SET last_version = version_counters.last_version + 1                     RETURNING last_version";
+        let next = "INSERT INTO version_counters (tenant_id, kind, name, last_version) \
+                    VALUES ($1, $2, $3, 1) ON CONFLICT (tenant_id, kind, name) \
+                    DO UPDATE SET last_version = version_counters.last_version + 1 \
+                    RETURNING last_version";
         for _ in 0..5 {
             if let Some(x) = existing().await? {
                 return Ok(Versioned::Existing(x));

@@ -44,6 +44,13 @@ pub struct ModelGrant {
 /// What uploading did (`Existing`: the same model JSON was already stored under this name).
 pub type Uploaded = Versioned<ModelRow>;
 
+/// The columns a `ModelGrant` is read from.
+macro_rules! grant_columns {
+    () => {
+        "owner_id, name, grantee_id, share_layers, created_at, accepted_at"
+    };
+}
+
 macro_rules! model_columns {
     () => {
         "owner_id, name, version, model_sha256, model_json, page_json, created_at"
@@ -155,10 +162,12 @@ impl Store {
         share_layers: bool,
     ) -> Result<ModelGrant, StoreError> {
         self.model(owner, name, None).await?;
-        let q = "INSERT INTO model_grants (owner_id, name, grantee_id, share_layers, created_at) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (owner_id, name, grantee_id) \
-                 DO UPDATE SET share_layers = excluded.share_layers \
-                 RETURNING owner_id, name, grantee_id, share_layers, created_at, accepted_at";
+        let q = concat!(
+            "INSERT INTO model_grants (owner_id, name, grantee_id, share_layers, created_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (owner_id, name, grantee_id) \
+             DO UPDATE SET share_layers = excluded.share_layers RETURNING ",
+            grant_columns!()
+        );
         let r = on_pool!(self, p => sqlx::query_as::<_, ModelGrant>(q)
             .bind(owner)
             .bind(name)
@@ -194,8 +203,11 @@ impl Store {
         name: &str,
         grantee: &str,
     ) -> Result<Option<ModelGrant>, StoreError> {
-        let q = "SELECT owner_id, name, grantee_id, share_layers, created_at, accepted_at FROM model_grants \
-                 WHERE owner_id = $1 AND name = $2 AND grantee_id = $3";
+        let q = concat!(
+            "SELECT ",
+            grant_columns!(),
+            " FROM model_grants WHERE owner_id = $1 AND name = $2 AND grantee_id = $3"
+        );
         fetch_optional!(self, ModelGrant, q, owner, name, grantee)
     }
 
@@ -206,16 +218,23 @@ impl Store {
         name: &str,
         grantee: &str,
     ) -> Result<ModelGrant, StoreError> {
-        let q = "UPDATE model_grants SET accepted_at = COALESCE(accepted_at, $4) \
-                 WHERE owner_id = $1 AND name = $2 AND grantee_id = $3 RETURNING owner_id, name, grantee_id, share_layers, created_at, accepted_at";
+        let q = concat!(
+            "UPDATE model_grants SET accepted_at = COALESCE(accepted_at, $4) \
+             WHERE owner_id = $1 AND name = $2 AND grantee_id = $3 RETURNING ",
+            grant_columns!()
+        );
         fetch_optional!(self, ModelGrant, q, owner, name, grantee, now_ms())?
             .ok_or(StoreError::NotFound)
     }
 
     /// Grants offered to `grantee` that it has not accepted.
     pub async fn model_offers(&self, grantee: &str) -> Result<Vec<ModelGrant>, StoreError> {
-        let q = "SELECT owner_id, name, grantee_id, share_layers, created_at, accepted_at FROM model_grants \
-                 WHERE grantee_id = $1 AND accepted_at IS NULL ORDER BY owner_id, name";
+        let q = concat!(
+            "SELECT ",
+            grant_columns!(),
+            " FROM model_grants WHERE grantee_id = $1 AND accepted_at IS NULL \
+             ORDER BY owner_id, name"
+        );
         Ok(on_pool!(self, p => sqlx::query_as::<_, ModelGrant>(q)
             .bind(grantee)
             .fetch_all(p)
@@ -228,8 +247,11 @@ impl Store {
         owner: &str,
         name: &str,
     ) -> Result<Vec<ModelGrant>, StoreError> {
-        let q = "SELECT owner_id, name, grantee_id, share_layers, created_at, accepted_at FROM model_grants \
-                 WHERE owner_id = $1 AND name = $2 ORDER BY grantee_id";
+        let q = concat!(
+            "SELECT ",
+            grant_columns!(),
+            " FROM model_grants WHERE owner_id = $1 AND name = $2 ORDER BY grantee_id"
+        );
         Ok(on_pool!(self, p => sqlx::query_as::<_, ModelGrant>(q)
             .bind(owner)
             .bind(name)
