@@ -27,7 +27,7 @@ impl FromRequestParts<AppState> for Operator {
                  (TENEBRA_OPERATOR_TOKEN)",
             ));
         };
-        crate::check_service_token(&parts.headers, &state.secret, expected, "operator")?;
+        crate::check_service_token(parts, state, expected, "operator")?;
         if let Some(slot) = parts.extensions.get::<ActorSlot>() {
             slot.set(None, "operator".to_owned());
         }

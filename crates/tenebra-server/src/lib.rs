@@ -30,10 +30,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::rejection::JsonRejection;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{FromRequest, FromRequestParts, Path as UrlPath, Request, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
+use axum::routing::{MethodFilter, MethodRouter};
 use axum::{Json, Router};
 pub use tenebra_api::{
     ApiKeyView, CreateApiKey, FunctionView, KeySetView, SizedCost, TaskPage, TaskView,
@@ -292,15 +293,74 @@ fn service_token_hash(
     }
 }
 
-/// Checks that a request carries the service token whose HMAC is `expected`
-/// (`Authorization: Bearer <token>`); `what` names it in the 401.
+/// The address a request came from (behind a proxy, the proxy's), when known.
+pub(crate) fn source_of(parts: &Parts) -> Option<std::net::IpAddr> {
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+/// The throttle of failed authentications (API keys, operator and metrics tokens alike):
+/// past [`AUTH_FAILURES_PER_MINUTE`] from one address in a minute, that address is refused
+/// before any key lookup until the minute ends (per API node).
+pub(crate) struct AuthGate<'a> {
+    state: &'a AppState,
+    source: Option<std::net::IpAddr>,
+    minute: u64,
+}
+
+impl<'a> AuthGate<'a> {
+    /// Refuses a source that failed too often this minute.
+    pub(crate) fn enter(state: &'a AppState, parts: &Parts) -> Result<Self, ApiError> {
+        let gate = Self {
+            state,
+            source: source_of(parts),
+            minute: (tenebra_store::now_ms() / 60_000) as u64,
+        };
+        if let Some(ip) = gate.source {
+            if let Some((m, n)) = state.auth_failures.get(&ip) {
+                if m == gate.minute && n >= AUTH_FAILURES_PER_MINUTE {
+                    let mut e = ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "too_many_failed_authentications",
+                        format!(
+                            "{AUTH_FAILURES_PER_MINUTE} failed authentications from this \
+                             address this minute; wait for the next one"
+                        ),
+                    );
+                    e.retry_after = Some(60 - (tenebra_store::now_ms() / 1000 % 60) as u64);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(gate)
+    }
+
+    /// Counts a failed authentication against the source; returns its error.
+    pub(crate) fn failed(&self, e: ApiError) -> ApiError {
+        if let Some(ip) = self.source {
+            let n = match self.state.auth_failures.get(&ip) {
+                Some((m, n)) if m == self.minute => n.saturating_add(1),
+                _ => 1,
+            };
+            self.state.auth_failures.insert(ip, (self.minute, n));
+        }
+        e
+    }
+}
+
+/// Checks `Authorization: Bearer <token>` against a service token's hash (operator,
+/// metrics); a wrong token counts as a failed authentication of the source.
 pub(crate) fn check_service_token(
-    headers: &axum::http::HeaderMap,
-    secret: &Secret,
+    parts: &Parts,
+    state: &AppState,
     expected: &[u8; 32],
     what: &str,
 ) -> Result<(), ApiError> {
-    let presented = headers
+    let gate = AuthGate::enter(state, parts)?;
+    let presented = parts
+        .headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|h| h.strip_prefix("Bearer "))
@@ -308,8 +368,8 @@ pub(crate) fn check_service_token(
         .ok_or_else(|| {
             ApiError::unauthorized(format!("missing `Authorization: Bearer <{what} token>`"))
         })?;
-    if token::hash(secret, presented) != *expected {
-        return Err(ApiError::unauthorized(format!("not the {what} token")));
+    if token::hash(&state.secret, presented) != *expected {
+        return Err(gate.failed(ApiError::unauthorized(format!("not the {what} token"))));
     }
     Ok(())
 }
@@ -381,87 +441,83 @@ pub(crate) fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
     }
 }
 
+/// The API's routes as one table: the router is built from it and [`ROUTES`] lists it, so
+/// the OpenAPI test compares the document with what is really served. `; limit L` gives
+/// one operation its own body limit (a layer on that handler only).
+macro_rules! api_routes {
+    ($($path:literal => { $($method:ident $handler:expr $(; limit $limit:expr)?),+ $(,)? })*) => {
+        /// Every `(METHOD, path)` the router serves.
+        pub const ROUTES: &[(&str, &str)] = &[$($((stringify!($method), $path),)+)*];
+
+        fn api_routes() -> Router<AppState> {
+            Router::new()$(.route(
+                $path,
+                MethodRouter::new()$(.on(
+                    MethodFilter::$method,
+                    api_routes!(@handler $handler $(, $limit)?),
+                ))+,
+            ))*
+        }
+    };
+    (@handler $handler:expr) => { $handler };
+    (@handler $handler:expr, $limit:expr) => {
+        axum::handler::Handler::<_, AppState>::layer($handler, $limit)
+    };
+}
+
+api_routes! {
+    "/healthz" => { GET || async { "ok" } }
+    "/readyz" => { GET readyz }
+    "/v1/api-keys" => { GET list_keys, POST create_key }
+    "/v1/api-keys/{id}" => { DELETE revoke_key }
+    "/v1/key-sets" => {
+        GET keysets::list,
+        POST keysets::upload; limit DefaultBodyLimit::disable(),
+    }
+    "/v1/key-sets/{id}" => { GET keysets::get, DELETE keysets::remove }
+    "/v1/functions" => {
+        GET functions::list,
+        POST functions::deploy; limit DefaultBodyLimit::max(catalogue::CIRCUIT_LIMIT),
+    }
+    "/v1/functions/{name}" => { GET functions::get, DELETE functions::remove }
+    "/v1/functions/{name}/circuit" => { GET functions::circuit }
+    "/v1/models" => {
+        GET models::list,
+        POST models::upload; limit DefaultBodyLimit::max(models::MODEL_LIMIT),
+    }
+    "/v1/models/{owner}/{name}" => { GET models::get }
+    "/v1/models/{owner}/{name}/signature" => { GET models::signature }
+    "/v1/models/{owner}/{name}/layers" => { GET models::layers }
+    "/v1/model-grants/{name}" => { GET models::grants }
+    "/v1/model-grants/{name}/{tenant}" => { PUT models::grant, DELETE models::revoke }
+    "/v1/model-offers" => { GET models::offers }
+    "/v1/model-offers/{owner}/{name}" => { POST models::accept, DELETE models::decline }
+    "/v1/tasks" => {
+        GET tasks::list,
+        POST tasks::submit; limit DefaultBodyLimit::max(tasks::TASK_INPUT_LIMIT),
+    }
+    "/v1/tasks/{id}" => { GET tasks::get }
+    "/v1/tasks/{id}/cancel" => { POST tasks::cancel }
+    "/v1/tasks/{id}/result" => { GET tasks::result }
+    "/v1/quote" => { POST billing::quote }
+    "/v1/usage" => { GET billing::usage }
+    "/v1/invoices" => { GET billing::invoices }
+    "/v1/limits" => { GET billing::limits }
+    "/v1/audit" => { GET tenant_audit }
+    "/v1/audit/verify" => { GET admin::verify }
+    "/v1/admin/plans" => { GET admin::list_plans }
+    "/v1/admin/plans/{name}" => { PUT admin::put_plan }
+    "/v1/admin/tenants/{id}/plan" => { PUT admin::set_tenant_plan }
+    "/v1/admin/audit" => { GET admin::audit_all }
+    "/metrics" => { GET metrics_http::render }
+    "/openapi.json" => { GET || async { Json(openapi::document()) } }
+}
+
 /// The API router.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/v1/api-keys", get(list_keys).post(create_key))
-        .route("/v1/api-keys/{id}", delete(revoke_key))
-        .route(
-            "/v1/key-sets",
-            get(keysets::list)
-                .post(keysets::upload)
-                .layer(axum::extract::DefaultBodyLimit::disable()),
-        )
-        .route(
-            "/v1/key-sets/{id}",
-            get(keysets::get).delete(keysets::remove),
-        )
-        .route(
-            "/v1/functions",
-            get(functions::list).post(functions::deploy).layer(
-                axum::extract::DefaultBodyLimit::max(catalogue::CIRCUIT_LIMIT),
-            ),
-        )
-        .route(
-            "/v1/functions/{name}",
-            get(functions::get).delete(functions::remove),
-        )
-        .route("/v1/functions/{name}/circuit", get(functions::circuit))
-        .route(
-            "/v1/models",
-            get(models::list)
-                .post(models::upload)
-                .layer(axum::extract::DefaultBodyLimit::max(models::MODEL_LIMIT)),
-        )
-        .route("/v1/models/{owner}/{name}", get(models::get))
-        .route(
-            "/v1/models/{owner}/{name}/signature",
-            get(models::signature),
-        )
-        .route("/v1/models/{owner}/{name}/layers", get(models::layers))
-        .route("/v1/model-grants/{name}", get(models::grants))
-        .route("/v1/model-offers", get(models::offers))
-        .route(
-            "/v1/model-offers/{owner}/{name}",
-            post(models::accept).delete(models::decline),
-        )
-        .route(
-            "/v1/model-grants/{name}/{tenant}",
-            axum::routing::put(models::grant).delete(models::revoke),
-        )
-        .route(
-            "/v1/tasks",
-            get(tasks::list)
-                .post(tasks::submit)
-                .layer(axum::extract::DefaultBodyLimit::max(
-                    tasks::TASK_INPUT_LIMIT,
-                )),
-        )
-        .route("/v1/tasks/{id}", get(tasks::get))
-        .route("/v1/tasks/{id}/cancel", post(tasks::cancel))
-        .route("/v1/tasks/{id}/result", get(tasks::result))
-        .route("/v1/quote", post(billing::quote))
-        .route("/v1/usage", get(billing::usage))
-        .route("/v1/invoices", get(billing::invoices))
-        .route("/v1/limits", get(billing::limits))
-        .route("/v1/audit", get(tenant_audit))
-        .route("/v1/audit/verify", get(admin::verify))
-        .route("/v1/admin/plans", get(admin::list_plans))
-        .route(
-            "/v1/admin/plans/{name}",
-            axum::routing::put(admin::put_plan),
-        )
-        .route(
-            "/v1/admin/tenants/{id}/plan",
-            axum::routing::put(admin::set_tenant_plan),
-        )
-        .route("/v1/admin/audit", get(admin::audit_all))
-        .route("/metrics", get(metrics_http::render))
-        .route("/openapi.json", get(|| async { Json(openapi::document()) }))
+    api_routes()
         .fallback(|| async { ApiError::not_found("route") })
-        .layer(axum::extract::DefaultBodyLimit::max(JSON_BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             audit::track,
@@ -534,37 +590,8 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let source = parts
-            .extensions
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0.ip());
-        let minute = (tenebra_store::now_ms() / 60_000) as u64;
-        if let Some(ip) = source {
-            if let Some((m, n)) = state.auth_failures.get(&ip) {
-                if m == minute && n >= AUTH_FAILURES_PER_MINUTE {
-                    let mut e = ApiError::new(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "too_many_failed_authentications",
-                        format!(
-                            "{AUTH_FAILURES_PER_MINUTE} failed authentications from this \
-                             address this minute; wait for the next one"
-                        ),
-                    );
-                    e.retry_after = Some(60 - (tenebra_store::now_ms() / 1000 % 60) as u64);
-                    return Err(e);
-                }
-            }
-        }
-        let failed = |e: ApiError| {
-            if let Some(ip) = source {
-                let n = match state.auth_failures.get(&ip) {
-                    Some((m, n)) if m == minute => n.saturating_add(1),
-                    _ => 1,
-                };
-                state.auth_failures.insert(ip, (minute, n));
-            }
-            e
-        };
+        let gate = AuthGate::enter(state, parts)?;
+        let failed = |e| gate.failed(e);
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)

@@ -50,12 +50,12 @@ pub(crate) async fn track(req: Request, next: Next) -> Response {
 /// the endpoint does not exist then).
 pub(crate) async fn render(
     State(state): State<AppState>,
-    headers: axum::http::HeaderMap,
+    parts: axum::http::request::Parts,
 ) -> Result<Response, ApiError> {
     let Some(expected) = &state.metrics_hash else {
         return Err(ApiError::not_found("route"));
     };
-    crate::check_service_token(&headers, &state.secret, expected, "metrics")?;
+    crate::check_service_token(&parts, &state, expected, "metrics")?;
     let depth = state.store.queue_depth().await?;
     metrics::gauge!("tenebra_queue_depth").set(depth as f64);
     Ok((

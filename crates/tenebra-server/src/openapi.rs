@@ -41,6 +41,44 @@ fn query(name: &str, ty: &str, description: &str) -> Value {
     json!({"name": name, "in": "query", "required": false, "schema": {"type": ty}, "description": description})
 }
 
+/// Merges `extra` (parameters, request body) into the operation `o`, then documents the
+/// errors it can answer whatever it does: 429 (`too_many` says why), and 400 when it takes
+/// a query or a body (unknown query fields, malformed values and bodies are refused).
+fn finish(mut o: Value, extra: Value, too_many: &str) -> Value {
+    if let (Some(o), Some(extra)) = (o.as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            o.insert(k.clone(), v.clone());
+        }
+    }
+    let takes_json = o["requestBody"]["content"]
+        .get("application/json")
+        .is_some();
+    let takes_input = o.get("requestBody").is_some()
+        || o["parameters"]
+            .as_array()
+            .is_some_and(|ps| ps.iter().any(|p| p["in"] == "query"));
+    if let Some(r) = o["responses"].as_object_mut() {
+        let why = match r.get("429").and_then(|e| e["description"].as_str()) {
+            Some(own) => format!("{own}; or {too_many}"),
+            None => too_many.to_owned(),
+        };
+        r.insert("429".into(), error_response(&why));
+        if takes_input && !r.contains_key("400") {
+            r.insert(
+                "400".into(),
+                error_response("invalid_query or invalid_json"),
+            );
+        }
+        if takes_json {
+            r.insert(
+                "415".into(),
+                error_response("unsupported_media_type: not `Content-Type: application/json`"),
+            );
+        }
+    }
+    o
+}
+
 /// Adds the errors every authenticated operation can answer.
 fn op(summary: &str, scope: &str, mut responses: Value, extra: Value) -> Value {
     if let Some(r) = responses.as_object_mut() {
@@ -48,23 +86,20 @@ fn op(summary: &str, scope: &str, mut responses: Value, extra: Value) -> Value {
             "401".into(),
             error_response("missing, unknown or revoked API key"),
         );
-        r.insert(
-            "403".into(),
-            error_response("the API key's scope is too small"),
-        );
+        r.entry("403")
+            .or_insert_with(|| error_response("the API key's scope is too small"));
     }
-    let mut o = json!({
+    let o = json!({
         "summary": summary,
         "description": format!("Needs an API key of scope `{scope}` or above."),
         "security": [{"bearer": []}],
         "responses": responses,
     });
-    if let (Some(o), Some(extra)) = (o.as_object_mut(), extra.as_object()) {
-        for (k, v) in extra {
-            o.insert(k.clone(), v.clone());
-        }
-    }
-    o
+    finish(
+        o,
+        extra,
+        "rate_limited or tenant_rate_limited (the plan's requests per second, Retry-After), or too_many_failed_authentications from this address",
+    )
 }
 
 /// An operation of the operator API (the operator token, not an API key).
@@ -79,18 +114,17 @@ fn operator_op(summary: &str, mut responses: Value, extra: Value) -> Value {
             error_response("the operator API is off (no operator token configured)"),
         );
     }
-    let mut o = json!({
+    let o = json!({
         "summary": summary,
         "description": "Needs the operator token (TENEBRA_OPERATOR_TOKEN).",
         "security": [{"operator": []}],
         "responses": responses,
     });
-    if let (Some(o), Some(extra)) = (o.as_object_mut(), extra.as_object()) {
-        for (k, v) in extra {
-            o.insert(k.clone(), v.clone());
-        }
-    }
-    o
+    finish(
+        o,
+        extra,
+        "too_many_failed_authentications from this address (Retry-After)",
+    )
 }
 
 fn schema_ref(name: &str) -> Value {
@@ -291,7 +325,7 @@ fn base_document() -> Value {
         "paths": {
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "alive"}}}},
             "/readyz": {"get": {"summary": "Readiness (the database answers)", "responses": {"200": {"description": "ready"}, "500": error_response("not ready")}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics, for the metrics token (`--metrics-token`; off without one)", "responses": {"200": {"description": "text format 0.0.4"}, "401": error_response("not the metrics token"), "404": error_response("no metrics token is set")}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics, for the metrics token (`--metrics-token`; off without one)", "responses": {"200": {"description": "text format 0.0.4"}, "401": error_response("not the metrics token"), "404": error_response("no metrics token is set"), "429": error_response("too_many_failed_authentications from this address")}}},
             "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
             "/v1/api-keys": {
                 "get": op("List the tenant's API keys", "admin", json!({"200": json_list("keys", "ApiKey")}), json!({})),

@@ -168,26 +168,46 @@ async fn attacks(postgres: bool) {
     assert!(metrics.contains("tenebra_task_seconds"), "{metrics}");
     assert!(!metrics.contains("evil") && !metrics.contains("mallory"));
 
-    // Failed authentications are throttled per source address, before any key lookup
-    // (last: every client of this test shares 127.0.0.1).
-    let bogus = Client::new(&h.base, &tenebra_server::token::generate());
+    // Failed authentications are throttled per source address, before any key lookup:
+    // guesses of the operator token count as much as unknown API keys (last: every client
+    // of this test shares 127.0.0.1; the wrong metrics token above counted once).
     let limit = tenebra_server::AUTH_FAILURES_PER_MINUTE;
+    let guess = |token: String| {
+        http.get(format!("{}/v1/admin/plans", h.base))
+            .bearer_auth(token)
+            .send()
+    };
     let mut refused = 0;
-    let mut throttled = false;
+    let mut throttled = None;
     // At most twice the limit: the counting minute may turn over once in between.
     for _ in 0..2 * limit + 1 {
-        let (status, code, _) = api_error(bogus.functions().await);
-        if status == 429 {
-            assert_eq!(code, "too_many_failed_authentications");
-            throttled = true;
+        let r = guess(tenebra_server::token::generate()).await.unwrap();
+        if r.status() == 429 {
+            throttled = Some(r.json::<Value>().await.unwrap());
             break;
         }
-        assert_eq!(status, 401);
+        assert_eq!(r.status(), 401);
         refused += 1;
     }
+    let throttled = throttled.expect("operator token guesses are never throttled");
+    assert_eq!(
+        throttled["error"]["code"],
+        "too_many_failed_authentications"
+    );
     assert!(
-        throttled && refused >= limit,
+        refused + 1 >= limit,
         "{refused} refusals before the throttle"
+    );
+    // The source is throttled for API keys too, and for the right operator token.
+    let bogus = Client::new(&h.base, &tenebra_server::token::generate());
+    let (status, code, _) = api_error(bogus.functions().await);
+    assert_eq!(
+        (status, code.as_str()),
+        (429, "too_many_failed_authentications")
+    );
+    assert_eq!(
+        guess(common::OPERATOR_TOKEN.into()).await.unwrap().status(),
+        429
     );
 
     // Secrets at rest are the owner's alone: the data directory 0700, the token secret 0600.
