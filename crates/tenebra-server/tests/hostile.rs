@@ -17,6 +17,30 @@ use tokio::sync::watch;
 
 mod common;
 
+/// The address space this test process may use: an unbounded allocation anywhere in it
+/// (API, in-process worker, executor) fails the test instead of taking the machine's
+/// memory (24 GiB here; a task's working set is at most 4 GiB, two run at once).
+const MEMORY_LIMIT: u64 = 12 << 30;
+
+/// Puts the process under [`MEMORY_LIMIT`]; every test here calls it first.
+fn limit_memory() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        rlimit::setrlimit(rlimit::Resource::AS, MEMORY_LIMIT, MEMORY_LIMIT)
+            .expect("limiting the address space");
+    });
+}
+
+/// The limit holds: reserving it all at once fails (without it, overcommit would grant it).
+#[test]
+fn the_memory_limit_holds() {
+    limit_memory();
+    let mut v: Vec<u8> = Vec::new();
+    assert!(v.try_reserve_exact(MEMORY_LIMIT as usize).is_err());
+    let (soft, _) = rlimit::getrlimit(rlimit::Resource::AS).unwrap();
+    assert_eq!(soft, MEMORY_LIMIT);
+}
+
 fn api_error<T: std::fmt::Debug>(r: Result<T, HttpError>) -> (u16, String, String) {
     match r {
         Err(HttpError::Api {
@@ -29,6 +53,7 @@ fn api_error<T: std::fmt::Debug>(r: Result<T, HttpError>) -> (u16, String, Strin
 }
 
 async fn attacks(postgres: bool) {
+    limit_memory();
     let h = common::Harness::start(postgres).await;
     let (stop_worker, rx) = watch::channel(false);
     let worker = tokio::spawn(worker::run(
@@ -239,6 +264,7 @@ async fn attacks_on_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_hangs_up_leaves_the_change_and_its_audit_record() {
     use tokio::io::AsyncWriteExt;
+    limit_memory();
     let h = common::Harness::start(false).await;
     let (_, token) = create_tenant(&h.state, "hangs-up").await.unwrap();
     let c = Client::new(&h.base, &token);
@@ -287,6 +313,7 @@ async fn a_client_that_hangs_up_leaves_the_change_and_its_audit_record() {
 /// once with the reference result, nothing answers 5xx, each tenant's usage records are its
 /// tasks, and the audit chain verifies.
 async fn load(postgres: bool) {
+    limit_memory();
     use tenebra_circuit::builder::Builder;
     use tenebra_circuit::ScalarType::Uint;
     const TENANTS: usize = 3;
