@@ -112,6 +112,9 @@ fn quota_error(q: &QuotaExceeded) -> ApiError {
     e
 }
 
+/// Retry-After of a `503 database_unavailable`.
+const DATABASE_RETRY_AFTER_SECS: u64 = 2;
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -119,6 +122,16 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
             StoreError::Invalid(m) => ApiError::bad_request("invalid_request", m),
             StoreError::Quota(q) => quota_error(&q),
+            e if e.is_unavailable() => {
+                tracing::warn!(error = %e, "the database does not answer");
+                let mut a = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "database_unavailable",
+                    "the service's database does not answer; retry shortly",
+                );
+                a.retry_after = Some(DATABASE_RETRY_AFTER_SECS);
+                a
+            }
             e @ (StoreError::Database(_) | StoreError::Migrate(_) | StoreError::LeaseLost) => {
                 ApiError::internal(&e)
             }

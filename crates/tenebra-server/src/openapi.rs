@@ -69,6 +69,10 @@ fn finish(mut o: Value, extra: Value, too_many: &str) -> Value {
                 error_response("invalid_query or invalid_json"),
             );
         }
+        r.insert(
+            "503".into(),
+            error_response("database_unavailable: the database does not answer (Retry-After)"),
+        );
         if takes_json {
             r.insert(
                 "415".into(),
@@ -324,7 +328,7 @@ fn base_document() -> Value {
         },
         "paths": {
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "alive"}}}},
-            "/readyz": {"get": {"summary": "Readiness (the database answers)", "responses": {"200": {"description": "ready"}, "500": error_response("not ready")}}},
+            "/readyz": {"get": {"summary": "Readiness (the database answers)", "responses": {"200": {"description": "ready"}, "500": error_response("not ready"), "503": error_response("database_unavailable")}}},
             "/metrics": {"get": {"summary": "Prometheus metrics, for the metrics token (`--metrics-token`; off without one)", "responses": {"200": {"description": "text format 0.0.4"}, "401": error_response("not the metrics token"), "404": error_response("no metrics token is set"), "429": error_response("too_many_failed_authentications from this address")}}},
             "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
             "/v1/api-keys": {

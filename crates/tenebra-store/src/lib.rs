@@ -37,6 +37,22 @@ pub enum StoreError {
     Quota(QuotaExceeded),
 }
 
+impl StoreError {
+    /// Whether the database is out of reach (down, restarting, every connection busy past
+    /// the pool's acquire timeout) rather than refusing this query: worth a retry.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Database(
+                sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::Io(_)
+                    | sqlx::Error::WorkerCrashed
+            )
+        )
+    }
+}
+
 /// What an API key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scope {
@@ -352,6 +368,9 @@ impl Store {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pool = PgPoolOptions::new()
                 .max_connections(16)
+                // A request waits at most this long for a connection (default 30 s): while
+                // the database is down requests fail fast (503) instead of piling up.
+                .acquire_timeout(std::time::Duration::from_secs(5))
                 .connect(url)
                 .await?;
             Ok(Db::Postgres(pool))

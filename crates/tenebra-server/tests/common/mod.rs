@@ -39,7 +39,6 @@ impl Harness {
 
     /// With blobs at `blob_url` (`s3://...`) instead of the data directory.
     pub async fn start_with(postgres: bool, blob_url: Option<String>) -> Self {
-        let dir = tempfile::tempdir().unwrap();
         let pg_db = if postgres {
             let name = format!(
                 "tenebra_api_{}",
@@ -50,9 +49,25 @@ impl Harness {
         } else {
             None
         };
+        let url = pg_db.as_ref().map(|n| format!("{PG}/{n}"));
+        Self::on(url, blob_url, pg_db).await
+    }
+
+    /// On the database at `database_url` (a PostgreSQL the test runs itself), kept after stop.
+    pub async fn start_on(database_url: String) -> Self {
+        Self::on(Some(database_url), None, None).await
+    }
+
+    /// `pg_db`: the shared server's database this harness made (dropped on stop).
+    async fn on(
+        database_url: Option<String>,
+        blob_url: Option<String>,
+        pg_db: Option<String>,
+    ) -> Self {
+        let dir = tempfile::tempdir().unwrap();
         let settings = Settings {
             data_dir: dir.path().to_owned(),
-            database_url: pg_db.as_ref().map(|n| format!("{PG}/{n}")),
+            database_url,
             blob_url,
             operator_token: Some(OPERATOR_TOKEN.into()),
             metrics_token: Some(METRICS_TOKEN.into()),
