@@ -32,12 +32,36 @@ pub enum HttpError {
 /// Bytes per progress report of a key set upload.
 const PROGRESS_PART: usize = 1 << 20;
 
-/// A client for one server and one API key.
-#[derive(Debug, Clone)]
+/// Errors worth waiting for: the server refused before doing anything and said when to come
+/// back (`Retry-After`), so any request may be sent again.
+const RETRIED_ALWAYS: &[&str] = &["rate_limited", "too_many_requests", "too_many_uploads"];
+/// The database did not answer: sent again only when that cannot do a change twice (GET,
+/// PUT, DELETE, or a request with an idempotency key).
+const RETRIED_IF_IDEMPOTENT: &[&str] = &["database_unavailable"];
+/// Times one request is sent again, at most, by default.
+const DEFAULT_RETRIES: u32 = 3;
+/// The longest `Retry-After` the client waits out; past it the error is returned.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(10);
+
+/// A client for one server and one API key. Requests the server refused for now (rate
+/// limits, busy, database unavailable) are sent again after its `Retry-After`, at most
+/// [`Client::with_retries`] times (3 by default).
+#[derive(Clone)]
 pub struct Client {
     base: String,
     token: String,
     http: reqwest::Client,
+    retries: u32,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .field("token", &"[redacted]")
+            .field("retries", &self.retries)
+            .finish()
+    }
 }
 
 impl Client {
@@ -47,7 +71,14 @@ impl Client {
             base: base.trim_end_matches('/').to_owned(),
             token: api_key.to_owned(),
             http: reqwest::Client::new(),
+            retries: DEFAULT_RETRIES,
         }
+    }
+
+    /// The same client, sending a refused request again at most `retries` times (0: never).
+    pub fn with_retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
     }
 
     async fn send<T: DeserializeOwned>(
@@ -58,28 +89,51 @@ impl Client {
         serde_json::from_slice(&body).map_err(|e| HttpError::Decode(e.to_string()))
     }
 
-    /// Sends a request and returns the body of a success, or the API error.
+    /// Sends a request and returns the body of a success, or the API error; a request the
+    /// server refused for now is sent again after its `Retry-After` (see [`Client`]).
     async fn send_raw(&self, req: reqwest::RequestBuilder) -> Result<Vec<u8>, HttpError> {
-        let resp = req
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| HttpError::Transport(e.to_string()))?;
-        let status = resp.status();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| HttpError::Transport(e.to_string()))?;
-        if !status.is_success() {
+        let transport = |e: reqwest::Error| HttpError::Transport(e.to_string());
+        let mut req = req.bearer_auth(&self.token).build().map_err(transport)?;
+        let mut left = self.retries;
+        loop {
+            // A streamed body cannot be sent twice (`try_clone` is None then).
+            let again = if left > 0 { req.try_clone() } else { None };
+            let idempotent = matches!(
+                *req.method(),
+                reqwest::Method::GET | reqwest::Method::PUT | reqwest::Method::DELETE
+            ) || req.headers().contains_key("idempotency-key");
+            let resp = self.http.execute(req).await.map_err(transport)?;
+            let status = resp.status();
+            let wait = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let body = resp.bytes().await.map_err(transport)?;
+            if status.is_success() {
+                return Ok(body.to_vec());
+            }
             let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             let field = |k: &str| v["error"][k].as_str().unwrap_or("").to_owned();
-            return Err(HttpError::Api {
-                status: status.as_u16(),
-                code: field("code"),
-                message: field("message"),
-            });
+            let code = field("code");
+            let retried = RETRIED_ALWAYS.contains(&code.as_str())
+                || (idempotent && RETRIED_IF_IDEMPOTENT.contains(&code.as_str()));
+            match (again, wait) {
+                (Some(next), Some(wait)) if retried && wait <= MAX_RETRY_WAIT => {
+                    tokio::time::sleep(wait).await;
+                    req = next;
+                    left -= 1;
+                }
+                _ => {
+                    return Err(HttpError::Api {
+                        status: status.as_u16(),
+                        code,
+                        message: field("message"),
+                    })
+                }
+            }
         }
-        Ok(body.to_vec())
     }
 
     fn url(&self, path: &str) -> String {

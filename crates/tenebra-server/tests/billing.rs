@@ -184,6 +184,29 @@ async fn quotas(postgres: bool) {
         "8 requests at once passed a limit of 3 per second"
     );
 
+    // The SDK waits out a rate limit (its Retry-After) instead of failing; a client without
+    // retries gets the 429.
+    let patient = Client::new(&h.base, &token_c);
+    for _ in 0..8 {
+        patient.key_sets().await.unwrap();
+    }
+    let eager = Client::new(&h.base, &token_c).with_retries(0);
+    let mut refused = 0;
+    for _ in 0..8 {
+        match eager.key_sets().await {
+            Ok(_) => {}
+            Err(HttpError::Api { status, code, .. }) => {
+                assert_eq!((status, code.as_str()), (429, "rate_limited"));
+                refused += 1;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert!(
+        refused > 0,
+        "8 requests at once passed a limit of 3 per second"
+    );
+
     // Per tenant too: many keys do not multiply the tenant's rate (a per-key limit of 100
     // with 8 keys, a tenant limit of 4).
     let mut crowd = plan("crowd");
