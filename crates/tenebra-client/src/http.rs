@@ -94,14 +94,14 @@ impl Client {
     async fn send_raw(&self, req: reqwest::RequestBuilder) -> Result<Vec<u8>, HttpError> {
         let transport = |e: reqwest::Error| HttpError::Transport(e.to_string());
         let mut req = req.bearer_auth(&self.token).build().map_err(transport)?;
+        let idempotent = matches!(
+            *req.method(),
+            reqwest::Method::GET | reqwest::Method::PUT | reqwest::Method::DELETE
+        ) || req.headers().contains_key("idempotency-key");
         let mut left = self.retries;
         loop {
             // A streamed body cannot be sent twice (`try_clone` is None then).
             let again = if left > 0 { req.try_clone() } else { None };
-            let idempotent = matches!(
-                *req.method(),
-                reqwest::Method::GET | reqwest::Method::PUT | reqwest::Method::DELETE
-            ) || req.headers().contains_key("idempotency-key");
             let resp = self.http.execute(req).await.map_err(transport)?;
             let status = resp.status();
             let wait = resp

@@ -42,8 +42,9 @@ fn query(name: &str, ty: &str, description: &str) -> Value {
 }
 
 /// Merges `extra` (parameters, request body) into the operation `o`, then documents the
-/// errors it can answer whatever it does: 429 (`too_many` says why), and 400 when it takes
-/// a query or a body (unknown query fields, malformed values and bodies are refused).
+/// errors it can answer whatever it does: 429 (`too_many` says why), 503 (the database does
+/// not answer), 400 when it takes a query or a body (unknown query fields, malformed values
+/// and bodies are refused), and 415 when that body is JSON.
 fn finish(mut o: Value, extra: Value, too_many: &str) -> Value {
     if let (Some(o), Some(extra)) = (o.as_object_mut(), extra.as_object()) {
         for (k, v) in extra {
@@ -102,7 +103,7 @@ fn op(summary: &str, scope: &str, mut responses: Value, extra: Value) -> Value {
     finish(
         o,
         extra,
-        "rate_limited or tenant_rate_limited (the plan's requests per second, Retry-After), or too_many_failed_authentications from this address",
+        "rate_limited (the plan's requests per second per API key or per tenant, Retry-After), or too_many_failed_authentications from this address",
     )
 }
 

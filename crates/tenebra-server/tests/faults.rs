@@ -86,7 +86,6 @@ impl PrivatePg {
             ],
         );
         pg.up();
-        eprintln!("up at {}", tenebra_store::now_ms());
         Some(pg)
     }
 
@@ -177,17 +176,13 @@ fn run(c: &mut Command) {
     );
 }
 
-fn is_terminal(status: &str) -> bool {
-    matches!(status, "succeeded" | "failed" | "cancelled" | "expired")
-}
-
 /// Polls a task through errors (the database may be down) until it ends; a hang guard, not
 /// a timing assertion.
 async fn ended(c: &Client, id: &str) -> tenebra_client::http::Task {
     let guard = Instant::now() + Duration::from_secs(600);
     loop {
         if let Ok(t) = c.task(id).await {
-            if is_terminal(&t.status) {
+            if t.is_final() {
                 return t;
             }
         }
@@ -229,17 +224,17 @@ async fn postgres_killed_mid_run_loses_nothing_and_bills_once() {
     let circuit = b.build().unwrap();
     c.deploy_function(circuit.canonical_json()).await.unwrap();
     let mut ids = Vec::new();
-    for x in 0..TASKS {
+    for i in 0..TASKS {
+        let x = i * 29 % 256;
         let enc =
-            tenebra_client::encrypt_circuit(client_keys(), &circuit, &json!({ "x": x * 29 % 256 }))
-                .unwrap();
-        ids.push((x * 29 % 256, c.submit_task(enc, None).await.unwrap().id));
+            tenebra_client::encrypt_circuit(client_keys(), &circuit, &json!({ "x": x })).unwrap();
+        ids.push((x, c.submit_task(enc, None).await.unwrap().id));
     }
     // Once the first task is done, the database dies under the others.
     ended(&c, &ids[0].1).await;
     let mut pending = 0;
     for (_, id) in &ids {
-        if !is_terminal(&c.task(id).await.unwrap().status) {
+        if !c.task(id).await.unwrap().is_final() {
             pending += 1;
         }
     }
@@ -247,7 +242,6 @@ async fn postgres_killed_mid_run_loses_nothing_and_bills_once() {
         pending > 0,
         "every task ended before the kill: nothing was tested"
     );
-    eprintln!("kill at {}", tenebra_store::now_ms());
     pg.kill();
 
     // Down: the API still answers, within the pool's acquire timeout: 503 and when to retry.
@@ -269,7 +263,6 @@ async fn postgres_killed_mid_run_loses_nothing_and_bills_once() {
     assert_eq!(body["error"]["code"], "database_unavailable");
     tokio::time::sleep(Duration::from_secs(2)).await;
     pg.up();
-    eprintln!("up at {}", tenebra_store::now_ms());
 
     // Up again: the node and the worker reconnect; a task submitted now runs too.
     let enc =
@@ -290,10 +283,6 @@ async fn postgres_killed_mid_run_loses_nothing_and_bills_once() {
     ids.push((255, late));
     for (x, id) in &ids {
         let t = ended(&c, id).await;
-        eprintln!(
-            "{id}: {} after {} attempt(s), ended at {:?}",
-            t.status, t.attempts, t.finished_at
-        );
         assert_eq!(t.status, "succeeded", "{t:?}");
         let res = c.task_result(id).await.unwrap();
         let got = tenebra_client::decrypt_circuit(client_keys(), &circuit, &res).unwrap();
