@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 pub mod model;
+pub mod token;
 
 /// An error body: `{"error": {"code": "...", "message": "..."}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -100,7 +100,8 @@ pub enum Refusal {
 impl AnyError {
     pub fn refusal(&self) -> Refusal {
         match self {
-            AnyError::Tfhe(ValidationError::TooLarge { .. }) => Refusal::TooLarge,
+            AnyError::Tfhe(ValidationError::TooLarge { .. })
+            | AnyError::Bfv(BfvError::TooLarge { .. }) => Refusal::TooLarge,
             AnyError::Bfv(BfvError::TooDeep(_)) => Refusal::TooDeep,
             _ => Refusal::Invalid,
         }

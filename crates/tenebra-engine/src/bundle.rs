@@ -153,14 +153,13 @@ pub fn encrypt_values(
 
 type VersionedList = <CompactCiphertextList as tfhe_versionable::VersionizeOwned>::VersionedOwned;
 
-/// Reads an input payload (size-limited, conformance-checked against this server's
-/// parameters and the expected number of values) and expands it to ciphertexts, checking
-/// every value's kind and width against `types`.
-pub fn expand_values(
-    keys: &ServerKeys,
+/// Reads an input payload without expanding it: size-limited deserialization, conformance
+/// with this server's parameters and the expected number of values, and every value's kind
+/// and width against `types`. Needs no key (what fuzzing drives).
+pub fn parse_values(
     payload: &[u8],
     types: &[ScalarType],
-) -> Result<Vec<Ct>, EngineError> {
+) -> Result<CompactCiphertextList, EngineError> {
     use bincode::Options;
     let bad = |m: String| EngineError::BadInput(format!("the encrypted input is invalid: {m}"));
     let versioned: VersionedList = bincode_options(payload_limit(types))
@@ -177,12 +176,7 @@ pub fn expand_values(
             types.len()
         )));
     }
-    let mismatch = |i: usize, t: ScalarType| {
-        EngineError::BadInput(format!(
-            "encrypted value {i} is not a {t} (the input was encrypted for another signature)"
-        ))
-    };
-    // Check every value's kind before paying for the expansion.
+    // Check every value's kind before anyone pays for the expansion.
     for (i, &t) in types.iter().enumerate() {
         let ok = match (t, list.get_kind_of(i)) {
             (ScalarType::Bool, Some(DataKind::Boolean)) => true,
@@ -191,9 +185,28 @@ pub fn expand_values(
             _ => false,
         };
         if !ok {
-            return Err(mismatch(i, t));
+            return Err(not_of_type(i, t));
         }
     }
+    Ok(list)
+}
+
+fn not_of_type(i: usize, t: ScalarType) -> EngineError {
+    EngineError::BadInput(format!(
+        "encrypted value {i} is not a {t} (the input was encrypted for another signature)"
+    ))
+}
+
+/// Reads an input payload (size-limited, conformance-checked against this server's
+/// parameters and the expected number of values) and expands it to ciphertexts, checking
+/// every value's kind and width against `types`.
+pub fn expand_values(
+    keys: &ServerKeys,
+    payload: &[u8],
+    types: &[ScalarType],
+) -> Result<Vec<Ct>, EngineError> {
+    let bad = |m: String| EngineError::BadInput(format!("the encrypted input is invalid: {m}"));
+    let list = parse_values(payload, types)?;
     let expander = list
         .expand(
             IntegerCompactCiphertextListExpansionMode::UnpackAndSanitizeIfNecessary(keys.integer()),
@@ -215,7 +228,7 @@ pub fn expand_values(
                     .map_err(err)?
                     .map(Ct::Int),
             };
-            ct.ok_or_else(|| mismatch(i, t))
+            ct.ok_or_else(|| not_of_type(i, t))
         })
         .collect()
 }

@@ -1,42 +1,13 @@
 //! The BFV backend against the exact plaintext evaluator: layouts, rotations, noise
 //! estimate, and hostile keys and inputs.
 
+mod common;
+
+use common::circuit;
 use rand::{Rng, SeedableRng};
-use tenebra_circuit::bfv::{
-    evaluate_bfv, validate_bfv, BfvCircuit, BfvLimits, PNode, ValidBfv, VecInput, VecOutput,
-    SCHEME_BFV,
-};
-use tenebra_circuit::ir::FORMAT_VERSION;
+use tenebra_circuit::bfv::{evaluate_bfv, PNode, ValidBfv};
 use tenebra_engine::bfv::{run, BfvKeySet, BfvSecret, KeyNeeds};
 use tenebra_engine::EngineError;
-
-fn circuit(inputs: Vec<(usize, i64, i64)>, nodes: Vec<PNode>, outputs: &[u32]) -> ValidBfv {
-    let c = BfvCircuit {
-        version: FORMAT_VERSION,
-        scheme: SCHEME_BFV.into(),
-        name: "t".into(),
-        inputs: inputs
-            .into_iter()
-            .enumerate()
-            .map(|(i, (len, min, max))| VecInput {
-                name: format!("x{i}"),
-                len: len as u32,
-                min,
-                max,
-            })
-            .collect(),
-        nodes,
-        outputs: outputs
-            .iter()
-            .enumerate()
-            .map(|(i, n)| VecOutput {
-                name: format!("y{i}"),
-                node: *n,
-            })
-            .collect(),
-    };
-    validate_bfv(c, &BfvLimits::default()).expect("valid test circuit")
-}
 
 fn matrix(rng: &mut impl Rng, m: usize, n: usize, w: i64) -> Vec<Vec<i64>> {
     (0..m)

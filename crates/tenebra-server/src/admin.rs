@@ -9,13 +9,20 @@ use axum::Json;
 use tenebra_api::{AuditRecordView, AuditVerifyView, PlanView, SetPlan};
 use tenebra_store::StoreError;
 
-use crate::audit::{self, ActorSlot, AuditQuery};
+use crate::audit::{self, AuditQuery, RequestLog};
 use crate::billing::{plan_from_view, plan_view};
 use crate::{ApiError, AppState, JsonBody, QueryParams};
 
 /// The operator: whoever holds the operator token.
 #[derive(Debug)]
-pub struct Operator;
+pub struct Operator(Option<RequestLog>);
+
+impl Operator {
+    /// The audit record of the change this request makes (see `Caller::change`).
+    fn change(&self, answer: StatusCode) -> Option<tenebra_store::Change> {
+        self.0.as_ref().and_then(|l| l.change(answer))
+    }
+}
 
 impl FromRequestParts<AppState> for Operator {
     type Rejection = ApiError;
@@ -28,10 +35,11 @@ impl FromRequestParts<AppState> for Operator {
             ));
         };
         crate::check_service_token(parts, state, expected, "operator")?;
-        if let Some(slot) = parts.extensions.get::<ActorSlot>() {
-            slot.set(None, "operator".to_owned());
+        let log = parts.extensions.get::<RequestLog>().cloned();
+        if let Some(l) = &log {
+            l.set_actor(None, "operator".to_owned());
         }
-        Ok(Operator)
+        Ok(Operator(log))
     }
 }
 
@@ -47,7 +55,7 @@ pub(crate) async fn list_plans(
 /// `PUT /v1/admin/plans/{name}`: creates or replaces a plan.
 pub(crate) async fn put_plan(
     State(state): State<AppState>,
-    _: Operator,
+    operator: Operator,
     UrlPath(name): UrlPath<String>,
     JsonBody(body): JsonBody<PlanView>,
 ) -> Result<Json<PlanView>, ApiError> {
@@ -58,18 +66,25 @@ pub(crate) async fn put_plan(
         ));
     }
     let plan = plan_from_view(body)?;
-    state.store.put_plan(&plan).await?;
+    state
+        .store
+        .recording(operator.change(StatusCode::OK))
+        .put_plan(&plan)
+        .await?;
     Ok(Json(plan_view(&plan)))
 }
 
 /// `PUT /v1/admin/tenants/{id}/plan`.
 pub(crate) async fn set_tenant_plan(
     State(state): State<AppState>,
-    _: Operator,
+    operator: Operator,
     UrlPath(tenant): UrlPath<String>,
     JsonBody(body): JsonBody<SetPlan>,
 ) -> Result<StatusCode, ApiError> {
-    match state.store.set_tenant_plan(&tenant, &body.plan).await {
+    let store = state
+        .store
+        .recording(operator.change(StatusCode::NO_CONTENT));
+    match store.set_tenant_plan(&tenant, &body.plan).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(StoreError::NotFound) => Err(ApiError::not_found("tenant or plan")),
         Err(e) => Err(e.into()),

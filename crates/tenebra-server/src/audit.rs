@@ -11,13 +11,13 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, Method};
+use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use tenebra_api::{AuditRecordView, AuditVerifyView};
-use tenebra_store::{new_id, AuditEntry, AuditRecord};
+use tenebra_store::{new_id, AuditEntry, AuditRecord, Change};
 use tracing::Instrument;
 
 use crate::{AppState, QueryParams, ServiceError};
@@ -78,23 +78,80 @@ fn signed_message(seq: i64, hash: &str, at: i64) -> Vec<u8> {
     format!("tenebra-audit-checkpoint\n{seq}\n{hash}\n{at}\n").into_bytes()
 }
 
-/// Who made the request, filled in by the authentication extractors for the audit
-/// middleware: `(tenant, actor)`.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct ActorSlot(Arc<Mutex<Option<Actor>>>);
-
 /// `(tenant, actor)` of a request.
 type Actor = (Option<String>, String);
 
-impl ActorSlot {
-    pub(crate) fn set(&self, tenant: Option<String>, actor: String) {
-        if let Ok(mut s) = self.0.lock() {
-            *s = Some((tenant, actor));
+/// What the audit middleware knows of a request, shared with its extractors and handler:
+/// who made it (set by authentication) and the record of its change, which the handler
+/// hands to the store ([`RequestLog::change`]) so that it commits with the change.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestLog(Arc<Mutex<Logged>>);
+
+#[derive(Debug)]
+struct Logged {
+    action: String,
+    target: String,
+    request_id: String,
+    actor: Option<Actor>,
+    change: Option<Change>,
+}
+
+impl RequestLog {
+    fn new(action: String, target: String, request_id: String) -> Self {
+        Self(Arc::new(Mutex::new(Logged {
+            action,
+            target,
+            request_id,
+            actor: None,
+            change: None,
+        })))
+    }
+
+    pub(crate) fn set_actor(&self, tenant: Option<String>, actor: String) {
+        if let Ok(mut l) = self.0.lock() {
+            l.actor = Some((tenant, actor));
         }
     }
 
-    fn take(&self) -> Option<Actor> {
-        self.0.lock().ok().and_then(|mut s| s.take())
+    /// The audit record of the change this request makes, stating `answer` (what the
+    /// request answers once the change is made), for [`tenebra_store::Store::recording`];
+    /// `None` before the caller is authenticated.
+    pub(crate) fn change(&self, answer: StatusCode) -> Option<Change> {
+        let mut l = self.0.lock().ok()?;
+        let (tenant_id, actor) = l.actor.clone()?;
+        let change = Change::new(AuditEntry {
+            tenant_id,
+            actor,
+            action: l.action.clone(),
+            target: l.target.clone(),
+            outcome: answer.as_u16().to_string(),
+            request_id: l.request_id.clone(),
+        });
+        l.change = Some(change.clone());
+        Some(change)
+    }
+
+    /// The request's record as answered with `status`, unless the store committed it with
+    /// the change and the answer is the one it states; `None` too when nobody was
+    /// authenticated (such requests change nothing and are not recorded).
+    fn unrecorded(&self, status: StatusCode, target: Option<&str>) -> Option<AuditEntry> {
+        let l = self.0.lock().ok()?;
+        let (tenant_id, actor) = l.actor.clone()?;
+        let outcome = status.as_u16().to_string();
+        if l.change
+            .as_ref()
+            .is_some_and(|c| c.is_committed() && c.outcome() == outcome)
+        {
+            return None;
+        }
+        Some(AuditEntry {
+            tenant_id,
+            actor,
+            action: l.action.clone(),
+            target: target.map_or_else(|| l.target.clone(), str::to_owned),
+            outcome,
+            request_id: l.request_id.clone(),
+        })
     }
 }
 
@@ -115,8 +172,9 @@ fn request_id(req: &Request) -> String {
 
 /// Gives every request an id (`X-Request-Id`, the client's if it sent a sane one), runs it in
 /// a `request` span that carries the id (so every log line of the request, an internal error's
-/// included, names the id the client sees), logs its outcome, and appends each authenticated
-/// state-changing request to the audit log.
+/// included, names the id the client sees), logs its outcome, and sees that each
+/// authenticated state-changing request is in the audit log: in its change's transaction
+/// when it changed something ([`RequestLog::change`]), after the handler otherwise.
 pub(crate) async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let id = request_id(&req);
     let route = req
@@ -150,10 +208,12 @@ async fn tracked(
     changes: bool,
 ) -> Response {
     let started = std::time::Instant::now();
-    let action = format!("{} {route}", req.method());
-    let path = req.uri().path().to_owned();
-    let slot = ActorSlot::default();
-    req.extensions_mut().insert(slot.clone());
+    let log = RequestLog::new(
+        format!("{} {route}", req.method()),
+        req.uri().path().to_owned(),
+        id.clone(),
+    );
+    req.extensions_mut().insert(log.clone());
     let mut resp = next.run(req).await;
     tracing::info!(
         status = resp.status().as_u16(),
@@ -163,20 +223,12 @@ async fn tracked(
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert("x-request-id", v);
     }
+    // A change the store committed carries its record already; the rest (refusals,
+    // failures, writes that changed nothing, or an answer other than the one recorded)
+    // are recorded now.
     if changes {
-        if let Some((tenant_id, actor)) = slot.take() {
-            let target = resp
-                .extensions()
-                .get::<AuditTarget>()
-                .map_or(path, |t| t.0.clone());
-            let entry = AuditEntry {
-                tenant_id,
-                actor,
-                action,
-                target,
-                outcome: resp.status().as_u16().to_string(),
-                request_id: id,
-            };
+        let target = resp.extensions().get::<AuditTarget>().map(|t| t.0.as_str());
+        if let Some(entry) = log.unrecorded(resp.status(), target) {
             if let Err(e) = state.store.append_audit(&entry).await {
                 tracing::error!(error = %e, action = %entry.action, "appending to the audit log");
             }

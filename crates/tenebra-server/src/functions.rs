@@ -236,6 +236,7 @@ pub(crate) async fn deploy(
     }
     let deployed = state
         .store
+        .recording(caller.change(StatusCode::CREATED))
         .deploy_function(&caller.tenant_id, &name, &id, &json, &facts)
         .await?;
     // The version holding this circuit (new or not) is described by the facts just
@@ -275,6 +276,7 @@ pub(crate) async fn remove(
     }
     match state
         .store
+        .recording(caller.change(StatusCode::NO_CONTENT))
         .delete_function(&caller.tenant_id, &name, q.version)
         .await
     {

@@ -137,6 +137,7 @@ pub(crate) async fn upload(
             } else {
                 state
                     .store
+                    .recording(caller.change(StatusCode::OK))
                     .set_key_set_expiry(tenant, &existing.id, expires_at)
                     .await?
             };
@@ -163,6 +164,7 @@ pub(crate) async fn upload(
     drop(tmp);
     match state
         .store
+        .recording(caller.change(StatusCode::CREATED))
         .create_key_set(tenant, &id, &fingerprint, size as i64, expires_at)
         .await
     {
@@ -220,7 +222,8 @@ pub(crate) async fn remove(
     UrlPath(id): UrlPath<String>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Scope::Compute)?;
-    match state.store.delete_key_set(&caller.tenant_id, &id).await {
+    let store = state.store.recording(caller.change(StatusCode::NO_CONTENT));
+    match store.delete_key_set(&caller.tenant_id, &id).await {
         Ok(()) => {
             state
                 .blobs

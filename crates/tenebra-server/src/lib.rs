@@ -76,6 +76,10 @@ pub struct AppState {
     pub cpu: cpu::CpuGate,
     /// Failed authentications per source address in the current minute.
     auth_failures: Arc<quick_cache::sync::Cache<std::net::IpAddr, (u64, u32)>>,
+    /// HMACs of API keys that authenticated lately, and when: a throttled address still
+    /// lets these through (to the full lookup), so one failing client behind a NAT or a
+    /// proxy does not lock out the working ones behind the same address.
+    known_keys: Arc<quick_cache::sync::Cache<[u8; 32], Instant>>,
 }
 
 /// Failed authentications a source address may make per minute; past that its requests are
@@ -83,6 +87,9 @@ pub struct AppState {
 pub const AUTH_FAILURES_PER_MINUTE: u32 = 20;
 /// Source addresses whose failures are remembered (the oldest are forgotten first).
 const AUTH_FAILURE_SOURCES: usize = 100_000;
+/// API keys remembered as having authenticated, and for how long.
+const KNOWN_KEYS: usize = 100_000;
+const KNOWN_KEY_TTL: Duration = Duration::from_secs(600);
 
 /// A tenant's requests-per-second limit and when it was read.
 /// A tenant's plan's rate limits (per API key, per tenant) and when they were read.
@@ -247,6 +254,7 @@ pub async fn open(settings: &Settings) -> Result<AppState, ServiceError> {
         rate_limits: Arc::default(),
         cpu: cpu::CpuGate::default(),
         auth_failures: Arc::new(quick_cache::sync::Cache::new(AUTH_FAILURE_SOURCES)),
+        known_keys: Arc::new(quick_cache::sync::Cache::new(KNOWN_KEYS)),
     })
 }
 
@@ -303,7 +311,9 @@ pub(crate) fn source_of(parts: &Parts) -> Option<std::net::IpAddr> {
 
 /// The throttle of failed authentications (API keys, operator and metrics tokens alike):
 /// past [`AUTH_FAILURES_PER_MINUTE`] from one address in a minute, that address is refused
-/// before any key lookup until the minute ends (per API node).
+/// before any key lookup until the minute ends (per API node), except for API keys that
+/// authenticated in the last [`KNOWN_KEY_TTL`] (server-made, 256 random bits: a guess
+/// cannot be one).
 pub(crate) struct AuthGate<'a> {
     state: &'a AppState,
     source: Option<std::net::IpAddr>,
@@ -311,14 +321,15 @@ pub(crate) struct AuthGate<'a> {
 }
 
 impl<'a> AuthGate<'a> {
-    /// Refuses a source that failed too often this minute.
-    pub(crate) fn enter(state: &'a AppState, parts: &Parts) -> Result<Self, ApiError> {
+    /// Refuses a source that failed too often this minute, unless `known` (the request
+    /// presents an API key that authenticated lately).
+    pub(crate) fn enter(state: &'a AppState, parts: &Parts, known: bool) -> Result<Self, ApiError> {
         let gate = Self {
             state,
             source: source_of(parts),
             minute: (tenebra_store::now_ms() / 60_000) as u64,
         };
-        if let Some(ip) = gate.source {
+        if let Some(ip) = gate.source.filter(|_| !known) {
             if let Some((m, n)) = state.auth_failures.get(&ip) {
                 if m == gate.minute && n >= AUTH_FAILURES_PER_MINUTE {
                     let mut e = ApiError::new(
@@ -358,7 +369,7 @@ pub(crate) fn check_service_token(
     expected: &[u8; 32],
     what: &str,
 ) -> Result<(), ApiError> {
-    let gate = AuthGate::enter(state, parts)?;
+    let gate = AuthGate::enter(state, parts, false)?;
     let presented = parts
         .headers
         .get(axum::http::header::AUTHORIZATION)
@@ -569,9 +580,16 @@ pub struct Caller {
     pub tenant_id: String,
     pub key_id: String,
     pub scope: Scope,
+    log: Option<audit::RequestLog>,
 }
 
 impl Caller {
+    /// The audit record of the change this request makes, answered with `answer`: handed to
+    /// the store (`state.store.recording(caller.change(..))`), it commits with the change.
+    pub(crate) fn change(&self, answer: StatusCode) -> Option<tenebra_store::Change> {
+        self.log.as_ref().and_then(|l| l.change(answer))
+    }
+
     /// Refuses the request unless the key's scope allows `needed`.
     pub fn require(&self, needed: Scope) -> Result<(), ApiError> {
         if self.scope.allows(needed) {
@@ -590,23 +608,27 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let gate = AuthGate::enter(state, parts)?;
-        let failed = |e| gate.failed(e);
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| ApiError::unauthorized("missing `Authorization: Bearer <API key>`"))?;
-        let token = header
-            .strip_prefix("Bearer ")
+            .and_then(|v| v.to_str().ok());
+        let hash = header
+            .and_then(|h| h.strip_prefix("Bearer "))
             .map(str::trim)
             .filter(|t| token::is_well_formed(t))
-            .ok_or_else(|| failed(ApiError::unauthorized("malformed API key")))?;
-        let key = match state
-            .store
-            .api_key_by_hash(&token::hash(&state.secret, token))
-            .await
-        {
+            .map(|t| token::hash(&state.secret, t));
+        let known = hash
+            .and_then(|h| state.known_keys.get(&h))
+            .is_some_and(|at| at.elapsed() < KNOWN_KEY_TTL);
+        let gate = AuthGate::enter(state, parts, known)?;
+        let failed = |e| gate.failed(e);
+        if header.is_none() {
+            return Err(ApiError::unauthorized(
+                "missing `Authorization: Bearer <API key>`",
+            ));
+        }
+        let hash = hash.ok_or_else(|| failed(ApiError::unauthorized("malformed API key")))?;
+        let key = match state.store.api_key_by_hash(&hash).await {
             Ok(k) => k,
             Err(StoreError::NotFound) => {
                 return Err(failed(ApiError::unauthorized("unknown API key")))
@@ -614,12 +636,17 @@ impl FromRequestParts<AppState> for Caller {
             Err(e) => return Err(e.into()),
         };
         if key.revoked_at.is_some() {
+            state.known_keys.remove(&hash);
             return Err(failed(ApiError::unauthorized(
                 "this API key has been revoked",
             )));
         }
-        if let Some(slot) = parts.extensions.get::<audit::ActorSlot>() {
-            slot.set(Some(key.tenant_id.clone()), key.id.clone());
+        if !known {
+            state.known_keys.insert(hash, Instant::now());
+        }
+        let log = parts.extensions.get::<audit::RequestLog>().cloned();
+        if let Some(l) = &log {
+            l.set_actor(Some(key.tenant_id.clone()), key.id.clone());
         }
         let limits = rate_limits(state, &key.tenant_id).await?;
         if let Some(limit) = limits.per_key {
@@ -637,6 +664,7 @@ impl FromRequestParts<AppState> for Caller {
             tenant_id: key.tenant_id,
             key_id: key.id,
             scope: key.scope,
+            log,
         })
     }
 }
@@ -747,6 +775,7 @@ async fn create_key(
     let token = token::generate();
     let key = state
         .store
+        .recording(caller.change(StatusCode::CREATED))
         .create_api_key(
             &caller.tenant_id,
             &body.name,
@@ -765,7 +794,8 @@ async fn revoke_key(
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<ApiKeyView>, ApiError> {
     caller.require(Scope::Admin)?;
-    match state.store.revoke_api_key(&caller.tenant_id, &id).await {
+    let store = state.store.recording(caller.change(StatusCode::OK));
+    match store.revoke_api_key(&caller.tenant_id, &id).await {
         Ok(k) => Ok(Json(api_key_view(k))),
         Err(StoreError::NotFound) => Err(ApiError::not_found("API key")),
         Err(e) => Err(e.into()),

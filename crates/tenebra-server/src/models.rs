@@ -137,6 +137,7 @@ pub(crate) async fn upload(
     let page_json = serde_json::to_string(&page).map_err(|e| ApiError::internal(&e))?;
     let up = state
         .store
+        .recording(caller.change(StatusCode::CREATED))
         .upload_model(&caller.tenant_id, &model.name, &sha, &json, &page_json)
         .await?;
     match up {
@@ -318,6 +319,7 @@ pub(crate) async fn accept(
     caller.require(Scope::Compute)?;
     match state
         .store
+        .recording(caller.change(StatusCode::OK))
         .accept_model_grant(&owner, &name, &caller.tenant_id)
         .await
     {
@@ -336,6 +338,7 @@ pub(crate) async fn decline(
     caller.require(Scope::Compute)?;
     match state
         .store
+        .recording(caller.change(StatusCode::NO_CONTENT))
         .revoke_model(&owner, &name, &caller.tenant_id)
         .await
     {
@@ -370,6 +373,7 @@ pub(crate) async fn grant(
     let share = body.map(|Json(b)| b.share_layers).unwrap_or(false);
     match state
         .store
+        .recording(caller.change(StatusCode::OK))
         .grant_model(&caller.tenant_id, &name, &tenant, share)
         .await
     {
@@ -388,6 +392,7 @@ pub(crate) async fn revoke(
     caller.require(Scope::Compute)?;
     match state
         .store
+        .recording(caller.change(StatusCode::NO_CONTENT))
         .revoke_model(&caller.tenant_id, &name, &tenant)
         .await
     {

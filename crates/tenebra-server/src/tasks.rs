@@ -190,7 +190,11 @@ pub(crate) async fn submit(
         .put(&input, &body)
         .await
         .map_err(|e| ApiError::internal(&e))?;
-    let submitted = state.store.submit_task(tenant, &new).await;
+    let submitted = state
+        .store
+        .recording(caller.change(StatusCode::ACCEPTED))
+        .submit_task(tenant, &new)
+        .await;
     match submitted {
         Ok(Submitted::Created(t)) => {
             state.wake.notify_one();
@@ -331,6 +335,7 @@ pub(crate) async fn cancel(
     let tenant = &caller.tenant_id;
     let (t, was_queued) = state
         .store
+        .recording(caller.change(StatusCode::OK))
         .cancel_task(tenant, &id)
         .await
         .map_err(not_found)?;

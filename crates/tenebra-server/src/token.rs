@@ -1,15 +1,10 @@
-//! API key tokens: `tnb_` + 64 hex characters of randomness + 8 hex characters of checksum.
-//!
-//! The checksum lets the server (and secret scanners) reject a mistyped or truncated token
-//! without a database lookup. Tokens are stored only as HMAC-SHA256 under the server secret,
-//! so a leaked database does not leak usable tokens.
+//! API key tokens: made here (their shape is `tenebra_api::token`'s) and stored only as
+//! HMAC-SHA256 under the server secret, so a leaked database does not leak usable tokens.
 
 use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
-const PREFIX: &str = "tnb_";
-const RANDOM_HEX: usize = 64;
-const CHECK_HEX: usize = 8;
+pub use tenebra_api::token::is_well_formed;
 
 /// The server secret tokens are hashed under; `Debug` never prints it.
 #[derive(Clone)]
@@ -38,32 +33,9 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-fn checksum(random_hex: &str) -> String {
-    let digest = Sha256::digest(format!("{PREFIX}{random_hex}").as_bytes());
-    hex::encode(&digest[..CHECK_HEX / 2])
-}
-
 /// A new token (shown to its owner once).
 pub fn generate() -> String {
-    let random: [u8; 32] = rand::random();
-    let random_hex = hex::encode(random);
-    format!("{PREFIX}{random_hex}{}", checksum(&random_hex))
-}
-
-/// Whether a string has the shape and checksum of a token.
-pub fn is_well_formed(token: &str) -> bool {
-    let Some(body) = token.strip_prefix(PREFIX) else {
-        return false;
-    };
-    if body.len() != RANDOM_HEX + CHECK_HEX
-        || !body
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
-        return false;
-    }
-    let (random_hex, check) = body.split_at(RANDOM_HEX);
-    checksum(random_hex) == check
+    tenebra_api::token::from_random(&rand::random())
 }
 
 /// What the database stores for a token.

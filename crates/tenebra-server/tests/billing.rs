@@ -327,6 +327,8 @@ async fn audit(postgres: bool) {
     assert!(mine
         .iter()
         .all(|r| r.tenant_id.as_deref() == Some(ta.id.as_str())));
+    // A creation is recorded against what it created (in the same transaction).
+    assert_eq!(mine[0].target, key.id);
     assert_eq!(mine[1].target, format!("/v1/api-keys/{}", key.id));
     assert_eq!(mine[2].request_id, "client-req-1");
     assert!(mine[0].request_id.starts_with("req_"));

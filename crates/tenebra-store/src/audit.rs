@@ -4,8 +4,14 @@
 //! canonical encoding is every field length-prefixed in a fixed order, so no two records
 //! encode alike. Appends take the one `audit_head` row first (a row lock on PostgreSQL, the
 //! write lock on SQLite), so sequence numbers have no gaps and the chain no forks, also
-//! across API nodes. Task transitions are appended in the transaction that makes them.
+//! across API nodes. Task transitions are appended in the transaction that makes them, and
+//! so is the record of a request's change (a [`Change`], see [`Store::recording`]): a
+//! process that dies after the commit cannot lose it, and a change that does not commit
+//! leaves none.
 //! Signed checkpoints of the head (kept outside the database) are the server's business.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use sqlx::Row;
@@ -29,6 +35,48 @@ pub struct AuditEntry {
     /// e.g. an HTTP status or a task status.
     pub outcome: String,
     pub request_id: String,
+}
+
+/// The audit record of a request's change, committed by the store in the transaction that
+/// makes the change. The entry's outcome is what the request answers once the change is
+/// made (the caller knows; the store does not); where the change creates something, the
+/// store records the new id as the target. Clones share whether it has been committed.
+#[derive(Debug, Clone)]
+pub struct Change {
+    entry: AuditEntry,
+    committed: Arc<AtomicBool>,
+}
+
+impl Change {
+    pub fn new(entry: AuditEntry) -> Self {
+        Self {
+            entry,
+            committed: Arc::default(),
+        }
+    }
+
+    /// The record as it is committed: `target` in place of the entry's, if given.
+    pub fn entry_on(&self, target: Option<&str>) -> AuditEntry {
+        let mut e = self.entry.clone();
+        if let Some(t) = target {
+            t.clone_into(&mut e.target);
+        }
+        e
+    }
+
+    /// The outcome the record states.
+    pub fn outcome(&self) -> &str {
+        &self.entry.outcome
+    }
+
+    /// Whether a transaction has committed the record.
+    pub fn is_committed(&self) -> bool {
+        self.committed.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn mark_committed(&self) {
+        self.committed.store(true, Ordering::SeqCst);
+    }
 }
 
 /// A chained record.
@@ -95,8 +143,8 @@ macro_rules! append_audit {
             sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash")
                 .fetch_one(&mut *$tx)
                 .await?;
-        let seq: i64 = head.try_get("seq")?;
-        let prev: String = head.try_get("hash")?;
+        let seq: i64 = sqlx::Row::try_get(&head, "seq")?;
+        let prev: String = sqlx::Row::try_get(&head, "hash")?;
         let at = $crate::now_ms();
         let hash = $crate::audit::chain_hash(&prev, seq, at, entry);
         sqlx::query(
@@ -126,6 +174,69 @@ macro_rules! append_audit {
             prev_hash: prev,
             hash,
         }
+    }};
+}
+
+/// Commits the open transaction `$tx` of `$store` together with the record of the change
+/// the store is recording ([`Store::recording`]), unless an earlier transaction of the same
+/// request committed it; `$target` (an `Option<&str>`) names what the change created.
+macro_rules! commit_change {
+    ($store:expr, $tx:ident, $target:expr) => {{
+        let change = $store.change.as_ref().filter(|c| !c.is_committed());
+        if let Some(c) = change {
+            let entry = c.entry_on($target);
+            append_audit!($tx, &entry);
+        }
+        $tx.commit().await?;
+        if let Some(c) = change {
+            c.mark_committed();
+        }
+    }};
+}
+
+/// Runs one statement that changes rows, in a transaction that commits the recorded
+/// change's audit record with it when it changed any (`$target` as in `commit_change!`);
+/// the rows it changed.
+macro_rules! change_rows {
+    ($store:expr, $target:expr, $query:expr, $($arg:expr),*) => {{
+        let q: &'static str = $query;
+        let n: u64 = on_pool!($store, p => {
+            let mut tx = p.begin().await?;
+            let n = sqlx::query(q)$(.bind($arg))*.execute(&mut *tx).await?.rows_affected();
+            if n > 0 {
+                commit_change!($store, tx, $target);
+            }
+            n
+        });
+        Ok::<u64, StoreError>(n)
+    }};
+}
+
+/// `change_rows!` for a statement that must change at least one row: the rows it changed,
+/// or `NotFound` (the row is not there, or not the caller's).
+macro_rules! change_some {
+    ($store:expr, $target:expr, $query:expr, $($arg:expr),*) => {{
+        match change_rows!($store, $target, $query, $($arg),*)? {
+            0 => Err::<u64, StoreError>(StoreError::NotFound),
+            n => Ok(n),
+        }
+    }};
+}
+
+/// Runs one statement that changes at most one row and returns it (`RETURNING`), as
+/// `change_rows!` does.
+macro_rules! change_row {
+    ($store:expr, $ty:ty, $target:expr, $query:expr, $($arg:expr),*) => {{
+        let q: &'static str = $query;
+        let v: Option<$ty> = on_pool!($store, p => {
+            let mut tx = p.begin().await?;
+            let v = sqlx::query_as::<_, $ty>(q)$(.bind($arg))*.fetch_optional(&mut *tx).await?;
+            if v.is_some() {
+                commit_change!($store, tx, $target);
+            }
+            v
+        });
+        Ok::<Option<$ty>, StoreError>(v)
     }};
 }
 

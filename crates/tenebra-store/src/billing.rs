@@ -486,7 +486,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
-            tx.commit().await?;
+            commit_change!(self, tx, None);
         });
         Ok(())
     }
@@ -519,7 +519,7 @@ impl Store {
     pub async fn set_tenant_plan(&self, tenant: &str, plan: &str) -> Result<(), StoreError> {
         let q = "UPDATE tenants SET plan = $1 WHERE id = $2 \
                  AND EXISTS (SELECT 1 FROM plans WHERE name = $1)";
-        execute_some!(self, q, plan, tenant).map(|_| ())
+        change_some!(self, None, q, plan, tenant).map(|_| ())
     }
 
     /// The tenant's plan.

@@ -89,20 +89,25 @@ impl Store {
             stored_bytes,
             || self.function_by_circuit(tenant, name, circuit_id),
             move |version| async move {
-                on_pool!(self, p => sqlx::query_as::<_, Function>(q)
-                    .bind(tenant)
-                    .bind(name)
-                    .bind(version)
-                    .bind(circuit_id)
-                    .bind(circuit_json)
-                    .bind(facts.cost_cu)
-                    .bind(now_ms())
-                    .bind(stored_bytes)
-                    .bind(facts.ops)
-                    .bind(&facts.scheme)
-                    .bind(&facts.signature)
-                    .fetch_one(p)
-                    .await)
+                on_pool!(self, p => {
+                    let mut tx = p.begin().await?;
+                    let f = sqlx::query_as::<_, Function>(q)
+                        .bind(tenant)
+                        .bind(name)
+                        .bind(version)
+                        .bind(circuit_id)
+                        .bind(circuit_json)
+                        .bind(facts.cost_cu)
+                        .bind(now_ms())
+                        .bind(stored_bytes)
+                        .bind(facts.ops)
+                        .bind(&facts.scheme)
+                        .bind(&facts.signature)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    commit_change!(self, tx, None);
+                    Ok::<_, sqlx::Error>(f)
+                })
             },
         )
         .await
@@ -172,6 +177,6 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let q = "DELETE FROM functions WHERE tenant_id = $1 AND name = $2 \
                  AND ($3 = 0 OR version = $3)";
-        execute_some!(self, q, tenant, name, version.unwrap_or(0))
+        change_some!(self, None, q, tenant, name, version.unwrap_or(0))
     }
 }

@@ -164,6 +164,8 @@ pub type ChargeRule = fn(&Task) -> Charge;
 pub struct Store {
     db: Db,
     charge: ChargeRule,
+    /// The request change whose audit record this handle's writes commit with.
+    change: Option<audit::Change>,
 }
 
 /// Runs the same expression against whichever pool the store holds.
@@ -184,20 +186,6 @@ macro_rules! fetch_optional {
             sqlx::query_as::<_, $ty>(q)$(.bind($arg))*.fetch_optional(p).await?
         });
         Ok::<_, StoreError>(v)
-    }};
-}
-
-/// Runs a statement that must change at least one row: the rows it changed, or `NotFound`
-/// (the row is not there, or not the caller's).
-macro_rules! execute_some {
-    ($store:expr, $query:expr, $($arg:expr),*) => {{
-        let q: &'static str = $query;
-        let n = on_pool!($store, p => sqlx::query(q)$(.bind($arg))*.execute(p).await?.rows_affected());
-        if n == 0 {
-            Err::<u64, StoreError>(StoreError::NotFound)
-        } else {
-            Ok(n)
-        }
     }};
 }
 
@@ -287,7 +275,7 @@ mod functions;
 mod models;
 mod tasks;
 
-pub use audit::{AuditBreak, AuditCheck, AuditEntry, AuditRecord};
+pub use audit::{AuditBreak, AuditCheck, AuditEntry, AuditRecord, Change};
 pub use billing::{
     InvoiceLine, Plan, QuotaExceeded, TenantUsage, UsageFilter, UsagePage, UsageRecord, UsageTotals,
 };
@@ -351,7 +339,21 @@ impl Store {
     /// tasks are metered by `charge`.
     pub async fn connect(url: &str, charge: ChargeRule) -> Result<Self, StoreError> {
         let db = Self::pool(url).await?;
-        Ok(Store { db, charge })
+        Ok(Store {
+            db,
+            charge,
+            change: None,
+        })
+    }
+
+    /// This store, recording `change`: the first of its writes that changes something
+    /// commits the change's audit record in the same transaction. A write that changes
+    /// nothing (an existing version, an idempotent retry, a row not found) records nothing.
+    pub fn recording(&self, change: Option<audit::Change>) -> Store {
+        Store {
+            change,
+            ..self.clone()
+        }
     }
 
     /// The connection pool (for callers that must run their own SQL, such as tests).
@@ -495,7 +497,7 @@ impl Store {
                 .await
             {
                 Ok(_) => {
-                    tx.commit().await?;
+                    commit_change!(self, tx, Some(k.id.as_str()));
                     Ok(())
                 }
                 Err(e) => Err(e),
@@ -535,13 +537,7 @@ impl Store {
     pub async fn revoke_api_key(&self, tenant: &str, id: &str) -> Result<ApiKey, StoreError> {
         let q = "UPDATE api_keys SET revoked_at = $1 \
                  WHERE tenant_id = $2 AND id = $3 AND revoked_at IS NULL";
-        on_pool!(self, p => sqlx::query(q)
-            .bind(now_ms())
-            .bind(tenant)
-            .bind(id)
-            .execute(p)
-            .await
-            .map(|_| ()))?;
+        change_rows!(self, None, q, now_ms(), tenant, id)?;
         // Revoked now or before: either way the stored revocation time is the answer.
         let q = concat!(select_api_keys!(), "WHERE tenant_id = $1 AND id = $2");
         fetch_optional!(self, ApiKey, q, tenant, id)?.ok_or(StoreError::NotFound)
@@ -591,7 +587,7 @@ impl Store {
                 .await
             {
                 Ok(_) => {
-                    tx.commit().await?;
+                    commit_change!(self, tx, Some(k.id.as_str()));
                     Ok(())
                 }
                 Err(e) => Err(e),
@@ -633,7 +629,7 @@ impl Store {
             "UPDATE key_sets SET expires_at = $1 WHERE tenant_id = $2 AND id = $3 RETURNING ",
             key_set_columns!()
         );
-        fetch_optional!(self, KeySet, q, expires_at, tenant, id)?.ok_or(StoreError::NotFound)
+        change_row!(self, KeySet, Some(id), q, expires_at, tenant, id)?.ok_or(StoreError::NotFound)
     }
 
     /// One of the tenant's key sets; another tenant's is not found.
@@ -654,7 +650,7 @@ impl Store {
     /// Deletes one of the tenant's key sets' rows (the caller removes the blob).
     pub async fn delete_key_set(&self, tenant: &str, id: &str) -> Result<(), StoreError> {
         let q = "DELETE FROM key_sets WHERE tenant_id = $1 AND id = $2";
-        execute_some!(self, q, tenant, id).map(|_| ())
+        change_some!(self, None, q, tenant, id).map(|_| ())
     }
 
     /// Deletes the rows of key sets past their time to live; returns them (the caller

@@ -81,17 +81,23 @@ impl Store {
             stored_bytes,
             move || self.model_by_sha(owner, name, sha256),
             move |version| async move {
-                on_pool!(self, p => sqlx::query_as::<_, ModelRow>(insert)
-                    .bind(owner)
-                    .bind(name)
-                    .bind(version)
-                    .bind(sha256)
-                    .bind(json)
-                    .bind(page)
-                    .bind(now_ms())
-                    .bind(stored_bytes)
-                    .fetch_one(p)
-                    .await)
+                on_pool!(self, p => {
+                    let mut tx = p.begin().await?;
+                    let m = sqlx::query_as::<_, ModelRow>(insert)
+                        .bind(owner)
+                        .bind(name)
+                        .bind(version)
+                        .bind(sha256)
+                        .bind(json)
+                        .bind(page)
+                        .bind(now_ms())
+                        .bind(stored_bytes)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    let target = format!("{}/{}/{}", m.owner_id, m.name, m.version);
+                    commit_change!(self, tx, Some(target.as_str()));
+                    Ok::<_, sqlx::Error>(m)
+                })
             },
         )
         .await
@@ -168,14 +174,24 @@ impl Store {
              DO UPDATE SET share_layers = excluded.share_layers RETURNING ",
             grant_columns!()
         );
-        let r = on_pool!(self, p => sqlx::query_as::<_, ModelGrant>(q)
-            .bind(owner)
-            .bind(name)
-            .bind(grantee)
-            .bind(share_layers)
-            .bind(now_ms())
-            .fetch_one(p)
-            .await);
+        let r: Result<ModelGrant, sqlx::Error> = on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            match sqlx::query_as::<_, ModelGrant>(q)
+                .bind(owner)
+                .bind(name)
+                .bind(grantee)
+                .bind(share_layers)
+                .bind(now_ms())
+                .fetch_one(&mut *tx)
+                .await
+            {
+                Ok(g) => {
+                    commit_change!(self, tx, None);
+                    Ok(g)
+                }
+                Err(e) => Err(e),
+            }
+        });
         match r {
             Ok(g) => Ok(g),
             Err(sqlx::Error::Database(d)) if d.is_foreign_key_violation() => {
@@ -193,7 +209,7 @@ impl Store {
         grantee: &str,
     ) -> Result<(), StoreError> {
         let q = "DELETE FROM model_grants WHERE owner_id = $1 AND name = $2 AND grantee_id = $3";
-        execute_some!(self, q, owner, name, grantee).map(|_| ())
+        change_some!(self, None, q, owner, name, grantee).map(|_| ())
     }
 
     /// The grant of the owner's `name` to `grantee`, if any (accepted or not).
@@ -223,7 +239,7 @@ impl Store {
              WHERE owner_id = $1 AND name = $2 AND grantee_id = $3 RETURNING ",
             grant_columns!()
         );
-        fetch_optional!(self, ModelGrant, q, owner, name, grantee, now_ms())?
+        change_row!(self, ModelGrant, None, q, owner, name, grantee, now_ms())?
             .ok_or(StoreError::NotFound)
     }
 

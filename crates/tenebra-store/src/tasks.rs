@@ -331,7 +331,7 @@ impl Store {
                             .execute(&mut *tx)
                             .await?;
                     }
-                    tx.commit().await?;
+                    commit_change!(self, tx, Some(t.id.as_str()));
                     Ok(t)
                 }
                 Err(e) => Err(e),
@@ -427,8 +427,8 @@ impl Store {
             let t = fetch_task_in!(tx, q, now_ms(), tenant, id);
             if let Some(t) = &t {
                 task_changed!(self, tx, t, &t.api_key_id);
+                commit_change!(self, tx, None);
             }
-            tx.commit().await?;
             t
         });
         if let Some(t) = cancelled {
@@ -439,7 +439,7 @@ impl Store {
              WHERE tenant_id = $1 AND id = $2 AND status = 'running'",
             returning_tasks!()
         );
-        if let Some(t) = fetch_task!(self, q, tenant, id)? {
+        if let Some(t) = change_row!(self, Task, None, q, tenant, id)? {
             return Ok((t, false));
         }
         Ok((self.task(tenant, id).await?, false))

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use tenebra_store::{
-    AuditEntry, Charge, Db, Deployed, FunctionFacts, NewTask, Outcome, Plan, QuotaExceeded, Scope,
-    Store, StoreError, Submitted, Task, TaskStatus, UsageFilter,
+    AuditEntry, Change, Charge, Db, Deployed, FunctionFacts, NewTask, Outcome, Plan, QuotaExceeded,
+    Scope, Store, StoreError, Submitted, Task, TaskStatus, UsageFilter,
 };
 
 const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -1004,6 +1004,10 @@ async fn billing_and_audit_on_sqlite() {
     let store = connect(&url).await;
     audit_story(&store).await;
     store.close().await;
+    let url = format!("sqlite://{}", dir.path().join("c.db").display());
+    let store = connect(&url).await;
+    change_story(&store).await;
+    store.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1017,6 +1021,115 @@ async fn billing_and_audit_on_postgres() {
     let (store, db) = PgDb::create().await;
     concurrent_appends(&store).await;
     db.drop_db(store).await;
+    let (store, db) = PgDb::create().await;
+    change_story(&store).await;
+    db.drop_db(store).await;
+}
+
+/// A request's change commits its audit record in the change's own transaction: a write
+/// that commits has it, a write that is refused or changes nothing has none, and a record
+/// that cannot be written takes the change down with it.
+async fn change_story(store: &Store) {
+    store.migrate().await.unwrap();
+    let t = store.create_tenant("acme").await.unwrap().id;
+    let mut plan = Plan::new("small", 1000);
+    plan.max_key_sets = Some(1);
+    store.put_plan(&plan).await.unwrap();
+    store.set_tenant_plan(&t, "small").await.unwrap();
+    let change = |action: &str, outcome: &str| {
+        Change::new(AuditEntry {
+            tenant_id: Some(t.clone()),
+            actor: "key_1".into(),
+            action: action.into(),
+            target: "/v1/key-sets".into(),
+            outcome: outcome.into(),
+            request_id: format!("req_{action}"),
+        })
+    };
+    let head = || async { store.audit_head().await.unwrap().0 };
+    let last = || async {
+        let (seq, _) = store.audit_head().await.unwrap();
+        let r = store.audit_records(None, seq - 1, 1).await.unwrap();
+        r.into_iter().next().unwrap()
+    };
+    let start = head().await;
+
+    // A creation commits with its record, which names the new id.
+    let c = change("create", "201");
+    let ks = store
+        .recording(Some(c.clone()))
+        .create_key_set(&t, "ks_1", "fp_1", 10, None)
+        .await
+        .unwrap();
+    assert!(c.is_committed());
+    assert_eq!(head().await, start + 1);
+    assert_eq!(last().await.entry, c.entry_on(Some(ks.id.as_str())));
+    assert_eq!(last().await.entry.target, "ks_1");
+
+    // Refused (the plan allows one key set), or a row not found: no record.
+    let c = change("quota", "201");
+    let r = store
+        .recording(Some(c.clone()))
+        .create_key_set(&t, "ks_2", "fp_2", 10, None)
+        .await;
+    assert!(matches!(r, Err(StoreError::Quota(_))), "{r:?}");
+    assert!(!c.is_committed());
+    let c = change("missing", "204");
+    let r = store
+        .recording(Some(c.clone()))
+        .delete_key_set(&t, "ks_missing")
+        .await;
+    assert!(matches!(r, Err(StoreError::NotFound)));
+    assert!(!c.is_committed());
+    assert_eq!(head().await, start + 1, "refused changes left no record");
+
+    // Two writes of one request commit one record (the first one's).
+    let c = change("keys", "201");
+    let s = store.recording(Some(c.clone()));
+    s.create_api_key(&t, "one", Scope::Read, &[1; 32])
+        .await
+        .unwrap();
+    s.create_api_key(&t, "two", Scope::Read, &[2; 32])
+        .await
+        .unwrap();
+    assert!(c.is_committed());
+    assert_eq!(head().await, start + 2);
+
+    // A record that cannot be written takes its change down with it.
+    raw(store, "ALTER TABLE audit_log RENAME TO audit_log_away").await;
+    let c = change("delete", "204");
+    let failed = store
+        .recording(Some(c.clone()))
+        .delete_key_set(&t, "ks_1")
+        .await;
+    raw(store, "ALTER TABLE audit_log_away RENAME TO audit_log").await;
+    assert!(failed.is_err());
+    assert!(!c.is_committed());
+    assert_eq!(store.key_set(&t, "ks_1").await.unwrap().id, "ks_1");
+    assert_eq!(head().await, start + 2);
+
+    // Written, the change commits, recorded against the entry's own target.
+    store
+        .recording(Some(c.clone()))
+        .delete_key_set(&t, "ks_1")
+        .await
+        .unwrap();
+    assert!(c.is_committed());
+    assert_eq!(last().await.entry, c.entry_on(None));
+    assert!(matches!(
+        store.key_set(&t, "ks_1").await,
+        Err(StoreError::NotFound)
+    ));
+
+    // A store not recording writes no request record.
+    store
+        .delete_function(&t, "nothing", None)
+        .await
+        .unwrap_err();
+    store.set_tenant_plan(&t, "small").await.unwrap();
+    assert_eq!(head().await, start + 3);
+    let check = store.verify_audit().await.unwrap();
+    assert_eq!(check.first_bad, None);
 }
 
 /// Appends from many connections at once still make one chain without gaps.

@@ -27,6 +27,7 @@
 
 mod cost;
 mod eval;
+mod footprint;
 mod ir;
 mod layout;
 mod noise;
@@ -37,6 +38,7 @@ mod validate;
 
 pub use cost::cost_cu;
 pub use eval::evaluate_bfv;
+pub use footprint::{bfv_footprint, moduli_count, BfvFootprint};
 pub use ir::{BfvCircuit, PNode, VecInput, VecOutput};
 pub use layout::{layout_for, Layout};
 pub use noise::{modulus_bits, plain_modulus_for, MAX_PLAIN_BITS, NOISE_MARGIN_BITS};

@@ -106,3 +106,32 @@ fn evaluation_is_exact() {
     assert_eq!(out, vec![want]);
     assert!(evaluate_bfv(&c, &[vec![1, 2, 3, 4, 16]]).is_err());
 }
+
+#[test]
+fn the_memory_a_run_needs_is_bounded_at_validation() {
+    // 784 -> 10 at N=4096: 16 diagonals in 16 baby steps of one giant step.
+    let c = validate_bfv(linear(784, 10), &BfvLimits::default()).unwrap();
+    let f = c.footprint();
+    let ct = 2 * 4096 * 3 * 8;
+    assert_eq!(f.ciphertext_bytes, ct);
+    assert_eq!(f.values_bytes, 2 * ct, "the input node and the product");
+    assert_eq!(f.plaintext_bytes, 16 * 4096 * 4 * 8);
+    assert_eq!(
+        f.working_set_bytes,
+        f.values_bytes + f.plaintext_bytes + f.keys_bytes + f.scratch_bytes
+    );
+    // A worker that gives one run less than that refuses the circuit, with the numbers.
+    let limits = BfvLimits {
+        max_working_set_bytes: f.working_set_bytes - 1,
+        ..BfvLimits::default()
+    };
+    let e = validate_bfv(linear(784, 10), &limits).unwrap_err();
+    assert_eq!(
+        e,
+        BfvError::TooLarge {
+            needed: f.working_set_bytes,
+            limit: f.working_set_bytes - 1
+        }
+    );
+    assert!(e.to_string().contains("memory one run needs"), "{e}");
+}

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
+use super::footprint::{bfv_footprint, BfvFootprint};
 use super::ir::{BfvCircuit, PNode, VecInput};
 use super::layout::{layout_for, Layout};
 use super::plan::{plan_bfv, BfvPlan};
@@ -23,6 +24,9 @@ pub struct BfvLimits {
     /// Largest absolute value of an input bound or a plain constant.
     pub max_abs_value: i64,
     pub max_name_len: usize,
+    /// Most memory one run may hold ([`super::bfv_footprint`]): values, plain operands,
+    /// keys and scratch.
+    pub max_working_set_bytes: u64,
 }
 
 impl Default for BfvLimits {
@@ -35,6 +39,7 @@ impl Default for BfvLimits {
             max_matrix_entries: 1 << 22,
             max_abs_value: 1 << 30,
             max_name_len: 64,
+            max_working_set_bytes: 4 << 30,
         }
     }
 }
@@ -61,6 +66,10 @@ impl ValidBfv {
     /// Cost in CU (1 CU = 1 ms of single-thread CPU on the reference machine).
     pub fn cost_cu(&self) -> u64 {
         cost_cu(self.plan.degree, &self.plan.stats)
+    }
+    /// The memory one run holds.
+    pub fn footprint(&self) -> BfvFootprint {
+        bfv_footprint(&self.circuit, &self.plan)
     }
 }
 
@@ -136,6 +145,9 @@ pub enum BfvError {
     /// The circuit is valid but no parameter set can carry it.
     #[error("{0}")]
     TooDeep(String),
+    /// Valid, but a run would hold more memory than a worker gives one task.
+    #[error("the circuit is too large: the memory one run needs is {needed} bytes, the limit is {limit}")]
+    TooLarge { needed: u64, limit: u64 },
 }
 
 /// Parses and validates an untrusted BFV circuit (JSON) and plans it.
@@ -159,6 +171,14 @@ pub fn validate_bfv(circuit: BfvCircuit, limits: &BfvLimits) -> Result<ValidBfv,
     for degree in DEGREES {
         match plan_bfv(&circuit, degree) {
             Ok(plan) => {
+                // The smallest degree that carries the circuit also needs the least memory.
+                let needed = bfv_footprint(&circuit, &plan).working_set_bytes;
+                if needed > limits.max_working_set_bytes {
+                    return Err(BfvError::TooLarge {
+                        needed,
+                        limit: limits.max_working_set_bytes,
+                    });
+                }
                 let id = circuit.id();
                 return Ok(ValidBfv { circuit, plan, id });
             }

@@ -89,6 +89,14 @@ pub(super) fn read_bundle<'a>(
     Ok((header, payload))
 }
 
+/// Reads the ciphertexts of a BFV bundle's payload at ring degree `degree` and plaintext
+/// modulus `t`, as a run does (size-limited, each a fresh two-component ciphertext); how
+/// many there are. What the fuzzer drives, without a key set.
+pub fn read_ciphertexts(payload: &[u8], degree: usize, t: u64) -> Result<usize, EngineError> {
+    let par = parameters(degree, t)?;
+    Ok(unframe(payload, &par, usize::MAX)?.len())
+}
+
 /// Reads an input bundle's header (checks nothing but the framing).
 pub fn input_header(bytes: &[u8]) -> Result<BfvHeader, EngineError> {
     Ok(bundle::read_as::<BfvHeader>(bytes, Kind::Input)?.0)

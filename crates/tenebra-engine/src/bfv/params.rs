@@ -64,3 +64,19 @@ pub fn parameters(degree: usize, t: u64) -> Result<Arc<BfvParameters>, EngineErr
 
 /// A plaintext modulus every degree accepts, to read keys whose use does not depend on it.
 pub(super) const CHECK_MODULUS: u64 = 65537;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_model_counts_these_primes() {
+        for (degree, moduli) in [
+            (4096, MODULI_4096.len()),
+            (8192, MODULI_8192.len()),
+            (16384, MODULI_16384.len()),
+        ] {
+            assert_eq!(tenebra_circuit::bfv::moduli_count(degree), moduli);
+        }
+    }
+}
