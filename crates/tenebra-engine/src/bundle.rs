@@ -161,17 +161,17 @@ pub fn parse_values(
     types: &[ScalarType],
 ) -> Result<CompactCiphertextList, EngineError> {
     use bincode::Options;
-    let bad = |m: String| EngineError::BadInput(format!("the encrypted input is invalid: {m}"));
     let versioned: VersionedList = bincode_options(payload_limit(types))
         .deserialize(payload)
-        .map_err(|e| bad(e.to_string()))?;
-    let list = CompactCiphertextList::unversionize(versioned).map_err(|e| bad(e.to_string()))?;
+        .map_err(|e| invalid_input(e.to_string()))?;
+    let list =
+        CompactCiphertextList::unversionize(versioned).map_err(|e| invalid_input(e.to_string()))?;
     let params = CompactCiphertextListConformanceParams::from_parameters_and_size_constraint(
         public_key_parameters()?,
         ListSizeConstraint::exact_size(types.len()),
     );
     if !list.is_conformant(&params) {
-        return Err(bad(format!(
+        return Err(invalid_input(format!(
             "it does not hold this function's {} values under this server's parameters",
             types.len()
         )));
@@ -191,32 +191,33 @@ pub fn parse_values(
     Ok(list)
 }
 
+fn invalid_input(m: String) -> EngineError {
+    EngineError::BadInput(format!("the encrypted input is invalid: {m}"))
+}
+
 fn not_of_type(i: usize, t: ScalarType) -> EngineError {
     EngineError::BadInput(format!(
         "encrypted value {i} is not a {t} (the input was encrypted for another signature)"
     ))
 }
 
-/// Reads an input payload (size-limited, conformance-checked against this server's
-/// parameters and the expected number of values) and expands it to ciphertexts, checking
-/// every value's kind and width against `types`.
+/// Reads an input payload ([`parse_values`]) and expands it to ciphertexts of `types`.
 pub fn expand_values(
     keys: &ServerKeys,
     payload: &[u8],
     types: &[ScalarType],
 ) -> Result<Vec<Ct>, EngineError> {
-    let bad = |m: String| EngineError::BadInput(format!("the encrypted input is invalid: {m}"));
     let list = parse_values(payload, types)?;
     let expander = list
         .expand(
             IntegerCompactCiphertextListExpansionMode::UnpackAndSanitizeIfNecessary(keys.integer()),
         )
-        .map_err(|e| bad(format!("it cannot be expanded: {e}")))?;
+        .map_err(|e| invalid_input(format!("it cannot be expanded: {e}")))?;
     types
         .iter()
         .enumerate()
         .map(|(i, &t)| {
-            let err = |e: tfhe::Error| bad(format!("value {i}: {e}"));
+            let err = |e: tfhe::Error| invalid_input(format!("value {i}: {e}"));
             let ct = match t {
                 ScalarType::Bool => expander.get::<BooleanBlock>(i).map_err(err)?.map(Ct::Bool),
                 ScalarType::Uint(_) => expander

@@ -118,15 +118,7 @@ impl RequestLog {
     /// `None` before the caller is authenticated.
     pub(crate) fn change(&self, answer: StatusCode) -> Option<Change> {
         let mut l = self.0.lock().ok()?;
-        let (tenant_id, actor) = l.actor.clone()?;
-        let change = Change::new(AuditEntry {
-            tenant_id,
-            actor,
-            action: l.action.clone(),
-            target: l.target.clone(),
-            outcome: answer.as_u16().to_string(),
-            request_id: l.request_id.clone(),
-        });
+        let change = Change::new(l.entry(answer, None)?);
         l.change = Some(change.clone());
         Some(change)
     }
@@ -136,21 +128,27 @@ impl RequestLog {
     /// authenticated (such requests change nothing and are not recorded).
     fn unrecorded(&self, status: StatusCode, target: Option<&str>) -> Option<AuditEntry> {
         let l = self.0.lock().ok()?;
-        let (tenant_id, actor) = l.actor.clone()?;
-        let outcome = status.as_u16().to_string();
-        if l.change
+        let entry = l.entry(status, target)?;
+        let committed = l
+            .change
             .as_ref()
-            .is_some_and(|c| c.is_committed() && c.outcome() == outcome)
-        {
-            return None;
-        }
+            .is_some_and(|c| c.is_committed() && c.outcome() == entry.outcome);
+        (!committed).then_some(entry)
+    }
+}
+
+impl Logged {
+    /// The request's record, answered with `status`, against `target` (default: the
+    /// path); `None` before authentication.
+    fn entry(&self, status: StatusCode, target: Option<&str>) -> Option<AuditEntry> {
+        let (tenant_id, actor) = self.actor.clone()?;
         Some(AuditEntry {
             tenant_id,
             actor,
-            action: l.action.clone(),
-            target: target.map_or_else(|| l.target.clone(), str::to_owned),
-            outcome,
-            request_id: l.request_id.clone(),
+            action: self.action.clone(),
+            target: target.unwrap_or(&self.target).to_owned(),
+            outcome: status.as_u16().to_string(),
+            request_id: self.request_id.clone(),
         })
     }
 }
