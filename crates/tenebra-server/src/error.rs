@@ -122,6 +122,11 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
             StoreError::Invalid(m) => ApiError::bad_request("invalid_request", m),
             StoreError::Quota(q) => quota_error(&q),
+            e if e.is_cross_tenant_denied() => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_on_this_node",
+                e.to_string(),
+            ),
             e if e.is_unavailable() => {
                 tracing::warn!(error = %e, "the database does not answer");
                 let mut a = ApiError::new(

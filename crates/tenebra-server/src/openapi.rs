@@ -72,7 +72,10 @@ fn finish(mut o: Value, extra: Value, too_many: &str) -> Value {
         }
         r.insert(
             "503".into(),
-            error_response("database_unavailable: the database does not answer (Retry-After)"),
+            error_response(
+                "database_unavailable: the database does not answer (Retry-After); \
+                 not_on_this_node: this node's database role may not act across tenants",
+            ),
         );
         if takes_json {
             r.insert(

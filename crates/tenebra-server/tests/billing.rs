@@ -275,14 +275,18 @@ async fn raw(store: &Store, sql: &str, args: (&str, &str, &str, i64)) {
             .execute(p)
             .await
             .map(drop),
-        Db::Postgres(p) => sqlx::query(sql)
-            .bind(a)
-            .bind(b)
-            .bind(c)
-            .bind(d)
-            .execute(p)
-            .await
-            .map(drop),
+        Db::Postgres(p) => {
+            let mut tx = common::system_tx(p).await;
+            let done = sqlx::query(sql)
+                .bind(a)
+                .bind(b)
+                .bind(c)
+                .bind(d)
+                .execute(&mut *tx)
+                .await;
+            tx.commit().await.unwrap();
+            done.map(drop)
+        }
     }
     .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }

@@ -417,7 +417,12 @@ async fn deployed_functions(postgres: bool) {
                   WHERE name = 'stats3' AND version = 1";
     match s.h.state.store.db() {
         tenebra_store::Db::Sqlite(p) => sqlx::query(legacy).execute(p).await.map(drop),
-        tenebra_store::Db::Postgres(p) => sqlx::query(legacy).execute(p).await.map(drop),
+        tenebra_store::Db::Postgres(p) => {
+            let mut tx = common::system_tx(p).await;
+            let done = sqlx::query(legacy).execute(&mut *tx).await.map(drop);
+            tx.commit().await.unwrap();
+            done
+        }
     }
     .unwrap();
     let relisted = a.functions().await.unwrap();

@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
-use sqlx::Row;
+use sqlx::{Connection, Row};
 
-use crate::{Store, StoreError};
+use crate::{Rows, Store, StoreError};
 
 /// The previous hash of the first record.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -198,9 +198,9 @@ macro_rules! commit_change {
 /// change's audit record with it when it changed any (`$target` as in `commit_change!`);
 /// the rows it changed.
 macro_rules! change_rows {
-    ($store:expr, $target:expr, $query:expr, $($arg:expr),*) => {{
+    ($store:expr, $rows:expr, $target:expr, $query:expr, $($arg:expr),*) => {{
         let q: &'static str = $query;
-        let n: u64 = on_pool!($store, p => {
+        let n: u64 = on_rows!($store, $rows, p => {
             let mut tx = p.begin().await?;
             let n = sqlx::query(q)$(.bind($arg))*.execute(&mut *tx).await?.rows_affected();
             if n > 0 {
@@ -215,8 +215,8 @@ macro_rules! change_rows {
 /// `change_rows!` for a statement that must change at least one row: the rows it changed,
 /// or `NotFound` (the row is not there, or not the caller's).
 macro_rules! change_some {
-    ($store:expr, $target:expr, $query:expr, $($arg:expr),*) => {{
-        match change_rows!($store, $target, $query, $($arg),*)? {
+    ($store:expr, $rows:expr, $target:expr, $query:expr, $($arg:expr),*) => {{
+        match change_rows!($store, $rows, $target, $query, $($arg),*)? {
             0 => Err::<u64, StoreError>(StoreError::NotFound),
             n => Ok(n),
         }
@@ -226,9 +226,9 @@ macro_rules! change_some {
 /// Runs one statement that changes at most one row and returns it (`RETURNING`), as
 /// `change_rows!` does.
 macro_rules! change_row {
-    ($store:expr, $ty:ty, $target:expr, $query:expr, $($arg:expr),*) => {{
+    ($store:expr, $rows:expr, $ty:ty, $target:expr, $query:expr, $($arg:expr),*) => {{
         let q: &'static str = $query;
-        let v: Option<$ty> = on_pool!($store, p => {
+        let v: Option<$ty> = on_rows!($store, $rows, p => {
             let mut tx = p.begin().await?;
             let v = sqlx::query_as::<_, $ty>(q)$(.bind($arg))*.fetch_optional(&mut *tx).await?;
             if v.is_some() {
@@ -246,7 +246,7 @@ const VERIFY_PAGE: i64 = 1000;
 impl Store {
     /// Appends one record to the chain.
     pub async fn append_audit(&self, entry: &AuditEntry) -> Result<AuditRecord, StoreError> {
-        on_pool!(self, p => {
+        on_rows!(self, Rows::of_record(entry), p => {
             let mut tx = p.begin().await?;
             let r = append_audit!(tx, entry);
             tx.commit().await?;
@@ -268,7 +268,7 @@ impl Store {
              ORDER BY seq LIMIT $3"
         );
         let limit = i64::from(limit.clamp(1, 1000));
-        on_pool!(self, p => {
+        on_rows!(self, Rows::of(tenant), p => {
             let rows = sqlx::query(q)
                 .bind(tenant.unwrap_or(""))
                 .bind(after)
@@ -311,7 +311,7 @@ impl Store {
             })
         };
         loop {
-            let page: Vec<AuditRecord> = on_pool!(self, p => {
+            let page: Vec<AuditRecord> = on_rows!(self, Rows::System, p => {
                 let rows = sqlx::query(q)
                     .bind(check.last_seq)
                     .bind(VERIFY_PAGE)
@@ -365,7 +365,7 @@ impl Store {
     /// The hash of record `seq`, if it exists.
     pub async fn audit_hash_at(&self, seq: i64) -> Result<Option<String>, StoreError> {
         let q = "SELECT hash FROM audit_log WHERE seq = $1";
-        on_pool!(self, p => {
+        on_rows!(self, Rows::System, p => {
             let r = sqlx::query(q).bind(seq).fetch_optional(p).await?;
             Ok(r.map(|r| r.try_get::<String, _>("hash")).transpose()?)
         })

@@ -8,9 +8,9 @@
 //! billing currency: sums are exact.
 
 use chrono::{Datelike, TimeZone, Utc};
-use sqlx::Row;
+use sqlx::{Connection, Row};
 
-use crate::{now_ms, Charge, Store, StoreError, Task};
+use crate::{now_ms, Charge, Rows, Store, StoreError, Task};
 
 /// The plan every tenant starts on.
 pub const DEFAULT_PLAN: &str = "default";
@@ -519,12 +519,12 @@ impl Store {
     pub async fn set_tenant_plan(&self, tenant: &str, plan: &str) -> Result<(), StoreError> {
         let q = "UPDATE tenants SET plan = $1 WHERE id = $2 \
                  AND EXISTS (SELECT 1 FROM plans WHERE name = $1)";
-        change_some!(self, None, q, plan, tenant).map(|_| ())
+        change_some!(self, Rows::System, None, q, plan, tenant).map(|_| ())
     }
 
     /// The tenant's plan.
     pub async fn tenant_plan(&self, tenant: &str) -> Result<Plan, StoreError> {
-        on_pool!(self, p => {
+        on_rows!(self, Rows::Tenant(tenant), p => {
             let mut tx = p.begin().await?;
             let plan = tenant_plan_in!(tx, tenant);
             tx.commit().await?;
@@ -534,7 +534,7 @@ impl Store {
 
     /// What the tenant uses now against its limits.
     pub async fn tenant_usage(&self, tenant: &str) -> Result<TenantUsage, StoreError> {
-        on_pool!(self, p => {
+        on_rows!(self, Rows::Tenant(tenant), p => {
             let mut tx = p.begin().await?;
             let u = tenant_usage_in!(tx, tenant);
             tx.commit().await?;
@@ -546,7 +546,7 @@ impl Store {
     /// already holds its plan's key sets or has no byte of storage left. The upload is checked
     /// again, with its size, when its row is written.
     pub async fn check_key_set_quota(&self, tenant: &str) -> Result<(), StoreError> {
-        on_pool!(self, p => {
+        on_rows!(self, Rows::Tenant(tenant), p => {
             let mut tx = p.begin().await?;
             let r = match tenant_plan_in!(tx, tenant) {
                 Some(plan) => {
@@ -608,7 +608,7 @@ impl Store {
             "AND (recorded_at > $6 OR (recorded_at = $6 AND task_id > $7)) \
              ORDER BY recorded_at, task_id LIMIT $8"
         );
-        let mut records: Vec<UsageRecord> = on_pool!(self, p => {
+        let mut records: Vec<UsageRecord> = on_rows!(self, Rows::of(tenant), p => {
             let rows = sqlx::query(q)
                 .bind(tenant.unwrap_or(""))
                 .bind(filter.from.unwrap_or(i64::MIN))
@@ -647,7 +647,7 @@ impl Store {
              FROM usage_records",
             usage_where!()
         );
-        on_pool!(self, p => {
+        on_rows!(self, Rows::of(tenant), p => {
             let r = sqlx::query(q)
                 .bind(tenant.unwrap_or(""))
                 .bind(filter.from.unwrap_or(i64::MIN))
@@ -678,7 +678,7 @@ impl Store {
                  FROM usage_records WHERE tenant_id = $1 AND recorded_at >= $2 \
                  AND recorded_at < $3 GROUP BY function, price_nanos_per_cu \
                  ORDER BY function, price_nanos_per_cu";
-        on_pool!(self, p => {
+        on_rows!(self, Rows::Tenant(tenant), p => {
             let rows = sqlx::query(q).bind(tenant).bind(from).bind(to).fetch_all(p).await?;
             rows.into_iter()
                 .map(|r| Ok(InvoiceLine {
@@ -708,7 +708,7 @@ impl Store {
              (SELECT 1 FROM meter_exports m WHERE m.task_id = u.task_id) \
              ORDER BY recorded_at, task_id LIMIT $1"
         );
-        on_pool!(self, p => {
+        on_rows!(self, Rows::System, p => {
             let rows = sqlx::query(q)
                 .bind(i64::from(limit.clamp(1, 10_000)))
                 .fetch_all(p)
@@ -721,7 +721,7 @@ impl Store {
     pub async fn mark_exported(&self, task_id: &str) -> Result<bool, StoreError> {
         let q = "INSERT INTO meter_exports (task_id, sent_at) VALUES ($1, $2) \
                  ON CONFLICT (task_id) DO NOTHING";
-        let n = on_pool!(self, p => sqlx::query(q)
+        let n = on_rows!(self, Rows::System, p => sqlx::query(q)
             .bind(task_id)
             .bind(now_ms())
             .execute(p)
@@ -774,7 +774,7 @@ impl Store {
     /// check before the write, not inside it: two writes racing past it overshoot the quota
     /// by at most one document (the server runs 2 document jobs per tenant at a time).
     pub(crate) async fn check_storage(&self, tenant: &str, adding: i64) -> Result<(), StoreError> {
-        on_pool!(self, p => {
+        on_rows!(self, Rows::Tenant(tenant), p => {
             // One snapshot for the plan and the usage; no lock, as nothing is written here.
             let mut tx = p.begin().await?;
             if let Some(plan) = tenant_plan_in!(tx, tenant) {

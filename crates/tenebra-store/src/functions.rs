@@ -2,7 +2,9 @@
 //! content id. Versions count up from 1 per tenant and name; deploying a circuit that a
 //! version already holds returns that version.
 
-use crate::{now_ms, Store, StoreError, VersionOf, Versioned};
+use sqlx::Connection;
+
+use crate::{now_ms, Rows, Store, StoreError, VersionOf, Versioned};
 
 /// A deployed function version.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -59,8 +61,8 @@ macro_rules! select_functions {
 }
 
 macro_rules! fetch_function {
-    ($store:expr, $query:expr, $($arg:expr),*) => {
-        fetch_optional!($store, Function, $query, $($arg),*)
+    ($store:expr, $rows:expr, $query:expr, $($arg:expr),*) => {
+        fetch_optional!($store, $rows, Function, $query, $($arg),*)
     };
 }
 
@@ -89,7 +91,7 @@ impl Store {
             stored_bytes,
             || self.function_by_circuit(tenant, name, circuit_id),
             move |version| async move {
-                on_pool!(self, p => {
+                on_rows!(self, Rows::Tenant(tenant), p => {
                     let mut tx = p.begin().await?;
                     let f = sqlx::query_as::<_, Function>(q)
                         .bind(tenant)
@@ -124,7 +126,7 @@ impl Store {
             select_functions!(),
             "WHERE tenant_id = $1 AND name = $2 AND circuit_id = $3"
         );
-        fetch_function!(self, q, tenant, name, circuit_id)
+        fetch_function!(self, Rows::Tenant(tenant), q, tenant, name, circuit_id)
     }
 
     /// A version of the tenant's `name`, the latest when `version` is `None`.
@@ -137,6 +139,7 @@ impl Store {
         let f = match version {
             Some(v) => fetch_function!(
                 self,
+                Rows::Tenant(tenant),
                 concat!(
                     select_functions!(),
                     "WHERE tenant_id = $1 AND name = $2 AND version = $3"
@@ -147,6 +150,7 @@ impl Store {
             )?,
             None => fetch_function!(
                 self,
+                Rows::Tenant(tenant),
                 concat!(
                     select_functions!(),
                     "WHERE tenant_id = $1 AND name = $2 ORDER BY version DESC LIMIT 1"
@@ -162,10 +166,12 @@ impl Store {
     pub async fn list_functions(&self, tenant: &str) -> Result<Vec<FunctionListing>, StoreError> {
         let q = "SELECT name, version, circuit_id, cost_cu, created_at, ops, scheme, signature \
                  FROM functions WHERE tenant_id = $1 ORDER BY name, version";
-        Ok(on_pool!(self, p => sqlx::query_as::<_, FunctionListing>(q)
+        Ok(
+            on_rows!(self, Rows::Tenant(tenant), p => sqlx::query_as::<_, FunctionListing>(q)
             .bind(tenant)
             .fetch_all(p)
-            .await?))
+            .await?),
+        )
     }
 
     /// Deletes one version of the tenant's `name`, or all of them; returns how many went.
@@ -177,6 +183,14 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let q = "DELETE FROM functions WHERE tenant_id = $1 AND name = $2 \
                  AND ($3 = 0 OR version = $3)";
-        change_some!(self, None, q, tenant, name, version.unwrap_or(0))
+        change_some!(
+            self,
+            Rows::Tenant(tenant),
+            None,
+            q,
+            tenant,
+            name,
+            version.unwrap_or(0)
+        )
     }
 }

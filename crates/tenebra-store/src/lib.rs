@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
-use sqlx::Row;
+use sqlx::{Connection, Row};
 
 /// Most live (unrevoked) API keys one tenant may hold.
 pub const MAX_LIVE_API_KEYS: i64 = 100;
@@ -38,6 +38,13 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether this node's database role may not do what was asked because it crosses
+    /// tenants ([`CROSS_TENANT_DENIED`]): the deployment's choice, not a fault.
+    pub fn is_cross_tenant_denied(&self) -> bool {
+        matches!(self, StoreError::Database(sqlx::Error::Configuration(m))
+            if m.to_string() == CROSS_TENANT_DENIED)
+    }
+
     /// Whether the database is out of reach (down, restarting, every connection busy past
     /// the pool's acquire timeout) rather than refusing this query: worth a retry.
     pub fn is_unavailable(&self) -> bool {
@@ -178,12 +185,98 @@ macro_rules! on_pool {
     };
 }
 
-/// Runs a query returning at most one row of a type that derives `sqlx::FromRow`.
+/// Whose rows a query may touch: on PostgreSQL, what row-level security lets the
+/// transaction see and change (migration 0009); SQLite, one tenant's own file in the
+/// embedded deployment, has no such policies.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Rows<'a> {
+    /// One tenant's (`tenebra.tenant_id`): what a tenant's request reads and writes.
+    Tenant(&'a str),
+    /// Every tenant's (`tenebra.scope = 'system'`): workers, sweeps, the meter export and
+    /// operator views. Refused to a database role not listed in `cross_tenant_roles`.
+    System,
+    /// No tenant's: appends of audit records that belong to no tenant (operator requests,
+    /// requests that failed to authenticate), which any role may make.
+    Nobody,
+}
+
+impl<'a> Rows<'a> {
+    /// One tenant's rows, or every tenant's where the caller asks for all (`None`).
+    pub(crate) fn of(tenant: Option<&'a str>) -> Self {
+        tenant.map_or(Rows::System, Rows::Tenant)
+    }
+
+    /// The rows an audit record's append touches: its tenant's, or no tenant's.
+    pub(crate) fn of_record(e: &'a audit::AuditEntry) -> Self {
+        e.tenant_id.as_deref().map_or(Rows::Nobody, Rows::Tenant)
+    }
+}
+
+/// What a database role not allowed across tenants gets where the system scope is needed.
+pub const CROSS_TENANT_DENIED: &str =
+    "this node's database role may not act across tenants (it is not in cross_tenant_roles); \
+     workers, sweeps and operator views need a role that is";
+
+/// A PostgreSQL transaction limited to `rows` (both settings end with it).
+pub(crate) async fn scoped(
+    pool: &PgPool,
+    rows: Rows<'_>,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    match rows {
+        Rows::Tenant(t) => {
+            sqlx::query("SELECT set_config('tenebra.tenant_id', $1, true)")
+                .bind(t)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Rows::System => {
+            let may: bool = sqlx::query_scalar(
+                "SELECT set_config('tenebra.scope', 'system', true) = 'system' \
+                 AND tenebra_may_cross_tenants()",
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            if !may {
+                return Err(sqlx::Error::Configuration(CROSS_TENANT_DENIED.into()));
+            }
+        }
+        Rows::Nobody => {}
+    }
+    Ok(tx)
+}
+
+/// Runs the same expression against a connection of whichever pool the store holds, as
+/// `on_pool!` does, limited to `$rows` ([`Rows`]): on PostgreSQL inside a transaction that
+/// sets them (a transaction the expression opens is a savepoint of it).
+macro_rules! on_rows {
+    ($store:expr, $rows:expr, $conn:ident => $body:expr) => {
+        match &$store.db {
+            $crate::Db::Sqlite(pool) => {
+                let mut c = pool.acquire().await?;
+                let $conn = &mut *c;
+                $body
+            }
+            $crate::Db::Postgres(pool) => {
+                let mut scoped = $crate::scoped(pool, $rows).await?;
+                let value = {
+                    let $conn = &mut *scoped;
+                    $body
+                };
+                scoped.commit().await?;
+                value
+            }
+        }
+    };
+}
+
+/// Runs a query returning at most one row of a type that derives `sqlx::FromRow`, limited
+/// to `$rows`.
 macro_rules! fetch_optional {
-    ($store:expr, $ty:ty, $query:expr, $($arg:expr),*) => {{
+    ($store:expr, $rows:expr, $ty:ty, $query:expr, $($arg:expr),*) => {{
         let q: &'static str = $query;
-        let v: Option<$ty> = on_pool!($store, p => {
-            sqlx::query_as::<_, $ty>(q)$(.bind($arg))*.fetch_optional(p).await?
+        let v: Option<$ty> = on_rows!($store, $rows, c => {
+            sqlx::query_as::<_, $ty>(q)$(.bind($arg))*.fetch_optional(c).await?
         });
         Ok::<_, StoreError>(v)
     }};
@@ -239,7 +332,7 @@ impl Store {
                 return Ok(Versioned::Existing(x));
             }
             self.check_storage(tenant, stored_bytes).await?;
-            let version: i64 = match on_pool!(self, p => sqlx::query_scalar(next)
+            let version: i64 = match on_rows!(self, Rows::Tenant(tenant), p => sqlx::query_scalar(next)
                 .bind(tenant)
                 .bind(kind)
                 .bind(name)
@@ -398,7 +491,35 @@ impl Store {
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match &self.db {
             Db::Sqlite(p) => sqlx::migrate!("./migrations/sqlite").run(p).await?,
-            Db::Postgres(p) => sqlx::migrate!("./migrations/postgres").run(p).await?,
+            Db::Postgres(p) => {
+                let migrator = sqlx::migrate!("./migrations/postgres");
+                // An API node may connect as a role that may not create tables (one kept out
+                // of other tenants' rows, see migration 0009): it checks that the owner has
+                // applied every migration this binary knows instead of applying them.
+                let may_create: bool =
+                    sqlx::query_scalar("SELECT has_schema_privilege(current_schema(), 'CREATE')")
+                        .fetch_one(p)
+                        .await?;
+                if may_create {
+                    migrator.run(p).await?;
+                } else {
+                    let applied: Option<i64> = sqlx::query_scalar(
+                        "SELECT MAX(version) FROM _sqlx_migrations WHERE success",
+                    )
+                    .fetch_one(p)
+                    .await?;
+                    let known = migrator.iter().map(|m| m.version).max();
+                    if applied < known {
+                        return Err(StoreError::Invalid(format!(
+                            "the database is at migration {} and this binary needs {}; \
+                             this role may not create tables: start a node (or run a \
+                             `tenebra admin` command) with the tables' owner's URL first",
+                            applied.unwrap_or(0),
+                            known.unwrap_or(0)
+                        )));
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -421,7 +542,7 @@ impl Store {
             created_at: now_ms(),
         };
         let q = "INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)";
-        let r = on_pool!(self, p => sqlx::query(q)
+        let r = on_rows!(self, Rows::System, p => sqlx::query(q)
             .bind(&t.id)
             .bind(&t.name)
             .bind(t.created_at)
@@ -439,7 +560,7 @@ impl Store {
 
     pub async fn tenant(&self, id: &str) -> Result<Tenant, StoreError> {
         let q = "SELECT id, name, created_at FROM tenants WHERE id = $1";
-        let row = on_pool!(self, p => {
+        let row = on_rows!(self, Rows::Tenant(id), p => {
             let row = sqlx::query(q).bind(id).fetch_optional(p).await?;
             row.map(|r| -> Result<Tenant, StoreError> {
                 Ok(Tenant {
@@ -473,7 +594,7 @@ impl Store {
                  VALUES ($1, $2, $3, $4, $5, $6)";
         let live = "SELECT COUNT(*) AS n FROM api_keys WHERE tenant_id = $1 \
                     AND revoked_at IS NULL";
-        let r: Result<(), sqlx::Error> = on_pool!(self, p => {
+        let r: Result<(), sqlx::Error> = on_rows!(self, Rows::Tenant(tenant), p => {
             let mut tx = p.begin().await?;
             lock_tenant!(tx, tenant);
             let n: i64 = sqlx::query(live)
@@ -517,8 +638,20 @@ impl Store {
 
     /// The key a token hash belongs to, revoked or not (the caller decides).
     pub async fn api_key_by_hash(&self, token_hash: &[u8; 32]) -> Result<ApiKey, StoreError> {
-        let q = concat!(select_api_keys!(), "WHERE token_hash = $1");
-        fetch_optional!(self, ApiKey, q, token_hash.as_slice())?.ok_or(StoreError::NotFound)
+        // Before any tenant is known: on PostgreSQL through the one function that may look
+        // across tenants for it (migration 0009), so an API node's role needs no more.
+        let q = match self.db {
+            Db::Sqlite(_) => concat!(select_api_keys!(), "WHERE token_hash = $1"),
+            Db::Postgres(_) => {
+                "SELECT id, tenant_id, name, scope, created_at, revoked_at \
+                                FROM tenebra_api_key_by_hash($1)"
+            }
+        };
+        let key = on_pool!(self, p => sqlx::query_as::<_, ApiKey>(q)
+            .bind(token_hash.as_slice())
+            .fetch_optional(p)
+            .await?);
+        key.ok_or(StoreError::NotFound)
     }
 
     /// The tenant's API keys, oldest first.
@@ -527,7 +660,7 @@ impl Store {
             select_api_keys!(),
             "WHERE tenant_id = $1 ORDER BY created_at, id"
         );
-        on_pool!(self, p => {
+        on_rows!(self, Rows::Tenant(tenant), p => {
             let rows = sqlx::query(q).bind(tenant).fetch_all(p).await?;
             rows.iter().map(read).collect()
         })
@@ -537,10 +670,11 @@ impl Store {
     pub async fn revoke_api_key(&self, tenant: &str, id: &str) -> Result<ApiKey, StoreError> {
         let q = "UPDATE api_keys SET revoked_at = $1 \
                  WHERE tenant_id = $2 AND id = $3 AND revoked_at IS NULL";
-        change_rows!(self, None, q, now_ms(), tenant, id)?;
+        change_rows!(self, Rows::Tenant(tenant), None, q, now_ms(), tenant, id)?;
         // Revoked now or before: either way the stored revocation time is the answer.
         let q = concat!(select_api_keys!(), "WHERE tenant_id = $1 AND id = $2");
-        fetch_optional!(self, ApiKey, q, tenant, id)?.ok_or(StoreError::NotFound)
+        fetch_optional!(self, Rows::Tenant(tenant), ApiKey, q, tenant, id)?
+            .ok_or(StoreError::NotFound)
     }
 
     /// Records an uploaded key set; a set with the same fingerprint in the same tenant is a
@@ -564,7 +698,7 @@ impl Store {
         };
         let q = "INSERT INTO key_sets (id, tenant_id, fingerprint, size_bytes, created_at, \
                  expires_at) VALUES ($1, $2, $3, $4, $5, $6)";
-        let r: Result<(), sqlx::Error> = on_pool!(self, p => {
+        let r: Result<(), sqlx::Error> = on_rows!(self, Rows::Tenant(tenant), p => {
             let mut tx = p.begin().await?;
             lock_tenant!(tx, tenant);
             if let Some(plan) = tenant_plan_in!(tx, tenant) {
@@ -615,7 +749,8 @@ impl Store {
             select_key_sets!(),
             "WHERE tenant_id = $1 AND fingerprint = $2"
         );
-        fetch_optional!(self, KeySet, q, tenant, fingerprint)?.ok_or(StoreError::NotFound)
+        fetch_optional!(self, Rows::Tenant(tenant), KeySet, q, tenant, fingerprint)?
+            .ok_or(StoreError::NotFound)
     }
 
     /// Sets when one of the tenant's key sets expires (`None`: never); returns it.
@@ -629,13 +764,24 @@ impl Store {
             "UPDATE key_sets SET expires_at = $1 WHERE tenant_id = $2 AND id = $3 RETURNING ",
             key_set_columns!()
         );
-        change_row!(self, KeySet, Some(id), q, expires_at, tenant, id)?.ok_or(StoreError::NotFound)
+        change_row!(
+            self,
+            Rows::Tenant(tenant),
+            KeySet,
+            Some(id),
+            q,
+            expires_at,
+            tenant,
+            id
+        )?
+        .ok_or(StoreError::NotFound)
     }
 
     /// One of the tenant's key sets; another tenant's is not found.
     pub async fn key_set(&self, tenant: &str, id: &str) -> Result<KeySet, StoreError> {
         let q = concat!(select_key_sets!(), "WHERE tenant_id = $1 AND id = $2");
-        fetch_optional!(self, KeySet, q, tenant, id)?.ok_or(StoreError::NotFound)
+        fetch_optional!(self, Rows::Tenant(tenant), KeySet, q, tenant, id)?
+            .ok_or(StoreError::NotFound)
     }
 
     /// The tenant's key sets, oldest first.
@@ -644,13 +790,15 @@ impl Store {
             select_key_sets!(),
             "WHERE tenant_id = $1 ORDER BY created_at, id"
         );
-        Ok(on_pool!(self, p => sqlx::query_as::<_, KeySet>(q).bind(tenant).fetch_all(p).await?))
+        Ok(
+            on_rows!(self, Rows::Tenant(tenant), p => sqlx::query_as::<_, KeySet>(q).bind(tenant).fetch_all(p).await?),
+        )
     }
 
     /// Deletes one of the tenant's key sets' rows (the caller removes the blob).
     pub async fn delete_key_set(&self, tenant: &str, id: &str) -> Result<(), StoreError> {
         let q = "DELETE FROM key_sets WHERE tenant_id = $1 AND id = $2";
-        change_some!(self, None, q, tenant, id).map(|_| ())
+        change_some!(self, Rows::Tenant(tenant), None, q, tenant, id).map(|_| ())
     }
 
     /// Deletes the rows of key sets past their time to live; returns them (the caller
@@ -661,6 +809,8 @@ impl Store {
             "DELETE FROM key_sets WHERE expires_at <= $1 AND NOT EXISTS (SELECT 1 FROM tasks              WHERE tasks.key_set_id = key_sets.id AND tasks.status IN ('queued', 'running'))              RETURNING ",
             key_set_columns!()
         );
-        Ok(on_pool!(self, p => sqlx::query_as::<_, KeySet>(q).bind(now_ms()).fetch_all(p).await?))
+        Ok(
+            on_rows!(self, Rows::System, p => sqlx::query_as::<_, KeySet>(q).bind(now_ms()).fetch_all(p).await?),
+        )
     }
 }

@@ -1,7 +1,9 @@
 //! The model repository: models stored per owner (a tenant), versioned per name, shared by
 //! grants. Every query is scoped by the owner, or by a grant naming the caller.
 
-use crate::{now_ms, Store, StoreError, VersionOf, Versioned};
+use sqlx::Connection;
+
+use crate::{now_ms, Rows, Store, StoreError, VersionOf, Versioned};
 
 /// A stored model version.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -81,7 +83,7 @@ impl Store {
             stored_bytes,
             move || self.model_by_sha(owner, name, sha256),
             move |version| async move {
-                on_pool!(self, p => {
+                on_rows!(self, Rows::Tenant(owner), p => {
                     let mut tx = p.begin().await?;
                     let m = sqlx::query_as::<_, ModelRow>(insert)
                         .bind(owner)
@@ -115,7 +117,7 @@ impl Store {
             model_columns!(),
             " FROM models WHERE owner_id = $1 AND name = $2 AND model_sha256 = $3"
         );
-        fetch_optional!(self, ModelRow, q, owner, name, sha256)
+        fetch_optional!(self, Rows::Tenant(owner), ModelRow, q, owner, name, sha256)
     }
 
     /// The owner's `name` at `version` (the latest when `None`).
@@ -132,7 +134,7 @@ impl Store {
                     model_columns!(),
                     " FROM models WHERE owner_id = $1 AND name = $2 AND version = $3"
                 );
-                fetch_optional!(self, ModelRow, q, owner, name, v)?
+                fetch_optional!(self, Rows::Tenant(owner), ModelRow, q, owner, name, v)?
             }
             None => {
                 let q = concat!(
@@ -141,7 +143,7 @@ impl Store {
                     " FROM models WHERE owner_id = $1 AND name = $2 \
                      ORDER BY version DESC LIMIT 1"
                 );
-                fetch_optional!(self, ModelRow, q, owner, name)?
+                fetch_optional!(self, Rows::Tenant(owner), ModelRow, q, owner, name)?
             }
         };
         m.ok_or(StoreError::NotFound)
@@ -155,7 +157,7 @@ impl Store {
                  AND g.name = m.name AND g.grantee_id = $1 AND g.accepted_at IS NOT NULL) \
                  ORDER BY m.owner_id, m.name, m.version";
         Ok(
-            on_pool!(self, p => sqlx::query_as::<_, ModelListing>(q).bind(tenant).fetch_all(p).await?),
+            on_rows!(self, Rows::Tenant(tenant), p => sqlx::query_as::<_, ModelListing>(q).bind(tenant).fetch_all(p).await?),
         )
     }
 
@@ -174,7 +176,7 @@ impl Store {
              DO UPDATE SET share_layers = excluded.share_layers RETURNING ",
             grant_columns!()
         );
-        let r: Result<ModelGrant, sqlx::Error> = on_pool!(self, p => {
+        let r: Result<ModelGrant, sqlx::Error> = on_rows!(self, Rows::Tenant(owner), p => {
             let mut tx = p.begin().await?;
             match sqlx::query_as::<_, ModelGrant>(q)
                 .bind(owner)
@@ -209,7 +211,7 @@ impl Store {
         grantee: &str,
     ) -> Result<(), StoreError> {
         let q = "DELETE FROM model_grants WHERE owner_id = $1 AND name = $2 AND grantee_id = $3";
-        change_some!(self, None, q, owner, name, grantee).map(|_| ())
+        change_some!(self, Rows::Tenant(owner), None, q, owner, name, grantee).map(|_| ())
     }
 
     /// The grant of the owner's `name` to `grantee`, if any (accepted or not).
@@ -224,7 +226,15 @@ impl Store {
             grant_columns!(),
             " FROM model_grants WHERE owner_id = $1 AND name = $2 AND grantee_id = $3"
         );
-        fetch_optional!(self, ModelGrant, q, owner, name, grantee)
+        fetch_optional!(
+            self,
+            Rows::Tenant(owner),
+            ModelGrant,
+            q,
+            owner,
+            name,
+            grantee
+        )
     }
 
     /// The grantee accepts an offered grant (again: nothing changes).
@@ -239,8 +249,18 @@ impl Store {
              WHERE owner_id = $1 AND name = $2 AND grantee_id = $3 RETURNING ",
             grant_columns!()
         );
-        change_row!(self, ModelGrant, None, q, owner, name, grantee, now_ms())?
-            .ok_or(StoreError::NotFound)
+        change_row!(
+            self,
+            Rows::Tenant(grantee),
+            ModelGrant,
+            None,
+            q,
+            owner,
+            name,
+            grantee,
+            now_ms()
+        )?
+        .ok_or(StoreError::NotFound)
     }
 
     /// Grants offered to `grantee` that it has not accepted.
@@ -251,10 +271,12 @@ impl Store {
             " FROM model_grants WHERE grantee_id = $1 AND accepted_at IS NULL \
              ORDER BY owner_id, name"
         );
-        Ok(on_pool!(self, p => sqlx::query_as::<_, ModelGrant>(q)
+        Ok(
+            on_rows!(self, Rows::Tenant(grantee), p => sqlx::query_as::<_, ModelGrant>(q)
             .bind(grantee)
             .fetch_all(p)
-            .await?))
+            .await?),
+        )
     }
 
     /// The grants of the owner's `name`.
@@ -268,10 +290,12 @@ impl Store {
             grant_columns!(),
             " FROM model_grants WHERE owner_id = $1 AND name = $2 ORDER BY grantee_id"
         );
-        Ok(on_pool!(self, p => sqlx::query_as::<_, ModelGrant>(q)
+        Ok(
+            on_rows!(self, Rows::Tenant(owner), p => sqlx::query_as::<_, ModelGrant>(q)
             .bind(owner)
             .bind(name)
             .fetch_all(p)
-            .await?))
+            .await?),
+        )
     }
 }

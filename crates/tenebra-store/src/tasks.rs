@@ -10,10 +10,10 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::Row;
+use sqlx::{Connection, Row};
 
 use crate::audit::AuditEntry;
-use crate::{billing, now_ms, read, unique_violation, Db, Store, StoreError};
+use crate::{billing, now_ms, read, unique_violation, Db, Rows, Store, StoreError};
 
 /// Channel PostgreSQL announces new tasks on.
 pub const TASKS_CHANNEL: &str = "tenebra_tasks";
@@ -207,8 +207,8 @@ macro_rules! claim_query {
 
 /// Runs a query returning at most one task row.
 macro_rules! fetch_task {
-    ($store:expr, $query:expr, $($arg:expr),*) => {
-        fetch_optional!($store, Task, $query, $($arg),*)
+    ($store:expr, $rows:expr, $query:expr, $($arg:expr),*) => {
+        fetch_optional!($store, $rows, Task, $query, $($arg),*)
     };
 }
 
@@ -292,11 +292,11 @@ impl Store {
                 select_tasks!(),
                 "WHERE tenant_id = $1 AND idempotency_key = $2"
             );
-            if let Some(t) = fetch_task!(self, q, tenant, key)? {
+            if let Some(t) = fetch_task!(self, Rows::Tenant(tenant), q, tenant, key)? {
                 return Ok(Submitted::Existing(t));
             }
         }
-        let inserted: Result<Task, sqlx::Error> = on_pool!(self, p => {
+        let inserted: Result<Task, sqlx::Error> = on_rows!(self, Rows::Tenant(tenant), p => {
             let mut tx = p.begin().await?;
             lock_tenant!(tx, tenant);
             if let Some(plan) = tenant_plan_in!(tx, tenant) {
@@ -345,7 +345,7 @@ impl Store {
                     select_tasks!(),
                     "WHERE tenant_id = $1 AND idempotency_key = $2"
                 );
-                let t = fetch_task!(self, q, tenant, key)?;
+                let t = fetch_task!(self, Rows::Tenant(tenant), q, tenant, key)?;
                 t.map(Submitted::Existing).ok_or(StoreError::NotFound)
             }
             Err(sqlx::Error::Database(d)) if d.is_foreign_key_violation() => {
@@ -358,13 +358,13 @@ impl Store {
     /// One of the tenant's tasks; another tenant's is not found.
     pub async fn task(&self, tenant: &str, id: &str) -> Result<Task, StoreError> {
         let q = concat!(select_tasks!(), "WHERE tenant_id = $1 AND id = $2");
-        fetch_task!(self, q, tenant, id)?.ok_or(StoreError::NotFound)
+        fetch_task!(self, Rows::Tenant(tenant), q, tenant, id)?.ok_or(StoreError::NotFound)
     }
 
     /// A task by id alone, for workers (which act for every tenant).
     pub async fn task_by_id(&self, id: &str) -> Result<Task, StoreError> {
         let q = concat!(select_tasks!(), "WHERE id = $1");
-        fetch_task!(self, q, id)?.ok_or(StoreError::NotFound)
+        fetch_task!(self, Rows::System, q, id)?.ok_or(StoreError::NotFound)
     }
 
     /// The tenant's tasks, newest first, optionally of one status; `after` is the `next`
@@ -392,7 +392,7 @@ impl Store {
              AND (created_at < $3 OR (created_at = $3 AND id < $4)) \
              ORDER BY created_at DESC, id DESC LIMIT $5"
         );
-        let tasks = on_pool!(self, p => {
+        let tasks = on_rows!(self, Rows::Tenant(tenant), p => {
             let rows = sqlx::query(q)
                 .bind(tenant)
                 .bind(status)
@@ -422,7 +422,7 @@ impl Store {
              WHERE tenant_id = $2 AND id = $3 AND status = 'queued'",
             returning_tasks!()
         );
-        let cancelled = on_pool!(self, p => {
+        let cancelled = on_rows!(self, Rows::Tenant(tenant), p => {
             let mut tx = p.begin().await?;
             let t = fetch_task_in!(tx, q, now_ms(), tenant, id);
             if let Some(t) = &t {
@@ -439,7 +439,7 @@ impl Store {
              WHERE tenant_id = $1 AND id = $2 AND status = 'running'",
             returning_tasks!()
         );
-        if let Some(t) = change_row!(self, Task, None, q, tenant, id)? {
+        if let Some(t) = change_row!(self, Rows::Tenant(tenant), Task, None, q, tenant, id)? {
             return Ok((t, false));
         }
         Ok((self.task(tenant, id).await?, false))
@@ -488,7 +488,7 @@ impl Store {
             Db::Postgres(_) => claim_query!(" FOR UPDATE SKIP LOCKED"),
             Db::Sqlite(_) => claim_query!(""),
         };
-        on_pool!(self, p => {
+        on_rows!(self, Rows::System, p => {
             let mut tx = p.begin().await?;
             let mut reaped = fetch_tasks_in!(tx, reap_cancelled, now);
             reaped.extend(fetch_tasks_in!(tx, reap_failed, now, i64::from(max_attempts)));
@@ -518,7 +518,7 @@ impl Store {
                  WHERE id = $4 AND fence = $5 AND status = 'running' \
                  RETURNING cancel_requested";
         let lease_until = now_ms().saturating_add(ms(lease));
-        let r = on_pool!(self, p => {
+        let r = on_rows!(self, Rows::System, p => {
             let row = sqlx::query(q)
                 .bind(lease_until)
                 .bind(done)
@@ -569,7 +569,7 @@ impl Store {
              WHERE id = $8 AND fence = $9 AND status = 'running'",
             returning_tasks!()
         );
-        on_pool!(self, p => {
+        on_rows!(self, Rows::System, p => {
             let mut tx = p.begin().await?;
             let t = fetch_task_in!(
                 tx,
@@ -612,7 +612,7 @@ impl Store {
              WHERE id = $5 AND fence = $6 AND status = 'running'",
             returning_tasks!()
         );
-        on_pool!(self, p => {
+        on_rows!(self, Rows::System, p => {
             let mut tx = p.begin().await?;
             let t = fetch_task_in!(
                 tx,
@@ -640,7 +640,7 @@ impl Store {
                  WHERE id = $2 AND fence = $3 AND status = 'running'",
             returning_tasks!()
         );
-        on_pool!(self, p => {
+        on_rows!(self, Rows::System, p => {
             let mut tx = p.begin().await?;
             let t = fetch_task_in!(tx, q, now_ms(), id, fence);
             let t = t.ok_or(StoreError::LeaseLost)?;
@@ -658,7 +658,7 @@ impl Store {
              WHERE status = 'succeeded' AND expires_at <= $1",
             returning_tasks!()
         );
-        on_pool!(self, p => {
+        on_rows!(self, Rows::System, p => {
             let mut tx = p.begin().await?;
             let tasks = fetch_tasks_in!(tx, q, now_ms());
             for t in &tasks {
@@ -671,7 +671,12 @@ impl Store {
 
     /// Number of queued tasks (for metrics).
     pub async fn queue_depth(&self) -> Result<i64, StoreError> {
-        let q = "SELECT COUNT(*) AS n FROM tasks WHERE status = 'queued'";
+        // Every node reports it, also one whose role may not read across tenants: on
+        // PostgreSQL through the function that counts for it (migration 0009).
+        let q = match self.db {
+            Db::Sqlite(_) => "SELECT COUNT(*) AS n FROM tasks WHERE status = 'queued'",
+            Db::Postgres(_) => "SELECT tenebra_queue_depth() AS n",
+        };
         on_pool!(self, p => {
             let row = sqlx::query(q).fetch_one(p).await?;
             Ok(row.try_get::<i64, _>("n")?)

@@ -37,29 +37,55 @@ async fn connect(url: &str) -> Store {
     Store::connect(url, rule).await.unwrap()
 }
 
-/// A fresh PostgreSQL database, dropped when the guard goes.
+/// The role that owns the test databases: not a superuser, so row-level security binds it
+/// as it binds a deployment's owner (superusers skip every policy).
+const PG_OWNER: &str = "tenebra_test_owner";
+/// A role kept out of other tenants' rows, as an API node's may be.
+const PG_API: &str = "tenebra_test_api";
+
+/// Runs `sql` on the database at `url` as the PostgreSQL superuser.
+async fn pg_admin(url: &str, sql: &str) {
+    let admin = sqlx::PgPool::connect(url)
+        .await
+        .expect("PostgreSQL on 127.0.0.1:5432");
+    sqlx::raw_sql(sql)
+        .execute(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    admin.close().await;
+}
+
+/// Creates a login role unless it exists (tests racing to create it included).
+fn create_role(name: &str) -> String {
+    format!(
+        "DO $$ BEGIN CREATE ROLE {name} LOGIN; \
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+    )
+}
+
+/// A fresh PostgreSQL database owned by [`PG_OWNER`], dropped when the guard goes.
 struct PgDb {
     name: String,
 }
 
 impl PgDb {
     async fn create() -> (Store, PgDb) {
-        let admin = Store::connect(PG_ADMIN, rule)
-            .await
-            .expect("PostgreSQL on 127.0.0.1:5432");
         let name = format!(
             "tenebra_test_{}",
             tenebra_store::new_id("db").trim_start_matches("db_")
         );
-        if let Db::Postgres(p) = admin.db() {
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(p)
-                .await
-                .unwrap();
-        }
-        admin.close().await;
-        let store = connect(&format!("postgres://postgres@127.0.0.1:5432/{name}")).await;
+        pg_admin(PG_ADMIN, &create_role(PG_OWNER)).await;
+        pg_admin(
+            PG_ADMIN,
+            &format!("CREATE DATABASE {name} OWNER {PG_OWNER}"),
+        )
+        .await;
+        let store = connect(&PgDb::url_as(&name, PG_OWNER)).await;
         (store, PgDb { name })
+    }
+
+    fn url_as(name: &str, role: &str) -> String {
+        format!("postgres://{role}@127.0.0.1:5432/{name}")
     }
 
     async fn drop_db(self, store: Store) {
@@ -985,12 +1011,38 @@ async fn audit_story(store: &Store) {
     }
 }
 
+/// Runs `sql` as the tables' owner, past the store (on PostgreSQL in the system scope, as
+/// row-level security would otherwise hide every row).
 async fn raw(store: &Store, sql: &str) {
     match store.db() {
         Db::Sqlite(p) => sqlx::query(sql).execute(p).await.map(|_| ()),
-        Db::Postgres(p) => sqlx::query(sql).execute(p).await.map(|_| ()),
+        Db::Postgres(p) => scoped_sql(p, "tenebra.scope", "system", sql)
+            .await
+            .map(|_| ()),
     }
     .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// Runs `sql` in a transaction with `setting` set to `value`; the number it selects (0
+/// where it selects nothing).
+async fn scoped_sql(
+    p: &sqlx::PgPool,
+    setting: &str,
+    value: &str,
+    sql: &str,
+) -> Result<i64, sqlx::Error> {
+    let mut tx = p.begin().await?;
+    sqlx::query("SELECT set_config($1, $2, true)")
+        .bind(setting)
+        .bind(value)
+        .execute(&mut *tx)
+        .await?;
+    let n = sqlx::query_scalar::<_, i64>(sql)
+        .fetch_optional(&mut *tx)
+        .await?
+        .unwrap_or(0);
+    tx.commit().await?;
+    Ok(n)
 }
 
 #[tokio::test]
@@ -1158,4 +1210,142 @@ async fn concurrent_appends(store: &Store) {
     assert_eq!(seqs, (1..=40).collect::<Vec<i64>>());
     let check = store.verify_audit().await.unwrap();
     assert_eq!((check.records, check.first_bad), (40, None));
+}
+
+/// Row-level security on PostgreSQL: a query that forgets its tenant filter sees only the
+/// tenant its transaction names, one outside any scope sees nothing, and a role kept out of
+/// other tenants' rows (an API node's) stays out even when it asks for the system scope,
+/// while everything a tenant's request needs still works for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_level_security_on_postgres() {
+    let (store, db) = PgDb::create().await;
+    store.migrate().await.unwrap();
+    let a = store.create_tenant("acme").await.unwrap();
+    let b = store.create_tenant("globex").await.unwrap();
+    let ka = store
+        .create_api_key(&a.id, "a", Scope::Admin, &[7; 32])
+        .await
+        .unwrap();
+    store
+        .create_api_key(&b.id, "b", Scope::Admin, &[8; 32])
+        .await
+        .unwrap();
+    let sa = store
+        .create_key_set(&a.id, "ks_a", "fa", 10, None)
+        .await
+        .unwrap();
+    let sb = store
+        .create_key_set(&b.id, "ks_b", "fb", 10, None)
+        .await
+        .unwrap();
+    let Db::Postgres(owner) = store.db() else {
+        unreachable!()
+    };
+    // Every table is bound, its owner included, except those that hold no tenant's data:
+    // a table a later migration adds without a policy fails here.
+    let unbound: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::TEXT FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = current_schema() AND c.relkind = 'r' \
+           AND NOT (c.relrowsecurity AND c.relforcerowsecurity) ORDER BY 1",
+    )
+    .fetch_all(owner)
+    .await
+    .unwrap();
+    let tenantless = [
+        "_sqlx_migrations",   // the schema's version
+        "audit_head",         // the chain's last hash, which every append extends
+        "cross_tenant_roles", // which roles may cross tenants (no role lists itself)
+        "plan_prices",        // the price list
+        "plans",              // the plans' limits
+        "rate_windows",       // request counts per key id or tenant id and second
+    ];
+    assert_eq!(unbound, tenantless);
+    let count = "SELECT COUNT(*) FROM key_sets";
+    // The tables' owner, with no filter at all: nothing outside a scope, one tenant's rows
+    // in its scope, everyone's in the system scope.
+    let n: i64 = sqlx::query_scalar(count).fetch_one(owner).await.unwrap();
+    assert_eq!(n, 0, "outside any scope");
+    for (who, n) in [(a.id.as_str(), 1), (b.id.as_str(), 1), ("tn_nobody", 0)] {
+        let seen = scoped_sql(owner, "tenebra.tenant_id", who, count).await;
+        assert_eq!(seen.unwrap(), n, "{who}");
+    }
+    let all = scoped_sql(owner, "tenebra.scope", "system", count)
+        .await
+        .unwrap();
+    assert_eq!(all, 2);
+    // A write into another tenant's rows from a tenant's scope is refused.
+    let theft = "INSERT INTO key_sets (id, tenant_id, fingerprint, size_bytes, created_at) \
+                 VALUES ('ks_x', $TENANT, 'fx', 1, 0)";
+    let theft = theft.replace("$TENANT", &format!("'{}'", b.id));
+    let e = scoped_sql(owner, "tenebra.tenant_id", &a.id, &theft)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("row-level security"), "{e}");
+    let moved = format!("UPDATE key_sets SET tenant_id = '{}'", a.id);
+    scoped_sql(owner, "tenebra.tenant_id", &b.id, &moved)
+        .await
+        .unwrap_err();
+    let gone = "DELETE FROM key_sets";
+    scoped_sql(owner, "tenebra.tenant_id", "tn_nobody", gone)
+        .await
+        .unwrap();
+    assert_eq!(store.list_key_sets(&b.id).await.unwrap(), vec![sb.clone()]);
+
+    // An API node's role: the tables' privileges, but not listed as crossing tenants.
+    let grant = format!(
+        "{}; GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {PG_API}; \
+         REVOKE INSERT, UPDATE, DELETE ON cross_tenant_roles FROM {PG_API}",
+        create_role(PG_API)
+    );
+    pg_admin(&PgDb::url_as(&db.name, "postgres"), &grant).await;
+    let api = connect(&PgDb::url_as(&db.name, PG_API)).await;
+    // It may not migrate, and need not: the owner has.
+    api.migrate().await.unwrap();
+    // What a tenant's request does works.
+    assert_eq!(api.api_key_by_hash(&[7; 32]).await.unwrap(), ka);
+    assert_eq!(api.key_set(&a.id, "ks_a").await.unwrap(), sa);
+    assert!(matches!(
+        api.key_set(&a.id, "ks_b").await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(api.list_key_sets(&a.id).await.unwrap(), vec![sa.clone()]);
+    let sc = api
+        .create_key_set(&a.id, "ks_c", "fc", 10, None)
+        .await
+        .unwrap();
+    api.delete_key_set(&a.id, &sc.id).await.unwrap();
+    assert_eq!(api.queue_depth().await.unwrap(), 0);
+    // What crosses tenants is refused, with the reason.
+    let e = api.expire_key_sets().await.unwrap_err();
+    assert!(e.to_string().contains("may not act across tenants"), "{e}");
+    assert!(api.verify_audit().await.is_err());
+    let Db::Postgres(api_pool) = api.db() else {
+        unreachable!()
+    };
+    // Asking for the system scope itself gets it nothing; nor can it list itself.
+    assert_eq!(
+        scoped_sql(api_pool, "tenebra.scope", "system", count)
+            .await
+            .unwrap(),
+        0
+    );
+    let n: i64 = sqlx::query_scalar(count).fetch_one(api_pool).await.unwrap();
+    assert_eq!(n, 0);
+    let listed = format!("INSERT INTO cross_tenant_roles VALUES ('{PG_API}')");
+    let e = sqlx::query(&listed).execute(api_pool).await.unwrap_err();
+    assert!(e.to_string().contains("permission denied"), "{e}");
+    // Nor may it rewrite the policies or their functions.
+    let e = sqlx::query("ALTER TABLE key_sets DISABLE ROW LEVEL SECURITY")
+        .execute(api_pool)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("must be owner"), "{e}");
+    api.close().await;
+    // The owner still sees both tenants' sets in the system scope: nothing was lost.
+    let all = scoped_sql(owner, "tenebra.scope", "system", count)
+        .await
+        .unwrap();
+    assert_eq!(all, 2);
+    db.drop_db(store).await;
 }

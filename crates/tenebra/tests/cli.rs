@@ -468,19 +468,25 @@ fn free_port() -> u16 {
 }
 
 fn pg_admin(sql: &str) {
+    pg_admin_in("test", sql)
+}
+
+/// Runs `sql` (one or more statements) as the superuser in database `db`.
+fn pg_admin_in(db: &str, sql: &str) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let admin = sqlx::PgPool::connect("postgres://postgres@127.0.0.1:5432/test")
-            .await
-            .unwrap();
-        sqlx::query(sql).execute(&admin).await.unwrap();
+        let url = format!("postgres://postgres@127.0.0.1:5432/{db}");
+        let admin = sqlx::PgPool::connect(&url).await.unwrap();
+        sqlx::raw_sql(sql).execute(&admin).await.unwrap();
         admin.close().await;
     });
 }
 
 /// Cluster mode on the real PostgreSQL: an API node without workers and separate worker
 /// processes. A worker killed mid-task loses its lease and another one finishes the task;
-/// a worker stopped with SIGTERM gives its task back to the queue.
+/// a worker stopped with SIGTERM gives its task back to the queue. The API node connects
+/// as a role that may not cross tenants (ARCHITECTURE.md's `tenebra_api`): everything a
+/// tenant does works through it.
 #[test]
 fn cluster_workers_take_over_from_a_killed_worker() {
     let db = format!("tenebra_cli_{}", std::process::id());
@@ -496,8 +502,18 @@ fn cluster_workers_take_over_from_a_killed_worker() {
     let token = ok(&args).lines().last().unwrap().to_owned();
     let listen = format!("127.0.0.1:{}", free_port());
     let server_url = format!("http://{listen}");
+    pg_admin_in(
+        &db,
+        "DO $$ BEGIN CREATE ROLE tenebra_cli_api LOGIN; \
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$; \
+         GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public \
+           TO tenebra_cli_api; \
+         REVOKE INSERT, UPDATE, DELETE ON cross_tenant_roles FROM tenebra_cli_api",
+    );
+    let api_url = format!("postgres://tenebra_cli_api@127.0.0.1:5432/{db}");
+    let api_args = ["--data-dir", data, "--database-url", &api_url];
     let mut args = vec!["serve", "--no-worker", "--listen", &listen];
-    args.extend(storage);
+    args.extend(api_args);
     let _api = spawn(&args);
     let http = reqwest::blocking::Client::new();
     for _ in 0..100 {

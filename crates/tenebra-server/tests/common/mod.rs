@@ -20,10 +20,34 @@ pub struct Harness {
     pg_db: Option<String>,
 }
 
-async fn pg_admin(sql: &str) {
+/// The role that owns the harness's databases: not a superuser, so PostgreSQL's row-level
+/// security binds the server as it binds a deployment (superusers skip every policy).
+pub const PG_OWNER: &str = "tenebra_test_owner";
+
+pub async fn pg_admin(sql: &str) {
     let admin = sqlx::PgPool::connect(&format!("{PG}/test")).await.unwrap();
-    sqlx::query(sql).execute(&admin).await.unwrap();
+    sqlx::raw_sql(sql).execute(&admin).await.unwrap();
     admin.close().await;
+}
+
+/// A transaction on the harness's PostgreSQL in the system scope, for tests that edit rows
+/// past the store (row-level security hides every row outside a scope).
+pub async fn system_tx(p: &sqlx::PgPool) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut tx = p.begin().await.unwrap();
+    sqlx::query("SELECT set_config('tenebra.scope', 'system', true)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx
+}
+
+/// Creates a login role unless it exists (tests racing to create it included).
+pub async fn create_role(name: &str) {
+    pg_admin(&format!(
+        "DO $$ BEGIN CREATE ROLE {name} LOGIN; \
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+    ))
+    .await;
 }
 
 /// A node serving on a free loopback port, without a worker (tests start theirs).
@@ -44,12 +68,15 @@ impl Harness {
                 "tenebra_api_{}",
                 tenebra_store::new_id("db").trim_start_matches("db_")
             );
-            pg_admin(&format!("CREATE DATABASE {name}")).await;
+            create_role(PG_OWNER).await;
+            pg_admin(&format!("CREATE DATABASE {name} OWNER {PG_OWNER}")).await;
             Some(name)
         } else {
             None
         };
-        let url = pg_db.as_ref().map(|n| format!("{PG}/{n}"));
+        let url = pg_db
+            .as_ref()
+            .map(|n| format!("postgres://{PG_OWNER}@127.0.0.1:5432/{n}"));
         Self::on(url, blob_url, pg_db).await
     }
 
