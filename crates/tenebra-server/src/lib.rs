@@ -552,6 +552,28 @@ pub async fn serve(
     served
 }
 
+/// What a worker process serves beside its work (`tenebra worker --metrics-listen`):
+/// `/metrics` (the metrics token, as on API nodes: task durations, key cache hits and
+/// misses, queue depth) and `/healthz`, until `shutdown` completes. The recorder is
+/// installed first, so what the worker records before the first scrape is kept.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    metrics_http::install();
+    let app = Router::new()
+        .route("/metrics", axum::routing::get(metrics_http::render))
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .fallback(|| async { ApiError::not_found("route") })
+        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
+        .with_state(state)
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
 /// Forwards other nodes' task ends (PostgreSQL `LISTEN`) to this process's long polls.
 async fn forward_ended(state: AppState) {
     loop {

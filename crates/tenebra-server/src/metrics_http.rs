@@ -26,6 +26,11 @@ fn handle() -> &'static PrometheusHandle {
     })
 }
 
+/// Installs the process's recorder (a process that records before serving, a worker).
+pub(crate) fn install() {
+    handle();
+}
+
 /// Records each request's latency by route template and status.
 pub(crate) async fn track(req: Request, next: Next) -> Response {
     handle();

@@ -95,6 +95,9 @@ pub enum Command {
     },
     /// Run a task worker against the configured database and blobs (cluster mode).
     Worker {
+        /// Also serve `/metrics` (with `--metrics-token`) and `/healthz` on this address.
+        #[arg(long, env = "TENEBRA_METRICS_LISTEN")]
+        metrics_listen: Option<String>,
         #[command(flatten)]
         storage: StorageArgs,
         #[command(flatten)]

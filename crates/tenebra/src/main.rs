@@ -88,7 +88,11 @@ fn dispatch(command: Command) -> Result<()> {
             storage,
             workers,
         } => service::serve(&listen, &storage, &workers, no_worker),
-        Command::Worker { storage, workers } => service::worker(&storage, &workers),
+        Command::Worker {
+            metrics_listen,
+            storage,
+            workers,
+        } => service::worker(&storage, &workers, metrics_listen.as_deref()),
         Command::Demo { keys, data_dir } => service::demo(keys, data_dir),
         Command::Task { server, command } => remote::task(&server, command),
         Command::Run {

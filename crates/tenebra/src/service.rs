@@ -36,18 +36,50 @@ pub fn serve(
     })
 }
 
-/// `tenebra worker`: claims and runs tasks until SIGINT/SIGTERM.
-pub fn worker(storage: &StorageArgs, workers: &WorkerArgs) -> Result<()> {
+/// `tenebra worker`: claims and runs tasks until SIGINT/SIGTERM; with `metrics_listen`,
+/// also serves `/metrics` and `/healthz` there until it stops.
+pub fn worker(
+    storage: &StorageArgs,
+    workers: &WorkerArgs,
+    metrics_listen: Option<&str>,
+) -> Result<()> {
     let cfg = workers.config()?;
+    let settings = storage.settings();
+    if metrics_listen.is_some() && settings.metrics_token.is_none() {
+        bail!("--metrics-listen needs --metrics-token (TENEBRA_METRICS_TOKEN): /metrics answers only that token");
+    }
     runtime()?.block_on(async {
-        let state = tenebra_server::open(&storage.settings()).await?;
-        eprintln!("tenebra worker {} started", cfg.id);
+        let state = tenebra_server::open(&settings).await?;
         let (stop, rx) = watch::channel(false);
+        let metrics = match metrics_listen {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("listening on {addr}"))?;
+                eprintln!("worker metrics on http://{}/metrics", listener.local_addr()?);
+                let mut stopped = rx.clone();
+                let done = async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                };
+                Some(tokio::spawn(tenebra_server::serve_metrics(
+                    listener,
+                    state.clone(),
+                    done,
+                )))
+            }
+            None => None,
+        };
+        eprintln!("tenebra worker {} started", cfg.id);
         tokio::spawn(async move {
             shutdown_signal().await;
             let _ = stop.send(true);
         });
         let ran = worker::run(state.clone(), cfg, rx).await;
+        if let Some(m) = metrics {
+            // The worker stopped on the signal that stops the endpoint too (or on an
+            // error: then the endpoint goes with the process).
+            m.abort();
+        }
         state.store.close().await;
         ran?;
         eprintln!("tenebra worker stopped");

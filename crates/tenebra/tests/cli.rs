@@ -577,9 +577,46 @@ fn cluster_workers_take_over_from_a_killed_worker() {
     });
     w1.0.kill().unwrap();
     let _ = w1.0.wait();
-    let mut w2 = spawn(&worker_args);
+    // Worker 2 serves its own metrics (a worker's durations and cache misses are its own).
+    let metrics_token = "m".repeat(40);
+    let metrics_at = format!("127.0.0.1:{}", free_port());
+    let w2_args = {
+        let mut a = worker_args.clone();
+        a.extend(["--metrics-listen", &metrics_at, "--metrics-token", &metrics_token]);
+        a
+    };
+    let mut w2 = spawn(&w2_args);
     let done = wait_for(&id, &|s| s["status"] == "succeeded");
     assert_eq!(done["attempts"], 2, "{done}");
+    let scrape = |token: &str| {
+        http.get(format!("http://{metrics_at}/metrics"))
+            .bearer_auth(token)
+            .send()
+            .unwrap()
+    };
+    assert_eq!(scrape("not the token").status(), 401);
+    let wants = [
+        "tenebra_task_seconds_count{function=\"weight_stats\",status=\"succeeded\"} 1",
+        "tenebra_key_cache_misses_total 1",
+        "tenebra_queue_depth 0",
+    ];
+    // The worker records the duration just after the commit that ended the task.
+    let mut page = String::new();
+    for _ in 0..50 {
+        let r = scrape(&metrics_token);
+        assert_eq!(r.status(), 200);
+        page = r.text().unwrap();
+        if wants.iter().all(|w| page.contains(w)) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    for want in wants {
+        assert!(page.contains(want), "{want} not in {page}");
+    }
+    let mut lonely = worker_args.clone();
+    lonely.extend(["--metrics-listen", "127.0.0.1:0"]);
+    fails(&lonely, "needs --metrics-token");
     let res = tmp.path().join("w.res");
     let res = res.to_str().unwrap();
     remote(&["task", "result", &id, "--out", res]);
