@@ -56,7 +56,10 @@ pub fn worker(
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("listening on {addr}"))?;
-                eprintln!("worker metrics on http://{}/metrics", listener.local_addr()?);
+                eprintln!(
+                    "worker metrics on http://{}/metrics",
+                    listener.local_addr()?
+                );
                 let mut stopped = rx.clone();
                 let done = async move {
                     let _ = stopped.wait_for(|s| *s).await;

@@ -582,7 +582,12 @@ fn cluster_workers_take_over_from_a_killed_worker() {
     let metrics_at = format!("127.0.0.1:{}", free_port());
     let w2_args = {
         let mut a = worker_args.clone();
-        a.extend(["--metrics-listen", &metrics_at, "--metrics-token", &metrics_token]);
+        a.extend([
+            "--metrics-listen",
+            &metrics_at,
+            "--metrics-token",
+            &metrics_token,
+        ]);
         a
     };
     let mut w2 = spawn(&w2_args);
