@@ -1,5 +1,5 @@
 //! BENCHMARKS.md: one head written by `bench compare`, then one marked section per other
-//! benchmark (`bench service`, `bench bfv`). Every benchmark writes its part through
+//! benchmark (`bench service`, `bench overhead`, `bench bfv`). Every benchmark writes its part through
 //! [`write`], which leaves the other parts as they are.
 
 use std::path::Path;
@@ -17,6 +17,12 @@ pub const SERVICE: Section = Section {
     end: "<!-- /bench service -->",
 };
 
+/// `tenebra bench overhead`.
+pub const OVERHEAD: Section = Section {
+    start: "<!-- bench overhead -->",
+    end: "<!-- /bench overhead -->",
+};
+
 /// `tenebra bench bfv`.
 pub const BFV: Section = Section {
     start: "<!-- bench bfv -->",
@@ -31,7 +37,7 @@ pub const NOTES: Section = Section {
 };
 
 /// Every marked section, in the order they follow the head.
-pub const SECTIONS: [Section; 3] = [NOTES, SERVICE, BFV];
+pub const SECTIONS: [Section; 4] = [NOTES, SERVICE, OVERHEAD, BFV];
 
 impl Section {
     /// `body` between this section's markers.

@@ -1,11 +1,13 @@
 //! Benchmarks: the engine against hand-written tfhe-rs code for the same functions (measured
 //! in the same run, alternating), the BFV backend against hand-written fhe.rs code, what the
-//! service adds over a direct engine call, and the calibration of the cost model's op
+//! service adds over a direct engine call, the service's own cost on a trivial circuit and
+//! the queue's throughput, and the calibration of the cost model's op
 //! latencies. Each renders its part of BENCHMARKS.md ([`doc`]).
 
 pub mod baseline;
 pub mod bfv;
 pub mod doc;
+pub mod overhead;
 pub mod service;
 
 use std::collections::BTreeMap;

@@ -323,6 +323,32 @@ pub enum BenchCommand {
         #[arg(long)]
         write: Option<PathBuf>,
     },
+    /// The service's own cost: a trivial circuit through the whole service (p50/p99 of what
+    /// it adds to the run) by concurrent clients, and the queue's throughput (claimed and
+    /// finished per second), on SQLite and, with `--database-url`, on PostgreSQL.
+    Overhead {
+        /// Key set directory (generated there if missing).
+        #[arg(long)]
+        keys: PathBuf,
+        /// Also measure on this PostgreSQL database (tenants and tasks are added to it).
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Concurrent clients, one run per count (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "1,4")]
+        clients: Vec<usize>,
+        /// Tasks per client.
+        #[arg(long, default_value_t = 50)]
+        tasks: usize,
+        /// Worker loops of the queue benchmark, one run per count (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "1,4")]
+        workers: Vec<usize>,
+        /// Tasks of the queue benchmark.
+        #[arg(long, default_value_t = 2000)]
+        queue_tasks: usize,
+        /// Also write the section into this file (e.g. BENCHMARKS.md), replacing the old one.
+        #[arg(long)]
+        write: Option<PathBuf>,
+    },
     /// Time the BFV backend against hand-written fhe.rs code, in the same run.
     #[command(alias = "packed")]
     Bfv {

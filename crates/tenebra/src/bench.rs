@@ -28,6 +28,37 @@ pub fn bench(command: BenchCommand) -> Result<()> {
             let section = tenebra_bench::service::service_report(&measured);
             publish(&section, Part::Section(doc::SERVICE), write.as_deref())
         }
+        BenchCommand::Overhead {
+            keys,
+            database_url,
+            clients,
+            tasks,
+            workers,
+            queue_tasks,
+            write,
+        } => {
+            use tenebra_bench::overhead::{bench_overhead, bench_queue, overhead_report};
+            let (client, _) = ensure_keys(&keys)?;
+            let mut rows = Vec::new();
+            let mut queue = Vec::new();
+            let urls = std::iter::once(None).chain(database_url.as_deref().map(Some));
+            for url in urls {
+                for &n in &clients {
+                    rows.push(
+                        bench_overhead(&keys, &client, url, n, tasks, &mut log)
+                            .map_err(|e| anyhow::anyhow!(e))?,
+                    );
+                }
+                for &w in &workers {
+                    queue.push(
+                        bench_queue(url, w, queue_tasks, &mut log)
+                            .map_err(|e| anyhow::anyhow!(e))?,
+                    );
+                }
+            }
+            let section = overhead_report(&rows, &queue);
+            publish(&section, Part::Section(doc::OVERHEAD), write.as_deref())
+        }
         BenchCommand::Bfv { reps, write } => {
             let reps = reps.max(1);
             let results =

@@ -726,6 +726,56 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// `bench overhead` on both backends, small: every task of the service run is decrypted and
+/// checked and every queued task finished (the command fails otherwise), and the section it
+/// writes into an existing BENCHMARKS.md has a row per backend and keeps the rest.
+#[test]
+fn bench_overhead_measures_both_backends() {
+    let db = format!("tenebra_bench_{}", std::process::id());
+    pg_admin(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+    pg_admin(
+        "DO $$ BEGIN CREATE ROLE tenebra_cli_bench LOGIN; \
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$",
+    );
+    pg_admin(&format!("CREATE DATABASE {db} OWNER tenebra_cli_bench"));
+    let url = format!("postgres://tenebra_cli_bench@127.0.0.1:5432/{db}");
+    let tmp = tempfile::tempdir().unwrap();
+    let doc = tmp.path().join("BENCHMARKS.md");
+    std::fs::write(&doc, "# Benchmarks\n\nhead\n").unwrap();
+    let keys = test_key_dir();
+    ok(&[
+        "bench",
+        "overhead",
+        "--keys",
+        keys.to_str().unwrap(),
+        "--database-url",
+        &url,
+        "--clients",
+        "1,2",
+        "--tasks",
+        "3",
+        "--workers",
+        "2",
+        "--queue-tasks",
+        "40",
+        "--write",
+        doc.to_str().unwrap(),
+    ]);
+    let text = std::fs::read_to_string(&doc).unwrap();
+    assert!(text.starts_with("# Benchmarks\n\nhead\n"), "{text}");
+    for row in [
+        "| SQLite (embedded) | 1 | 3 |",
+        "| SQLite (embedded) | 2 | 6 |",
+        "| PostgreSQL | 1 | 3 |",
+        "| PostgreSQL | 2 | 6 |",
+        "| SQLite (embedded) | 2 | 40 |",
+        "| PostgreSQL | 2 | 40 |",
+    ] {
+        assert!(text.contains(row), "{row} not in {text}");
+    }
+    pg_admin(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+}
+
 /// The README's main job: the embedded service and a client running every built-in on
 /// encrypted data, checked against plaintext, then billed and audited.
 #[test]
