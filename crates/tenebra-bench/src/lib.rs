@@ -7,6 +7,7 @@
 pub mod baseline;
 pub mod bfv;
 pub mod doc;
+pub mod function;
 pub mod overhead;
 pub mod service;
 

@@ -349,6 +349,32 @@ pub enum BenchCommand {
         #[arg(long)]
         write: Option<PathBuf>,
     },
+    /// What a function will take before it is deployed: encrypts inputs at the edges of
+    /// their ranges, then random ones, runs the circuit as a worker would, checks each
+    /// result against the plaintext evaluator, and prints the times next to the cost
+    /// model's estimate (one line of JSON).
+    Function {
+        /// Key set directory (generated there if missing; BFV keys are added on first use).
+        #[arg(long)]
+        keys: PathBuf,
+        /// Circuit JSON file (TFHE or BFV), as `functions deploy` takes it.
+        #[arg(
+            long,
+            conflicts_with = "function",
+            required_unless_present = "function"
+        )]
+        circuit: Option<PathBuf>,
+        /// Or a built-in by name.
+        #[arg(long)]
+        function: Option<String>,
+        /// The built-in's input size (TFHE built-ins).
+        #[arg(long, default_value_t = 5)]
+        size: u32,
+        /// Runs: the first with every input at its minimum, the second at its maximum, the
+        /// rest random in range.
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+    },
     /// Time the BFV backend against hand-written fhe.rs code, in the same run.
     #[command(alias = "packed")]
     Bfv {

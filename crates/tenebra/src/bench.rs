@@ -7,7 +7,9 @@ use anyhow::{Context, Result};
 use tenebra_bench::doc::{self, Part};
 
 use crate::args::BenchCommand;
-use crate::io::{ensure_keys, write_file};
+use tenebra_circuit::{AnyCircuit, AnyLimits};
+
+use crate::io::{ensure_keys, read_limited, write_file, JSON_LIMIT};
 
 pub fn bench(command: BenchCommand) -> Result<()> {
     let mut log = |line: &str| eprintln!("{line}");
@@ -58,6 +60,38 @@ pub fn bench(command: BenchCommand) -> Result<()> {
             }
             let section = overhead_report(&rows, &queue);
             publish(&section, Part::Section(doc::OVERHEAD), write.as_deref())
+        }
+        BenchCommand::Function {
+            keys,
+            circuit,
+            function,
+            size,
+            reps,
+        } => {
+            let circuit = match (circuit, function) {
+                (Some(path), _) => {
+                    let json = read_limited(&path, JSON_LIMIT)?;
+                    AnyCircuit::parse(&json, &AnyLimits::default()).with_context(|| {
+                        format!("{} is not a circuit the service takes", path.display())
+                    })?
+                }
+                (None, Some(name)) => tenebra_functions::builtin(&name)?.circuit(size)?,
+                (None, None) => anyhow::bail!("give --circuit FILE or --function NAME"),
+            };
+            let tfhe = match &circuit {
+                AnyCircuit::Tfhe(_) => Some(ensure_keys(&keys)?),
+                AnyCircuit::Bfv(_) => None,
+            };
+            let tfhe = tfhe.map(|(c, s)| (c, std::sync::Arc::new(s)));
+            let measured = tenebra_bench::function::bench_function(
+                &keys,
+                tfhe.as_ref().map(|(c, s)| (c, s.clone())),
+                &circuit,
+                reps,
+                &mut log,
+            )
+            .map_err(|e| anyhow::anyhow!(e))?;
+            crate::output::print_json(&measured)
         }
         BenchCommand::Bfv { reps, write } => {
             let reps = reps.max(1);

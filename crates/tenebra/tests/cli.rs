@@ -726,6 +726,62 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// `bench function` on a circuit file (TFHE) and on a BFV built-in: every run's decrypted
+/// result matched the plaintext evaluator (the command fails otherwise), edges first; a
+/// file that is no circuit is a one-line error.
+#[test]
+fn bench_function_checks_each_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = test_key_dir();
+    let keys = keys.to_str().unwrap();
+    let circuit = ok(&[
+        "functions",
+        "show",
+        "--function",
+        "weight_stats",
+        "--size",
+        "2",
+    ])
+    .replace("\"name\":\"weight_stats\"", "\"name\":\"my_stats\"");
+    let file = write(tmp.path(), "my.json", &circuit);
+    let args = ["bench", "function", "--keys", keys, "--circuit", &file];
+    let out: serde_json::Value = serde_json::from_str(&ok(&args)).unwrap();
+    assert_eq!(
+        (&out["function"], &out["scheme"], &out["checked"]),
+        (
+            &serde_json::json!("my_stats"),
+            &serde_json::json!("tfhe"),
+            &serde_json::json!(3)
+        ),
+        "{out}"
+    );
+    assert_eq!(out["run_s"].as_array().unwrap().len(), 3, "{out}");
+    assert!(out["cost_cu"].as_u64() > Some(0), "{out}");
+    // BFV keys made on first use, in a directory of their own.
+    let bfv_keys = tmp.path().join("bfv-keys");
+    let args = [
+        "bench",
+        "function",
+        "--keys",
+        bfv_keys.to_str().unwrap(),
+        "--function",
+        "ad_targeting",
+        "--reps",
+        "2",
+    ];
+    let out: serde_json::Value = serde_json::from_str(&ok(&args)).unwrap();
+    assert_eq!(
+        (&out["scheme"], &out["checked"]),
+        (&serde_json::json!("bfv"), &serde_json::json!(2)),
+        "{out}"
+    );
+    let bad = write(tmp.path(), "bad.json", r#"{"version": 1, "nodes": "many"}"#);
+    fails(
+        &["bench", "function", "--keys", keys, "--circuit", &bad],
+        "is not a circuit the service takes",
+    );
+}
+
 /// `bench overhead` on both backends, small: every task of the service run is decrypted and
 /// checked and every queued task finished (the command fails otherwise), and the section it
 /// writes into an existing BENCHMARKS.md has a row per backend and keeps the rest.
