@@ -207,18 +207,7 @@ impl Model {
 
     /// Float inference of layers `from..` on `x` (the input of layer `from`).
     pub fn forward_from(&self, from: usize, x: &[f64]) -> Vec<f64> {
-        let mut v = x.to_vec();
-        for l in &self.layers[from.min(self.layers.len())..] {
-            v = match l {
-                Layer::Dense { weights, bias } => weights
-                    .iter()
-                    .zip(bias)
-                    .map(|(r, b)| r.iter().zip(&v).map(|(w, x)| w * x).sum::<f64>() + b)
-                    .collect(),
-                Layer::Activation { function } => v.iter().map(|x| function.apply(*x)).collect(),
-            };
-        }
-        v
+        forward(&self.layers[from.min(self.layers.len())..], x)
     }
 
     /// Float inference of the first `k` layers.
@@ -665,10 +654,34 @@ impl Model {
     }
 }
 
+/// Float inference of `layers` on `x`.
+fn forward(layers: &[Layer], x: &[f64]) -> Vec<f64> {
+    let mut v = x.to_vec();
+    for l in layers {
+        v = match l {
+            Layer::Dense { weights, bias } => weights
+                .iter()
+                .zip(bias)
+                .map(|(r, b)| r.iter().zip(&v).map(|(w, x)| w * x).sum::<f64>() + b)
+                .collect(),
+            Layer::Activation { function } => v.iter().map(|x| function.apply(*x)).collect(),
+        };
+    }
+    v
+}
+
 /// The plaintext layers after a split (what a grantee allowed to may fetch).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RemainingLayers {
     pub from: usize,
     pub layers: Vec<Layer>,
+}
+
+impl RemainingLayers {
+    /// Float inference of these layers on `x` (a split's decrypted output): the rest of the
+    /// model's prediction.
+    pub fn forward(&self, x: &[f64]) -> Vec<f64> {
+        forward(&self.layers, x)
+    }
 }

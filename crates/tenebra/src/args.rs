@@ -103,6 +103,14 @@ pub enum Command {
         #[command(flatten)]
         workers: WorkerArgs,
     },
+    /// Models on a server: upload, list, show, signature, grants, offers, and encrypted
+    /// inference (whole or split).
+    Models {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
     /// Tasks on a server: submit, status, wait, result, cancel, list.
     Task {
         #[command(flatten)]
@@ -483,6 +491,98 @@ impl WorkerArgs {
 }
 
 /// Task commands.
+/// `OWNER/NAME`: a model of a tenant (yours: the `owner_id` that `models list` shows).
+#[derive(Debug, Clone)]
+pub struct ModelRef {
+    pub owner: String,
+    pub name: String,
+}
+
+impl std::str::FromStr for ModelRef {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once('/') {
+            Some((owner, name)) if !owner.is_empty() && !name.is_empty() && !name.contains('/') => {
+                Ok(Self {
+                    owner: owner.to_owned(),
+                    name: name.to_owned(),
+                })
+            }
+            _ => Err(format!(
+                "`{s}` is not OWNER/NAME (e.g. tn_0123.../my-model)"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// Upload a model as the next version of its name: model JSON (`--file`), or an ONNX
+    /// file (`--onnx`, with `--name` and the input range); prints its page as JSON.
+    Upload {
+        /// Model JSON (dense layers and activations).
+        #[arg(long, conflicts_with = "onnx", required_unless_present = "onnx")]
+        file: Option<PathBuf>,
+        /// ONNX file (Gemm, MatMul + Add, Relu, Sigmoid...).
+        #[arg(long, requires_all = ["name", "input_min", "input_max"])]
+        onnx: Option<PathBuf>,
+        /// The ONNX model's name.
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, allow_negative_numbers = true)]
+        input_min: Option<f64>,
+        #[arg(long, allow_negative_numbers = true)]
+        input_max: Option<f64>,
+    },
+    /// Your models and the models shared with you (pages, never weights), as JSON.
+    List,
+    /// A model's page: layers, and each split's precision and cost.
+    Show {
+        model: ModelRef,
+        #[arg(long)]
+        version: Option<i64>,
+    },
+    /// What to encrypt for to run the first `--layers` layers.
+    Signature {
+        model: ModelRef,
+        #[arg(long)]
+        layers: usize,
+        #[arg(long)]
+        version: Option<i64>,
+    },
+    /// Offer another tenant the use of one of your models (it must accept);
+    /// `--share-layers` lets it fetch the plaintext layers after a split.
+    Grant {
+        name: String,
+        tenant: String,
+        #[arg(long)]
+        share_layers: bool,
+    },
+    /// Revoke a grant.
+    Revoke { name: String, tenant: String },
+    /// Grants offered to you that you have not accepted, as JSON.
+    Offers,
+    /// Accept an offered grant (only then may you run the model).
+    Accept { model: ModelRef },
+    /// Encrypted inference: encrypts `{"x": [numbers]}`, runs the first `--layers` layers
+    /// on the server, decrypts, then runs the rest in plaintext when its layers are shared
+    /// with you (or yours); prints the prediction as JSON.
+    Run {
+        model: ModelRef,
+        /// Key set directory (BFV keys are made there on first use).
+        #[arg(long)]
+        keys: PathBuf,
+        /// JSON input file (`-` for stdin): `{"x": [numbers]}`.
+        #[arg(long)]
+        input: PathBuf,
+        /// Layers run encrypted (default: as many as the model allows).
+        #[arg(long)]
+        layers: Option<usize>,
+        #[arg(long)]
+        version: Option<i64>,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 pub enum TaskCommand {
     /// Submit an encrypted input (from `tenebra encrypt`); prints the task id.

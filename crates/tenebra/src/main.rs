@@ -11,6 +11,7 @@ mod bench;
 mod config;
 mod io;
 mod local;
+mod models;
 mod output;
 mod remote;
 mod service;
@@ -95,6 +96,7 @@ fn dispatch(command: Command) -> Result<()> {
         } => service::worker(&storage, &workers, metrics_listen.as_deref()),
         Command::Demo { keys, data_dir } => service::demo(keys, data_dir),
         Command::Task { server, command } => remote::task(&server, command),
+        Command::Models { server, command } => models::models(&server, command),
         Command::Run {
             keys,
             function,

@@ -726,6 +726,117 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// `tenebra models`: an owner uploads a model and offers it with its layers to another
+/// tenant, which accepts and runs a split: the decrypted activations equal the quantized
+/// plaintext split exactly, and the prediction is the rest of the model on them; before
+/// accepting and after a revoke the model is a 404; without shared layers the run says so.
+#[test]
+fn models_upload_grant_accept_and_split_inference() {
+    use tenebra_functions::model::{example_data, example_mlp};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let data = data.to_str().unwrap();
+    let tenant = |name: &str| {
+        let out = ok(&["admin", "--data-dir", data, "tenants", "create", name]);
+        let id = out.split(['(', ')']).nth(1).unwrap().to_owned();
+        (id, out.lines().last().unwrap().to_owned())
+    };
+    let (owner, owner_key) = tenant("owner");
+    let (user, user_key) = tenant("user");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let server = format!("http://{listen}");
+    let _node = spawn(&["serve", "--listen", &listen, "--data-dir", data]);
+    let http = reqwest::blocking::Client::new();
+    for _ in 0..100 {
+        if http.get(format!("{server}/readyz")).send().is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let as_owner = |args: &[&str]| {
+        let (good, out, err) = against(&server, &owner_key, args);
+        assert!(good, "tenebra {args:?}: {err}");
+        out
+    };
+    let model = example_mlp();
+    let file = write(
+        tmp.path(),
+        "mlp.json",
+        &serde_json::to_string(&model).unwrap(),
+    );
+    let up: serde_json::Value =
+        serde_json::from_str(&as_owner(&["models", "upload", "--file", &file])).unwrap();
+    assert_eq!(
+        (&up["owner_id"], &up["version"]),
+        (&serde_json::json!(owner), &serde_json::json!(1))
+    );
+    let list = as_owner(&["models", "list"]);
+    assert!(list.contains(&model.name), "{list}");
+    let reference = format!("{owner}/{}", model.name);
+    let sig: serde_json::Value = serde_json::from_str(&as_owner(&[
+        "models",
+        "signature",
+        &reference,
+        "--layers",
+        "1",
+    ]))
+    .unwrap();
+    assert_eq!(sig["layers"], 1, "{sig}");
+    as_owner(&["models", "grant", &model.name, &user, "--share-layers"]);
+
+    let (x, _) = example_data(1, 9);
+    let input = write(
+        tmp.path(),
+        "x.json",
+        &serde_json::json!({"x": x[0]}).to_string(),
+    );
+    let keys = tmp.path().join("user-keys");
+    let keys = keys.to_str().unwrap();
+    let run = [
+        "models", "run", &reference, "--keys", keys, "--input", &input, "--layers", "1",
+    ];
+    // An offer gives nothing until it is accepted.
+    let (good, _, err) = against(&server, &user_key, &run);
+    assert!(!good && err.contains("404"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    let (good, offers, err) = against(&server, &user_key, &["models", "offers"]);
+    assert!(good && offers.contains(&model.name), "{offers} {err}");
+    let (good, _, err) = against(&server, &user_key, &["models", "accept", &reference]);
+    assert!(good, "{err}");
+    let (good, out, err) = against(&server, &user_key, &run);
+    assert!(good, "{err}");
+    let out: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mid = model.compile(1).unwrap().simulate(&model, &x[0]).unwrap();
+    // The same integers dequantized (the SDK multiplies by 1/scale, the simulator divides).
+    let close = |a: &[f64], b: &[f64]| {
+        a.len() == b.len()
+            && a.iter()
+                .zip(b)
+                .all(|(x, y)| (x - y).abs() <= 1e-12 * y.abs().max(1.0))
+    };
+    let got: Vec<f64> = serde_json::from_value(out["activations"].clone()).unwrap();
+    assert!(close(&got, &mid), "{out} vs {mid:?}");
+    let prediction: Vec<f64> = serde_json::from_value(out["prediction"].clone()).unwrap();
+    assert!(close(&prediction, &model.forward_from(1, &mid)), "{out}");
+
+    // Without shared layers, the user gets the activations and a note.
+    as_owner(&["models", "grant", &model.name, &user]);
+    let (good, _, err) = against(&server, &user_key, &["models", "accept", &reference]);
+    assert!(good, "{err}");
+    let (good, out, err) = against(&server, &user_key, &run);
+    assert!(good, "{err}");
+    let out: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        out["prediction"].is_null() && out["note"].as_str().is_some(),
+        "{out}"
+    );
+    assert_eq!(out["activations"], serde_json::json!(got));
+
+    as_owner(&["models", "revoke", &model.name, &user]);
+    let (good, _, err) = against(&server, &user_key, &run);
+    assert!(!good && err.contains("404"), "{err}");
+}
+
 /// `bench function` on a circuit file (TFHE) and on a BFV built-in: every run's decrypted
 /// result matched the plaintext evaluator (the command fails otherwise), edges first; a
 /// file that is no circuit is a one-line error.
