@@ -564,6 +564,8 @@ pub enum ModelsCommand {
     Offers,
     /// Accept an offered grant (only then may you run the model).
     Accept { model: ModelRef },
+    /// Decline an offered grant, or give up an accepted one.
+    Decline { model: ModelRef },
     /// Encrypted inference: encrypts `{"x": [numbers]}`, runs the first `--layers` layers
     /// on the server, decrypts, then runs the rest in plaintext when its layers are shared
     /// with you (or yours); prints the prediction as JSON.

@@ -71,6 +71,10 @@ pub fn models(server: &ServerArgs, command: ModelsCommand) -> Result<()> {
             ModelsCommand::Accept { model } => {
                 print_json(&client.accept_model(&model.owner, &model.name).await?)
             }
+            ModelsCommand::Decline { model } => {
+                client.decline_model(&model.owner, &model.name).await?;
+                Ok(())
+            }
             ModelsCommand::Run {
                 model,
                 keys,

@@ -832,6 +832,14 @@ fn models_upload_grant_accept_and_split_inference() {
     );
     assert_eq!(out["activations"], serde_json::json!(got));
 
+    // The user gives it up; offered again, accepted again; then the owner revokes it.
+    let (good, _, err) = against(&server, &user_key, &["models", "decline", &reference]);
+    assert!(good, "{err}");
+    let (good, _, err) = against(&server, &user_key, &run);
+    assert!(!good && err.contains("404"), "{err}");
+    as_owner(&["models", "grant", &model.name, &user]);
+    let (good, _, err) = against(&server, &user_key, &["models", "accept", &reference]);
+    assert!(good, "{err}");
     as_owner(&["models", "revoke", &model.name, &user]);
     let (good, _, err) = against(&server, &user_key, &run);
     assert!(!good && err.contains("404"), "{err}");
