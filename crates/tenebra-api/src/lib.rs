@@ -317,19 +317,30 @@ pub struct AuditVerifyView {
 }
 
 /// A usage record as a billing provider's meter event (Stripe's shape): `event_name`,
-/// `payload.stripe_customer_id` and `payload.value`, `timestamp` (Unix seconds) and
-/// `identifier` (idempotency: the task id).
+/// `payload.stripe_customer_id` (the tenant's Stripe customer, absent while it has none) and
+/// `payload.value`, `timestamp` (Unix seconds) and `identifier` (idempotency: the task id);
+/// `tenant_id` for exports to files (Stripe is not sent it).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct MeterEvent {
     pub event_name: String,
     pub payload: MeterPayload,
     pub identifier: String,
     pub timestamp: i64,
+    pub tenant_id: String,
 }
 
 /// The customer and value of a meter event (Stripe sends values as strings).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct MeterPayload {
-    pub stripe_customer_id: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub stripe_customer_id: Option<String>,
     pub value: String,
+}
+
+/// `PUT /v1/admin/tenants/{id}/billing`: the Stripe customer a tenant's usage is billed to
+/// (`null`: none; its meter events wait).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TenantBilling {
+    pub stripe_customer_id: Option<String>,
 }

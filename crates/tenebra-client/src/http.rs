@@ -9,7 +9,7 @@ pub use tenebra_api::{
     ApiKeyView as ApiKey, AuditRecordView as AuditRecord, AuditVerifyView as AuditVerify,
     FunctionView as Function, InvoiceView as Invoice, KeySetView as KeySet, LimitsView as Limits,
     PlanView as Plan, ProgressView, QuoteRequest, QuoteView as Quote, TaskPage, TaskView as Task,
-    UsageView as Usage,
+    TenantBilling, UsageView as Usage,
 };
 use tenebra_functions::model::RemainingLayers;
 
@@ -608,5 +608,24 @@ impl Client {
         self.send_raw(self.http.put(url).json(&body))
             .await
             .map(drop)
+    }
+
+    /// Operator: bill a tenant's usage to a Stripe customer (`None`: to none).
+    pub async fn set_tenant_billing(
+        &self,
+        tenant: &str,
+        stripe_customer_id: Option<&str>,
+    ) -> Result<TenantBilling, HttpError> {
+        let url = self.url(&format!("/v1/admin/tenants/{tenant}/billing"));
+        let body = TenantBilling {
+            stripe_customer_id: stripe_customer_id.map(str::to_owned),
+        };
+        self.send(self.http.put(url).json(&body)).await
+    }
+
+    /// Operator: the Stripe customer a tenant's usage is billed to.
+    pub async fn tenant_billing(&self, tenant: &str) -> Result<TenantBilling, HttpError> {
+        let url = self.url(&format!("/v1/admin/tenants/{tenant}/billing"));
+        self.send(self.http.get(url)).await
     }
 }

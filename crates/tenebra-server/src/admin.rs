@@ -6,7 +6,7 @@ use axum::extract::{FromRequestParts, Path as UrlPath, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::Json;
-use tenebra_api::{AuditRecordView, AuditVerifyView, PlanView, SetPlan};
+use tenebra_api::{AuditRecordView, AuditVerifyView, PlanView, SetPlan, TenantBilling};
 use tenebra_store::StoreError;
 
 use crate::audit::{self, AuditQuery, RequestLog};
@@ -87,6 +87,40 @@ pub(crate) async fn set_tenant_plan(
     match store.set_tenant_plan(&tenant, &body.plan).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(StoreError::NotFound) => Err(ApiError::not_found("tenant or plan")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `PUT /v1/admin/tenants/{id}/billing`: the Stripe customer the tenant's usage is billed to.
+pub(crate) async fn set_tenant_billing(
+    State(state): State<AppState>,
+    operator: Operator,
+    UrlPath(tenant): UrlPath<String>,
+    JsonBody(body): JsonBody<TenantBilling>,
+) -> Result<Json<TenantBilling>, ApiError> {
+    if let Some(c) = &body.stripe_customer_id {
+        crate::billing::check_stripe_customer(c)?;
+    }
+    let store = state.store.recording(operator.change(StatusCode::OK));
+    match store
+        .set_tenant_billing(&tenant, body.stripe_customer_id.as_deref())
+        .await
+    {
+        Ok(()) => Ok(Json(body)),
+        Err(StoreError::NotFound) => Err(ApiError::not_found("tenant")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `GET /v1/admin/tenants/{id}/billing`.
+pub(crate) async fn tenant_billing(
+    State(state): State<AppState>,
+    _: Operator,
+    UrlPath(tenant): UrlPath<String>,
+) -> Result<Json<TenantBilling>, ApiError> {
+    match state.store.tenant_billing(&tenant).await {
+        Ok(stripe_customer_id) => Ok(Json(TenantBilling { stripe_customer_id })),
+        Err(StoreError::NotFound) => Err(ApiError::not_found("tenant")),
         Err(e) => Err(e.into()),
     }
 }

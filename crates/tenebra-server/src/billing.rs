@@ -11,7 +11,7 @@ use tenebra_api::{
     QuoteView, UsageRecordView, UsageTotalsView, UsageView,
 };
 use tenebra_store::billing::{self, period_name, period_of};
-use tenebra_store::{now_ms, Plan, Scope, UsageFilter, UsageRecord};
+use tenebra_store::{now_ms, MeterOutcome, Plan, Scope, UsageFilter, UsageRecord};
 
 use crate::catalogue::{self, Selector, Want};
 use crate::{ApiError, AppState, Caller, JsonBody, QueryParams, ServiceError};
@@ -91,17 +91,30 @@ pub fn usage_view(u: UsageRecord) -> UsageRecordView {
     }
 }
 
-/// A charged usage record as a meter event (customer: the tenant id).
-pub fn meter_event(u: &UsageRecord) -> MeterEvent {
+/// A charged usage record as a meter event for the tenant's Stripe customer (if it has one).
+pub fn meter_event(u: &UsageRecord, customer: Option<String>) -> MeterEvent {
     MeterEvent {
         event_name: METER_EVENT_NAME.to_owned(),
         payload: MeterPayload {
-            stripe_customer_id: u.tenant_id.clone(),
+            stripe_customer_id: customer,
             value: u.charged_cu.to_string(),
         },
         identifier: u.task_id.clone(),
         timestamp: u.recorded_at / 1000,
+        tenant_id: u.tenant_id.clone(),
     }
+}
+
+/// A Stripe customer id as Stripe makes them: `cus_` and up to 250 letters and digits.
+pub fn check_stripe_customer(id: &str) -> Result<(), ApiError> {
+    let rest = id.strip_prefix("cus_").unwrap_or_default();
+    if rest.is_empty() || rest.len() > 250 || !rest.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(ApiError::bad_request(
+            "invalid_customer",
+            "a Stripe customer id is `cus_` followed by letters and digits",
+        ));
+    }
+    Ok(())
 }
 
 /// `POST /v1/quote`: the CU and price of running a function, before anything runs.
@@ -297,43 +310,69 @@ pub(crate) async fn limits(
     }))
 }
 
+/// Stripe's API, where meter events go (`POST /v1/billing/meter_events`).
+#[derive(Clone)]
+pub struct StripeSink {
+    /// The secret key (`sk_live_...`, `sk_test_...` or a restricted `rk_...`), sent as Bearer.
+    pub api_key: String,
+    /// `https://api.stripe.com` unless testing.
+    pub api_base: String,
+}
+
+/// The key prints as `<redacted>`.
+impl std::fmt::Debug for StripeSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StripeSink")
+            .field("api_key", &"<redacted>")
+            .field("api_base", &self.api_base)
+            .finish()
+    }
+}
+
+/// Stripe's default API origin.
+pub const STRIPE_API: &str = "https://api.stripe.com";
+
+/// Stripe takes meter events up to 35 calendar days old; a record this close to the edge
+/// (an hour) is treated as outside, so it cannot expire between the check and the request.
+const STRIPE_WINDOW_S: i64 = 35 * 86_400 - 3_600;
+
 /// Where meter events go.
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct MeterSink {
     /// Append the events to this file as JSON lines.
     pub file: Option<std::path::PathBuf>,
-    /// POST each event as JSON to this URL (with `Idempotency-Key: <identifier>`).
-    pub url: Option<String>,
-    /// Bearer token for `url`.
-    pub token: Option<String>,
-    /// Tries per event before the export stops (the rest go next time).
+    /// Send each event to Stripe (only tenants mapped to a Stripe customer; the file, if
+    /// any, gets the same events).
+    pub stripe: Option<StripeSink>,
+    /// Tries per event on server errors, rate limits and transport failures before the
+    /// export stops (the rest go next time).
     pub attempts: u32,
-}
-
-/// The token prints as `<redacted>`.
-impl std::fmt::Debug for MeterSink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MeterSink")
-            .field("file", &self.file)
-            .field("url", &self.url)
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .field("attempts", &self.attempts)
-            .finish()
-    }
 }
 
 /// What an export did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Exported {
+    /// Events delivered.
     pub events: usize,
-    /// Events left for the next export because the endpoint kept failing.
+    /// Records older than Stripe's window: marked, never sent.
+    pub expired: usize,
+    /// Events Stripe refused (task id, Stripe's reason): marked, sent again only after
+    /// `retry_refused_meter_events`.
+    pub refused: Vec<(String, String)>,
+    /// Events left for the next export because the export stopped early.
     pub pending: usize,
+    /// Why it stopped early (Stripe kept failing, or refused the key).
+    pub stopped: Option<String>,
+    /// Charged records of tenants without a Stripe customer, waiting for the mapping.
+    pub unmapped: i64,
 }
 
 /// Delivers every charged usage record not delivered yet as a meter event, oldest first,
-/// and records each delivery so no event goes twice. An event is marked delivered only
-/// after the file write or a 2xx from the endpoint; should the process die in between, the
-/// next export repeats it with the same identifier, which billing providers deduplicate.
+/// and records what became of each so no event goes twice. An event is marked delivered only
+/// after the file write or Stripe's 2xx; should the process die in between, the next export
+/// repeats it with the same identifier and `Idempotency-Key`, which Stripe deduplicates.
+/// With Stripe, a record outside its window is marked expired and one it refuses is marked
+/// refused: neither holds up the rest.
 pub async fn export_meter_events(
     state: &AppState,
     sink: &MeterSink,
@@ -351,19 +390,51 @@ pub async fn export_meter_events(
         ),
         None => None,
     };
+    let db = |doing| move |source| ServiceError::Database { doing, source };
     let mut done = Exported::default();
     loop {
-        let batch = state.store.unexported_usage(500).await?;
+        let batch = state
+            .store
+            .unexported_usage(500, sink.stripe.is_some())
+            .await
+            .map_err(db("reading usage not exported yet"))?;
         if batch.is_empty() {
-            return Ok(done);
+            break;
         }
-        for (i, u) in batch.iter().enumerate() {
-            let event = meter_event(u);
-            if let Some(url) = &sink.url {
-                if let Err(e) = push(&http, url, sink, &event).await {
-                    tracing::warn!(error = %e, "meter event endpoint failed; stopping");
-                    done.pending = batch.len() - i;
-                    return Ok(done);
+        for (i, (u, customer)) in batch.iter().enumerate() {
+            let event = meter_event(u, customer.clone());
+            if let Some(stripe) = &sink.stripe {
+                let outcome = if event.timestamp < now_ms() / 1000 - STRIPE_WINDOW_S {
+                    Pushed::Expired
+                } else {
+                    push(&http, stripe, sink.attempts, &event).await
+                };
+                let (mark, detail) = match outcome {
+                    Pushed::Sent => (MeterOutcome::Sent, None),
+                    Pushed::Expired => {
+                        done.expired += 1;
+                        let why = "older than the 35 days Stripe accepts";
+                        (MeterOutcome::Expired, Some(why.to_owned()))
+                    }
+                    Pushed::Refused(why) => {
+                        tracing::warn!(task = %u.task_id, reason = %why, "Stripe refused a meter event");
+                        done.refused.push((u.task_id.clone(), why.clone()));
+                        (MeterOutcome::Refused, Some(why))
+                    }
+                    Pushed::Stop(why) => {
+                        tracing::warn!(reason = %why, "meter event export stopped");
+                        done.pending = batch.len() - i;
+                        done.stopped = Some(why);
+                        return finish(state, done).await;
+                    }
+                };
+                if mark != MeterOutcome::Sent {
+                    state
+                        .store
+                        .mark_exported(&u.task_id, mark, detail.as_deref())
+                        .await
+                        .map_err(db("recording a meter event"))?;
+                    continue;
                 }
             }
             if let (Some(f), Some(path)) = (&mut file, &sink.file) {
@@ -375,46 +446,111 @@ pub async fn export_meter_events(
                 };
                 written.await.map_err(ServiceError::file(path))?;
             }
-            state.store.mark_exported(&u.task_id).await?;
+            state
+                .store
+                .mark_exported(&u.task_id, MeterOutcome::Sent, None)
+                .await
+                .map_err(db("recording a meter event"))?;
             done.events += 1;
         }
     }
+    finish(state, done).await
 }
 
-/// POSTs one event, retrying server errors and transport failures with backoff.
+/// Adds the count of records waiting for a Stripe customer.
+async fn finish(state: &AppState, mut done: Exported) -> Result<Exported, ServiceError> {
+    done.unmapped = state
+        .store
+        .meter_export_counts()
+        .await
+        .map_err(|source| ServiceError::Database {
+            doing: "counting meter events",
+            source,
+        })?
+        .unmapped;
+    Ok(done)
+}
+
+/// What Stripe made of one event.
+enum Pushed {
+    Sent,
+    /// Outside Stripe's window (decided before sending).
+    Expired,
+    /// Stripe refused this event (400): its reason.
+    Refused(String),
+    /// Stop the export: Stripe kept failing, or refused the key or the request itself.
+    Stop(String),
+}
+
+/// The most of an error body read from Stripe.
+const STRIPE_ERROR_BYTES: usize = 16 << 10;
+
+/// Stripe's reason in an error answer (`error.message`, else the status).
+async fn stripe_reason(r: reqwest::Response) -> String {
+    let status = r.status();
+    let mut body = Vec::new();
+    let mut r = r;
+    while let Ok(Some(chunk)) = r.chunk().await {
+        body.extend_from_slice(&chunk);
+        if body.len() > STRIPE_ERROR_BYTES {
+            break;
+        }
+    }
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    match v["error"]["message"].as_str() {
+        Some(m) => format!("{status}: {}", m.chars().take(300).collect::<String>()),
+        None => status.to_string(),
+    }
+}
+
+/// POSTs one event to Stripe's v1 meter events API (form-encoded, `Idempotency-Key` = the
+/// identifier), retrying server errors, rate limits, idempotency conflicts and transport
+/// failures with backoff.
 async fn push(
     http: &reqwest::Client,
-    url: &str,
-    sink: &MeterSink,
-    event: &MeterEvent,
-) -> Result<(), String> {
+    stripe: &StripeSink,
+    attempts: u32,
+    e: &MeterEvent,
+) -> Pushed {
+    let url = format!(
+        "{}/v1/billing/meter_events",
+        stripe.api_base.trim_end_matches('/')
+    );
+    let timestamp = e.timestamp.to_string();
+    let form = [
+        ("event_name", e.event_name.as_str()),
+        (
+            "payload[stripe_customer_id]",
+            e.payload.stripe_customer_id.as_deref().unwrap_or_default(),
+        ),
+        ("payload[value]", e.payload.value.as_str()),
+        ("identifier", e.identifier.as_str()),
+        ("timestamp", timestamp.as_str()),
+    ];
     let mut delay = std::time::Duration::from_millis(200);
     let mut last = String::new();
-    for attempt in 1..=sink.attempts.max(1) {
-        let mut req = http
-            .post(url)
-            .header("idempotency-key", &event.identifier)
-            .json(event);
-        if let Some(t) = &sink.token {
-            req = req.bearer_auth(t);
-        }
+    for attempt in 1..=attempts.max(1) {
+        let req = http
+            .post(&url)
+            .bearer_auth(&stripe.api_key)
+            .header("idempotency-key", &e.identifier)
+            .form(&form);
         match req.send().await {
-            Ok(r) if r.status().is_success() => return Ok(()),
-            // The endpoint refuses the event itself: retrying will not help.
-            Ok(r) if r.status().is_client_error() && r.status() != 429 => {
-                return Err(format!(
-                    "{url} refused event {}: {}",
-                    event.identifier,
-                    r.status()
-                ))
+            Ok(r) if r.status().is_success() => return Pushed::Sent,
+            // This event is wrong for Stripe (its reason says why): the rest may not be.
+            Ok(r) if r.status() == 400 => return Pushed::Refused(stripe_reason(r).await),
+            // Too many requests, or the same key in flight: later.
+            Ok(r) if matches!(r.status().as_u16(), 409 | 429) || r.status().is_server_error() => {
+                last = format!("Stripe answered {}", stripe_reason(r).await)
             }
-            Ok(r) => last = format!("{url} answered {}", r.status()),
-            Err(e) => last = format!("{url}: {e}"),
+            // The key or the request itself (401, 403, 404): no event will do better.
+            Ok(r) => return Pushed::Stop(format!("Stripe answered {}", stripe_reason(r).await)),
+            Err(err) => last = format!("{url}: {err}"),
         }
-        if attempt < sink.attempts {
+        if attempt < attempts {
             tokio::time::sleep(delay).await;
             delay *= 2;
         }
     }
-    Err(last)
+    Pushed::Stop(last)
 }

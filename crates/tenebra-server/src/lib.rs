@@ -519,6 +519,7 @@ api_routes! {
     "/v1/admin/plans" => { GET admin::list_plans }
     "/v1/admin/plans/{name}" => { PUT admin::put_plan }
     "/v1/admin/tenants/{id}/plan" => { PUT admin::set_tenant_plan }
+    "/v1/admin/tenants/{id}/billing" => { GET admin::tenant_billing, PUT admin::set_tenant_billing }
     "/v1/admin/audit" => { GET admin::audit_all }
     "/metrics" => { GET metrics_http::render }
     "/openapi.json" => { GET || async { Json(openapi::document()) } }

@@ -192,6 +192,14 @@ fn account_paths() -> Value {
                 json!({"204": {"description": "done"}, "404": error_response("no such tenant or plan")}),
                 {let mut e = json!({"requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["plan"], "properties": {"plan": {"type": "string"}}}}}}}); e["parameters"] = json!([id_param("id")]); e})
         },
+        "/v1/admin/tenants/{id}/billing": {
+            "get": operator_op("The Stripe customer a tenant's usage is billed to",
+                json!({"200": json_response("the mapping", "TenantBilling"), "404": error_response("no such tenant")}),
+                json!({"parameters": [id_param("id")]})),
+            "put": operator_op("Bill a tenant's usage to a Stripe customer (null: to none; its meter events wait)",
+                json!({"200": json_response("the mapping", "TenantBilling"), "400": error_response("invalid_customer"), "404": error_response("no such tenant")}),
+                {let mut e = json_body("TenantBilling"); e["parameters"] = json!([id_param("id")]); e})
+        },
         "/v1/admin/audit": {
             "get": operator_op("Every audit record (all tenants and the operator's)",
                 json!({"200": json_list("records", "AuditRecord")}),
@@ -231,6 +239,8 @@ fn account_schemas() -> Value {
             "cu_per_period": opt_int, "max_active_tasks": opt_int, "max_stored_bytes": opt_int,
             "max_key_sets": opt_int, "max_task_cu": opt_int, "requests_per_second": opt_int,
             "tenant_requests_per_second": opt_int}},
+        "TenantBilling": {"type": "object", "additionalProperties": false, "properties": {
+            "stripe_customer_id": {"type": ["string", "null"], "pattern": "^cus_[A-Za-z0-9]{1,250}$"}}},
         "Limits": {"type": "object", "properties": {
             "plan": schema_ref("Plan"), "period": string, "period_from": int, "period_to": int,
             "period_cu": int, "active_tasks": int, "stored_bytes": int, "key_sets": int}},

@@ -409,17 +409,163 @@ async fn audit_on_postgres() {
     audit(true).await;
 }
 
-/// Meter events pushed to a local HTTP receiver that fails at first: retried, and each
-/// identifier delivered once across exports.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn meter_events_reach_a_flaky_endpoint_once() {
+/// A local Stripe that enforces the contract of `POST /v1/billing/meter_events` as Stripe
+/// documents it: a secret key as Bearer, a form-encoded body with exactly the known
+/// parameters, the meter's event name, a `cus_` customer, an integer value, an identifier
+/// unique among accepted events (Stripe: within at least 24 hours) and a timestamp within the
+/// past 35 days or 5 minutes ahead; an `Idempotency-Key` replays the first accepted answer
+/// for the same body and refuses another body. Failures are injected by request number and by
+/// identifier.
+mod fake_stripe {
+    use std::collections::{HashMap, HashSet};
     use std::sync::{Arc, Mutex};
-    use tenebra_server::billing::{export_meter_events, MeterSink};
 
-    let h = common::Harness::start(false).await;
-    let (t, _) = create_tenant(&h.state, "acme").await.unwrap();
-    // Two ended tasks, metered by the store as workers would end them.
-    for _ in 0..2 {
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::{IntoResponse, Response};
+    use serde_json::json;
+
+    pub const KEY: &str = "sk_test_51TenebraFakeStripeKey0123456789";
+
+    #[derive(Default)]
+    pub struct Stripe {
+        /// Request numbers (from 1) answered 500, and 429.
+        pub fail: HashSet<usize>,
+        pub rate_limit: HashSet<usize>,
+        /// Identifiers refused with 400 (as Stripe would refuse a malformed event).
+        pub refuse: HashSet<String>,
+        pub requests: usize,
+        /// Accepted events: identifier -> form fields.
+        pub accepted: HashMap<String, HashMap<String, String>>,
+        /// Idempotency key -> (body, status, answer).
+        pub idempotent: HashMap<String, (Vec<u8>, u16, serde_json::Value)>,
+    }
+
+    fn error(status: u16, message: &str) -> (u16, serde_json::Value) {
+        let e = json!({"error": {"type": "invalid_request_error", "message": message}});
+        (status, e)
+    }
+
+    impl Stripe {
+        fn answer(&mut self, headers: &HeaderMap, body: &[u8]) -> (u16, serde_json::Value) {
+            self.requests += 1;
+            let n = self.requests;
+            if headers.get("authorization").and_then(|v| v.to_str().ok())
+                != Some(&format!("Bearer {KEY}"))
+            {
+                return error(401, "Invalid API Key provided");
+            }
+            if self.fail.contains(&n) {
+                return (
+                    500,
+                    json!({"error": {"type": "api_error", "message": "injected"}}),
+                );
+            }
+            if self.rate_limit.contains(&n) {
+                return error(429, "Too many requests");
+            }
+            let form_type = headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
+            if !form_type {
+                return error(400, "Invalid request: the body must be form-encoded");
+            }
+            let key = headers
+                .get("idempotency-key")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            if let Some((was, status, answer)) = key.as_ref().and_then(|k| self.idempotent.get(k)) {
+                if was.as_slice() != body {
+                    return error(400, "Keys for idempotent requests can only be used with the same parameters they were first used with");
+                }
+                return (*status, answer.clone());
+            }
+            let (status, answer) = self.event(body);
+            // Stripe saves no idempotent result for a request that failed validation.
+            if let Some(k) = key.filter(|_| status == 200) {
+                self.idempotent
+                    .insert(k, (body.to_vec(), status, answer.clone()));
+            }
+            (status, answer)
+        }
+
+        fn event(&mut self, body: &[u8]) -> (u16, serde_json::Value) {
+            let known = [
+                "event_name",
+                "payload[stripe_customer_id]",
+                "payload[value]",
+                "identifier",
+                "timestamp",
+            ];
+            let mut f = HashMap::new();
+            for (k, v) in form_urlencoded::parse(body) {
+                if !known.contains(&k.as_ref()) {
+                    return error(400, &format!("Received unknown parameter: {k}"));
+                }
+                f.insert(k.into_owned(), v.into_owned());
+            }
+            let now = tenebra_store::now_ms() / 1000;
+            let get = |k: &str| f.get(k).map(String::as_str).unwrap_or_default();
+            if get("event_name") != "tenebra_cu" {
+                return error(400, "No active meter was found for the event name");
+            }
+            if !get("payload[stripe_customer_id]").starts_with("cus_") {
+                return error(400, "payload[stripe_customer_id] is not a customer");
+            }
+            if get("payload[value]").parse::<u64>().is_err() {
+                return error(400, "payload[value] must be a whole number");
+            }
+            let id = get("identifier").to_owned();
+            if id.is_empty() || id.len() > 100 {
+                return error(400, "identifier must be 1 to 100 characters");
+            }
+            match get("timestamp").parse::<i64>() {
+                Ok(t) if t >= now - 35 * 86_400 && t <= now + 300 => {}
+                _ => {
+                    return error(400, "timestamp must be within the past 35 calendar days or up to 5 minutes in the future")
+                }
+            }
+            if self.refuse.contains(&id) {
+                return error(400, "injected refusal");
+            }
+            if self.accepted.contains_key(&id) {
+                return error(
+                    400,
+                    &format!("An event with identifier {id} already exists"),
+                );
+            }
+            let answer = json!({"object": "billing.meter_event", "identifier": id,
+                "event_name": get("event_name"), "livemode": false});
+            self.accepted.insert(id, f);
+            (200, answer)
+        }
+    }
+
+    /// Serves it on a free loopback port; the API base URL.
+    pub async fn serve(stripe: Arc<Mutex<Stripe>>) -> String {
+        let app = axum::Router::new().route(
+            "/v1/billing/meter_events",
+            axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+                let stripe = stripe.clone();
+                async move {
+                    let (status, answer) = stripe.lock().unwrap().answer(&headers, &body);
+                    let status = StatusCode::from_u16(status).unwrap();
+                    let r: Response = (status, axum::Json(answer)).into_response();
+                    r
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        base
+    }
+}
+
+/// Ends `n` charged tasks of a tenant as a worker would (40 CU each); their ids.
+async fn charged_tasks(h: &common::Harness, tenant: &str, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
         let new = tenebra_store::NewTask {
             id: tenebra_store::new_id("task"),
             api_key_id: "key_1".into(),
@@ -432,7 +578,7 @@ async fn meter_events_reach_a_flaky_endpoint_once() {
             input_bytes: 10,
             cost_cu: 40,
         };
-        h.state.store.submit_task(&t.id, &new).await.unwrap();
+        h.state.store.submit_task(tenant, &new).await.unwrap();
         let c = h
             .state
             .store
@@ -449,68 +595,263 @@ async fn meter_events_reach_a_flaky_endpoint_once() {
             .finish_task(&c.id, c.fence, &done, 1)
             .await
             .unwrap();
+        ids.push(c.id);
+    }
+    ids
+}
+
+/// Meter events to Stripe: only tenants mapped to a customer (through the operator API);
+/// server errors and rate limits retried; a record past Stripe's window marked expired and one
+/// Stripe refuses marked refused, neither holding up the rest; each event accepted once
+/// however often the export runs; a wrong key stops the export with nothing marked; a
+/// mapping added later sends the waiting records; refusals sent again on request; the
+/// JSON-lines file gets what Stripe got.
+async fn meter_events_to_stripe(postgres: bool) {
+    use std::sync::{Arc, Mutex};
+    use tenebra_server::billing::{export_meter_events, MeterSink, StripeSink};
+
+    let h = common::Harness::start(postgres).await;
+    let op = Client::new(&h.base, common::OPERATOR_TOKEN);
+    let (a, _) = create_tenant(&h.state, "acme").await.unwrap();
+    let (b, _) = create_tenant(&h.state, "globex").await.unwrap();
+    let (c, token_c) = create_tenant(&h.state, "initech").await.unwrap();
+    let ids_a = charged_tasks(&h, &a.id, 3).await;
+    let ids_b = charged_tasks(&h, &b.id, 1).await;
+    let ids_c = charged_tasks(&h, &c.id, 2).await;
+    // One of a's records is 40 days old: Stripe no longer takes it.
+    let old = tenebra_store::now_ms() - 40 * 86_400_000;
+    raw(
+        &h.state.store,
+        "UPDATE usage_records SET recorded_at = $4 WHERE task_id = $1 AND $2 = $2 AND $3 = $3",
+        (&ids_a[0], "", "", old),
+    )
+    .await;
+
+    // The operator maps a and c (b stays unmapped); bad ids and unknown tenants are refused,
+    // and the operator API is the operator's alone.
+    for (t, cus) in [(&a.id, "cus_Acme0001"), (&c.id, "cus_Initech02")] {
+        let m = op.set_tenant_billing(t, Some(cus)).await.unwrap();
+        assert_eq!(m.stripe_customer_id.as_deref(), Some(cus));
+    }
+    assert_eq!(
+        op.tenant_billing(&a.id)
+            .await
+            .unwrap()
+            .stripe_customer_id
+            .as_deref(),
+        Some("cus_Acme0001")
+    );
+    for bad in [
+        "acme",
+        "cus_",
+        "cus_a/b",
+        "prod_123",
+        &format!("cus_{}", "x".repeat(251)),
+    ] {
+        assert_eq!(
+            api_code(op.set_tenant_billing(&b.id, Some(bad)).await),
+            (400, "invalid_customer".into()),
+            "{bad}"
+        );
+    }
+    assert_eq!(api_code(op.tenant_billing("tn_nobody").await).0, 404);
+    assert_eq!(
+        api_code(op.set_tenant_billing("tn_nobody", Some("cus_X1")).await).0,
+        404
+    );
+    // Every attempt is in the audit log as the operator's, with its answer.
+    let all = op.audit(true, 0, 1000).await.unwrap();
+    let outcomes: Vec<&str> = all
+        .iter()
+        .filter(|r| r.action == "PUT /v1/admin/tenants/{id}/billing")
+        .inspect(|r| assert_eq!(r.actor, "operator"))
+        .map(|r| r.outcome.as_str())
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["200", "200", "400", "400", "400", "400", "400", "404"]
+    );
+    let tenant_c = Client::new(&h.base, &token_c);
+    assert_eq!(
+        api_code(tenant_c.set_tenant_billing(&c.id, Some("cus_Mine1")).await).0,
+        401
+    );
+
+    // Stripe: request 1 fails, request 3 is rate limited, c's second event is refused.
+    let stripe = Arc::new(Mutex::new(fake_stripe::Stripe {
+        fail: [1].into(),
+        rate_limit: [3].into(),
+        refuse: [ids_c[1].clone()].into(),
+        ..Default::default()
+    }));
+    let api_base = fake_stripe::serve(stripe.clone()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("events.jsonl");
+    let mut sink = MeterSink {
+        file: Some(file.clone()),
+        stripe: Some(StripeSink {
+            api_key: "sk_test_wrong".into(),
+            api_base: api_base.clone(),
+        }),
+        attempts: 4,
+    };
+
+    // A wrong key: the export stops at the first request and marks nothing it sent (the
+    // oldest record, past the window, is marked expired without asking Stripe).
+    let done = export_meter_events(&h.state, &sink).await.unwrap();
+    assert_eq!((done.events, done.expired), (0, 1));
+    assert!(done.stopped.as_deref().unwrap().contains("401"), "{done:?}");
+    assert!(done.pending > 0);
+    assert!(stripe.lock().unwrap().accepted.is_empty());
+    assert_eq!(stripe.lock().unwrap().requests, 1);
+    let counts = h.state.store.meter_export_counts().await.unwrap();
+    assert_eq!((counts.sent, counts.expired, counts.refused), (0, 1, 0));
+    stripe.lock().unwrap().requests = 0;
+
+    sink.stripe = Some(StripeSink {
+        api_key: fake_stripe::KEY.into(),
+        api_base,
+    });
+    let done = export_meter_events(&h.state, &sink).await.unwrap();
+    assert_eq!(done.stopped, None, "{done:?}");
+    assert_eq!(
+        (done.events, done.expired, done.pending),
+        (3, 0, 0),
+        "{done:?}"
+    );
+    assert_eq!(done.refused.len(), 1);
+    assert_eq!(done.refused[0].0, ids_c[1]);
+    assert!(done.refused[0].1.contains("injected refusal"), "{done:?}");
+    assert_eq!(done.unmapped, 1);
+    {
+        let s = stripe.lock().unwrap();
+        let mut got: Vec<&String> = s.accepted.keys().collect();
+        got.sort();
+        let mut want = vec![&ids_a[1], &ids_a[2], &ids_c[0]];
+        want.sort();
+        assert_eq!(got, want);
+        for (id, cus) in [(&ids_a[1], "cus_Acme0001"), (&ids_c[0], "cus_Initech02")] {
+            let f = &s.accepted[id.as_str()];
+            assert_eq!(f["payload[stripe_customer_id]"], cus);
+            assert_eq!(f["payload[value]"], "40");
+            assert_eq!(f["event_name"], "tenebra_cu");
+        }
+        // 3 accepted + 1 refused + the expired one never sent + 1 failure + 1 rate limit.
+        assert_eq!(s.requests, 6);
     }
 
-    // The receiver: 500 for the first two requests, then 200; it records what it got.
-    let got: Arc<Mutex<Vec<(String, serde_json::Value)>>> = Arc::default();
-    let calls = Arc::new(Mutex::new(0));
-    let app = {
-        let got = got.clone();
-        axum::Router::new().route(
-            "/events",
-            axum::routing::post(
-                move |headers: axum::http::HeaderMap, body: axum::Json<serde_json::Value>| {
-                    let got = got.clone();
-                    let calls = calls.clone();
-                    async move {
-                        let n = {
-                            let mut c = calls.lock().unwrap();
-                            *c += 1;
-                            *c
-                        };
-                        if n <= 2 {
-                            return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
-                        }
-                        let key = headers["idempotency-key"].to_str().unwrap().to_owned();
-                        got.lock().unwrap().push((key, body.0));
-                        axum::http::StatusCode::OK
-                    }
-                },
-            ),
-        )
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/events", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-
-    let sink = MeterSink {
-        url: Some(url),
-        attempts: 4,
-        ..MeterSink::default()
-    };
-    let done = export_meter_events(&h.state, &sink).await.unwrap();
-    assert_eq!((done.events, done.pending), (2, 0));
+    // Again: nothing goes twice, b still waits.
     let again = export_meter_events(&h.state, &sink).await.unwrap();
-    assert_eq!(again.events, 0);
-    let got = got.lock().unwrap().clone();
-    assert_eq!(got.len(), 2);
-    let usage = h
-        .state
-        .store
-        .list_usage(
-            Some(&t.id),
-            &tenebra_store::UsageFilter::default(),
-            10,
-            None,
-        )
+    assert_eq!(
+        (again.events, again.expired, again.refused.len()),
+        (0, 0, 0)
+    );
+    assert_eq!(again.unmapped, 1);
+
+    // A crash between Stripe's 2xx and the mark: the repeat is answered from the
+    // idempotency key, not counted twice.
+    raw(
+        &h.state.store,
+        "DELETE FROM meter_exports WHERE task_id = $1 AND $2 = $2 AND $3 = $3 AND $4 = $4",
+        (&ids_a[1], "", "", 0),
+    )
+    .await;
+    let repeat = export_meter_events(&h.state, &sink).await.unwrap();
+    assert_eq!(repeat.events, 1);
+    assert_eq!(stripe.lock().unwrap().accepted.len(), 3);
+
+    // b gets a customer: its waiting record goes; the refusal goes again on request (and
+    // Stripe now takes it).
+    op.set_tenant_billing(&b.id, Some("cus_Globex03"))
         .await
         .unwrap();
-    for (key, event) in &got {
-        assert_eq!(&event["identifier"], key.as_str());
-        assert_eq!(event["payload"]["stripe_customer_id"], t.id.as_str());
-        assert_eq!(event["payload"]["value"], "40");
-        assert!(usage.records.iter().any(|u| &u.task_id == key));
+    stripe.lock().unwrap().refuse.clear();
+    assert_eq!(h.state.store.retry_refused_meter_events().await.unwrap(), 1);
+    let last = export_meter_events(&h.state, &sink).await.unwrap();
+    assert_eq!((last.events, last.refused.len(), last.unmapped), (2, 0, 0));
+    {
+        let s = stripe.lock().unwrap();
+        assert_eq!(s.accepted.len(), 5);
+        assert_eq!(
+            s.accepted[ids_b[0].as_str()]["payload[stripe_customer_id]"],
+            "cus_Globex03"
+        );
     }
-    assert_ne!(got[0].0, got[1].0);
+    let counts = h.state.store.meter_export_counts().await.unwrap();
+    assert_eq!((counts.sent, counts.expired, counts.refused), (5, 1, 0));
+
+    // The file has each delivered event once (the repeat included), with its customer and
+    // tenant.
+    let lines = std::fs::read_to_string(&file).unwrap();
+    let events: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 6, "{lines}");
+    for e in &events {
+        let tenant = e["tenant_id"].as_str().unwrap();
+        assert!([&a.id, &b.id, &c.id].iter().any(|t| t.as_str() == tenant));
+        assert!(e["payload"]["stripe_customer_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("cus_"));
+    }
+    assert!(
+        !lines.contains(&ids_a[0]),
+        "the expired record is not in the file"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meter_events_to_stripe_on_sqlite() {
+    meter_events_to_stripe(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meter_events_to_stripe_on_postgres() {
+    meter_events_to_stripe(true).await;
+}
+
+/// Without Stripe, every charged record goes to the file, mapped or not (the customer
+/// omitted where there is none), each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meter_events_to_a_file_once() {
+    use tenebra_server::billing::{export_meter_events, MeterSink};
+
+    let h = common::Harness::start(false).await;
+    let (a, _) = create_tenant(&h.state, "acme").await.unwrap();
+    let (b, _) = create_tenant(&h.state, "globex").await.unwrap();
+    h.state
+        .store
+        .set_tenant_billing(&a.id, Some("cus_Acme0001"))
+        .await
+        .unwrap();
+    charged_tasks(&h, &a.id, 1).await;
+    charged_tasks(&h, &b.id, 1).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let sink = MeterSink {
+        file: Some(tmp.path().join("events.jsonl")),
+        ..MeterSink::default()
+    };
+    assert_eq!(
+        export_meter_events(&h.state, &sink).await.unwrap().events,
+        2
+    );
+    assert_eq!(
+        export_meter_events(&h.state, &sink).await.unwrap().events,
+        0
+    );
+    let lines = std::fs::read_to_string(tmp.path().join("events.jsonl")).unwrap();
+    let mut events: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    events.sort_by_key(|e| e["tenant_id"] != a.id.as_str());
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0]["payload"]["stripe_customer_id"], "cus_Acme0001");
+    assert_eq!(events[1]["tenant_id"], b.id.as_str());
+    assert!(events[1]["payload"].get("stripe_customer_id").is_none());
+    assert_eq!(events[1]["payload"]["value"], "40");
     h.stop().await;
 }

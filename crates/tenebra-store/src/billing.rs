@@ -699,36 +699,133 @@ impl Store {
         Ok(())
     }
 
-    /// Charged usage records not yet delivered as meter events, oldest first.
-    pub async fn unexported_usage(&self, limit: u32) -> Result<Vec<UsageRecord>, StoreError> {
+    /// Charged usage records whose meter event has not gone yet, oldest first, each with
+    /// its tenant's Stripe customer; with `mapped_only`, only those of tenants mapped to one
+    /// (an unmapped tenant's records wait for the mapping, without holding up the rest).
+    pub async fn unexported_usage(
+        &self,
+        limit: u32,
+        mapped_only: bool,
+    ) -> Result<Vec<(UsageRecord, Option<String>)>, StoreError> {
         let q = concat!(
             "SELECT ",
             usage_columns!(),
-            " FROM usage_records u WHERE charged_cu > 0 AND NOT EXISTS \
-             (SELECT 1 FROM meter_exports m WHERE m.task_id = u.task_id) \
+            ", c.stripe_customer_id FROM usage_records u \
+             JOIN tenants c ON c.id = u.tenant_id \
+             WHERE charged_cu > 0 AND ($2 = 0 OR c.stripe_customer_id IS NOT NULL) \
+             AND NOT EXISTS (SELECT 1 FROM meter_exports m WHERE m.task_id = u.task_id) \
              ORDER BY recorded_at, task_id LIMIT $1"
         );
         on_rows!(self, Rows::System, p => {
             let rows = sqlx::query(q)
                 .bind(i64::from(limit.clamp(1, 10_000)))
+                .bind(i64::from(mapped_only))
                 .fetch_all(p)
                 .await?;
-            rows.iter().map(crate::read).collect()
+            rows.iter()
+                .map(|r| Ok((crate::read(r)?, r.try_get("stripe_customer_id")?)))
+                .collect()
         })
     }
 
-    /// Records that a task's meter event was delivered; `false` if it already was.
-    pub async fn mark_exported(&self, task_id: &str) -> Result<bool, StoreError> {
-        let q = "INSERT INTO meter_exports (task_id, sent_at) VALUES ($1, $2) \
-                 ON CONFLICT (task_id) DO NOTHING";
+    /// Records what became of a task's meter event; `false` if something already was.
+    pub async fn mark_exported(
+        &self,
+        task_id: &str,
+        outcome: MeterOutcome,
+        detail: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let q = "INSERT INTO meter_exports (task_id, sent_at, outcome, detail) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (task_id) DO NOTHING";
         let n = on_rows!(self, Rows::System, p => sqlx::query(q)
             .bind(task_id)
             .bind(now_ms())
+            .bind(outcome.as_str())
+            .bind(detail)
             .execute(p)
             .await?
             .rows_affected());
         Ok(n == 1)
     }
+
+    /// How many meter events ended each way, and how many charged records of unmapped
+    /// tenants wait for a Stripe customer.
+    pub async fn meter_export_counts(&self) -> Result<MeterCounts, StoreError> {
+        let q = "SELECT \
+                 CAST((SELECT COUNT(*) FROM meter_exports WHERE outcome = 'sent') AS BIGINT) AS sent, \
+                 CAST((SELECT COUNT(*) FROM meter_exports WHERE outcome = 'expired') AS BIGINT) AS expired, \
+                 CAST((SELECT COUNT(*) FROM meter_exports WHERE outcome = 'refused') AS BIGINT) AS refused, \
+                 CAST((SELECT COUNT(*) FROM usage_records u JOIN tenants c ON c.id = u.tenant_id \
+                   WHERE u.charged_cu > 0 AND c.stripe_customer_id IS NULL AND NOT EXISTS \
+                   (SELECT 1 FROM meter_exports m WHERE m.task_id = u.task_id)) AS BIGINT) AS unmapped";
+        on_rows!(self, Rows::System, p => {
+            let r = sqlx::query(q).fetch_one(p).await?;
+            Ok(MeterCounts {
+                sent: r.try_get("sent")?,
+                expired: r.try_get("expired")?,
+                refused: r.try_get("refused")?,
+                unmapped: r.try_get("unmapped")?,
+            })
+        })
+    }
+
+    /// Forgets the refusals so the next export sends those events again (after the operator
+    /// fixed what the provider refused them for); how many.
+    pub async fn retry_refused_meter_events(&self) -> Result<u64, StoreError> {
+        let q = "DELETE FROM meter_exports WHERE outcome = 'refused'";
+        let n = on_rows!(self, Rows::System, p => sqlx::query(q).execute(p).await?.rows_affected());
+        Ok(n)
+    }
+
+    /// Maps a tenant to the Stripe customer its usage is billed to (`None`: unmapped).
+    pub async fn set_tenant_billing(
+        &self,
+        tenant: &str,
+        stripe_customer_id: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let q = "UPDATE tenants SET stripe_customer_id = $1 WHERE id = $2";
+        change_some!(self, Rows::System, None, q, stripe_customer_id, tenant).map(|_| ())
+    }
+
+    /// The Stripe customer a tenant is billed to.
+    pub async fn tenant_billing(&self, tenant: &str) -> Result<Option<String>, StoreError> {
+        let q = "SELECT stripe_customer_id FROM tenants WHERE id = $1";
+        let row: Option<(Option<String>,)> = on_rows!(self, Rows::System, p => {
+            sqlx::query_as(q).bind(tenant).fetch_optional(p).await?
+        });
+        row.map(|(c,)| c).ok_or(StoreError::NotFound)
+    }
+}
+
+/// What became of a usage record's meter event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MeterOutcome {
+    /// The provider accepted it (or the file has it).
+    Sent,
+    /// Older than the provider accepts; never sent.
+    Expired,
+    /// The provider refused it; sent again only after `retry_refused_meter_events`.
+    Refused,
+}
+
+impl MeterOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            MeterOutcome::Sent => "sent",
+            MeterOutcome::Expired => "expired",
+            MeterOutcome::Refused => "refused",
+        }
+    }
+}
+
+/// Meter events by what became of them (see [`Store::meter_export_counts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MeterCounts {
+    pub sent: i64,
+    pub expired: i64,
+    pub refused: i64,
+    /// Charged records of tenants without a Stripe customer, not exported yet.
+    pub unmapped: i64,
 }
 
 /// Checks a new task against the plan, given the tenant's usage (`None`: within limits).

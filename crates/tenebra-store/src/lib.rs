@@ -370,7 +370,8 @@ mod tasks;
 
 pub use audit::{AuditBreak, AuditCheck, AuditEntry, AuditRecord, Change};
 pub use billing::{
-    InvoiceLine, Plan, QuotaExceeded, TenantUsage, UsageFilter, UsagePage, UsageRecord, UsageTotals,
+    InvoiceLine, MeterCounts, MeterOutcome, Plan, QuotaExceeded, TenantUsage, UsageFilter,
+    UsagePage, UsageRecord, UsageTotals,
 };
 pub use functions::{Deployed, Function, FunctionFacts, FunctionListing};
 pub use models::{ModelGrant, ModelListing, ModelRow, Uploaded};

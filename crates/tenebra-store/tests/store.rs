@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use tenebra_store::{
-    AuditEntry, Change, Charge, Db, Deployed, FunctionFacts, NewTask, Outcome, Plan, QuotaExceeded,
-    Scope, Store, StoreError, Submitted, Task, TaskStatus, UsageFilter,
+    AuditEntry, Change, Charge, Db, Deployed, FunctionFacts, MeterOutcome, NewTask, Outcome, Plan,
+    QuotaExceeded, Scope, Store, StoreError, Submitted, Task, TaskStatus, UsageFilter,
 };
 
 const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -866,15 +866,64 @@ async fn billing_story(store: &Store) {
         assert_eq!(u.tenant_id, b);
     }
 
-    // Meter events: each charged record once.
-    let pending = store.unexported_usage(100).await.unwrap();
-    assert!(pending.iter().all(|u| u.charged_cu > 0));
-    assert!(pending.iter().any(|u| u.task_id == t1.id));
-    for u in &pending {
-        assert!(store.mark_exported(&u.task_id).await.unwrap());
-        assert!(!store.mark_exported(&u.task_id).await.unwrap());
+    // Meter events: each charged record once; an unmapped tenant's wait when only mapped
+    // tenants' records are asked for.
+    let pending = store.unexported_usage(100, false).await.unwrap();
+    assert!(pending.iter().all(|(u, c)| u.charged_cu > 0 && c.is_none()));
+    assert!(pending.iter().any(|(u, _)| u.task_id == t1.id));
+    assert!(store.unexported_usage(100, true).await.unwrap().is_empty());
+    let counts = store.meter_export_counts().await.unwrap();
+    assert_eq!(counts.unmapped, pending.len() as i64);
+    let owner = pending[0].0.tenant_id.clone();
+    store
+        .set_tenant_billing(&owner, Some("cus_test1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.tenant_billing(&owner).await.unwrap().as_deref(),
+        Some("cus_test1")
+    );
+    assert!(matches!(
+        store.set_tenant_billing("tn_nobody", Some("cus_x")).await,
+        Err(StoreError::NotFound)
+    ));
+    let mapped = store.unexported_usage(100, true).await.unwrap();
+    assert!(!mapped.is_empty());
+    assert!(mapped
+        .iter()
+        .all(|(u, c)| u.tenant_id == owner && c.as_deref() == Some("cus_test1")));
+    let outcomes = [
+        MeterOutcome::Sent,
+        MeterOutcome::Refused,
+        MeterOutcome::Expired,
+    ];
+    for (i, (u, _)) in pending.iter().enumerate() {
+        let outcome = outcomes[i % 3];
+        assert!(store
+            .mark_exported(&u.task_id, outcome, Some("why"))
+            .await
+            .unwrap());
+        assert!(!store
+            .mark_exported(&u.task_id, MeterOutcome::Sent, None)
+            .await
+            .unwrap());
     }
-    assert!(store.unexported_usage(100).await.unwrap().is_empty());
+    assert!(store.unexported_usage(100, false).await.unwrap().is_empty());
+    let counts = store.meter_export_counts().await.unwrap();
+    assert_eq!(
+        counts.sent + counts.refused + counts.expired,
+        pending.len() as i64
+    );
+    assert_eq!(counts.unmapped, 0);
+    // Refusals can be sent again; what was sent or expired cannot.
+    let refused = counts.refused as u64;
+    assert_eq!(store.retry_refused_meter_events().await.unwrap(), refused);
+    assert_eq!(
+        store.unexported_usage(100, false).await.unwrap().len() as u64,
+        refused
+    );
+    store.set_tenant_billing(&owner, None).await.unwrap();
+    assert_eq!(store.tenant_billing(&owner).await.unwrap(), None);
 
     // Rate counters are shared through the database.
     assert!(store.count_request("key_x").await.unwrap() >= 1);

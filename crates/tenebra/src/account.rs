@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use tenebra_client::http::QuoteRequest;
-use tenebra_server::billing::{self, MeterSink};
+use tenebra_server::billing::{self, MeterSink, StripeSink};
 
 use crate::args::{AccountCommand, AuditCommand, MeterArgs, PlansCommand, StorageArgs};
 use crate::io::runtime;
@@ -171,28 +171,73 @@ pub fn plans(storage: &StorageArgs, command: PlansCommand) -> Result<()> {
 }
 
 pub fn meter_events(storage: &StorageArgs, args: MeterArgs) -> Result<()> {
-    if args.out.is_none() && args.push.is_none() {
-        bail!("nowhere to send the events: give --out FILE and/or --push URL");
+    if args.out.is_none() && args.stripe_api_key.is_none() {
+        bail!("nowhere to send the events: give --out FILE and/or --stripe-api-key KEY");
     }
     let sink = MeterSink {
         file: args.out,
-        url: args.push,
-        token: args.push_token,
+        stripe: args.stripe_api_key.map(|api_key| StripeSink {
+            api_key,
+            api_base: args.stripe_api_base,
+        }),
         attempts: args.attempts,
     };
+    let retry = args.retry_refused;
     let done = with_state(storage, async |state| {
+        if retry {
+            let n = state.store.retry_refused_meter_events().await?;
+            println!("{n} refused meter events will be sent again");
+        }
         billing::export_meter_events(state, &sink)
             .await
             .map_err(anyhow::Error::from)
     })?;
     println!("{} meter events delivered", done.events);
-    if done.pending > 0 {
+    if done.expired > 0 {
+        println!(
+            "{} usage records are older than Stripe's 35-day window: marked, not sent",
+            done.expired
+        );
+    }
+    for (task, why) in &done.refused {
+        println!("Stripe refused the event of task {task}: {why}");
+    }
+    if !done.refused.is_empty() {
+        println!("(fix the cause, then run again with --retry-refused)");
+    }
+    if sink.stripe.is_some() && done.unmapped > 0 {
+        println!(
+            "{} usage records wait for their tenant's Stripe customer \
+             (tenebra admin tenants set-billing TENANT --stripe-customer cus_...)",
+            done.unmapped
+        );
+    }
+    if let Some(why) = done.stopped {
         bail!(
-            "the endpoint kept failing; {} or more events wait for the next export",
+            "the export stopped ({why}); {} or more events wait for the next export",
             done.pending
         );
     }
     Ok(())
+}
+
+/// Operator: bill a tenant's usage to a Stripe customer (or to none).
+pub fn set_billing(storage: &StorageArgs, tenant: &str, customer: Option<&str>) -> Result<()> {
+    if let Some(c) = customer {
+        billing::check_stripe_customer(c).map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    }
+    with_state(storage, async |state| {
+        state
+            .store
+            .set_tenant_billing(tenant, customer)
+            .await
+            .with_context(|| format!("no tenant `{tenant}`"))?;
+        match customer {
+            Some(c) => println!("tenant {tenant} is billed to Stripe customer {c}"),
+            None => println!("tenant {tenant} is billed to no Stripe customer"),
+        }
+        Ok(())
+    })
 }
 
 /// Operator: create a tenant; prints its first admin API key, once, alone on the last line.

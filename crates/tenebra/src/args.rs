@@ -291,7 +291,7 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: PlansCommand,
     },
-    /// Deliver usage to a billing provider as meter events (Stripe's shape), each once.
+    /// Deliver usage as meter events to Stripe and/or a JSON-lines file, each once.
     MeterEvents(MeterArgs),
     /// Make a new master key current and re-wrap every blob's data key (blobs stay as
     /// they are).
@@ -306,6 +306,17 @@ pub enum AdminCommand {
 pub enum TenantsCommand {
     /// Create a tenant; prints its first admin API key, once, alone on the last line.
     Create { name: String },
+    /// Bill a tenant's usage to a Stripe customer (its meter events go to that customer).
+    SetBilling {
+        /// The tenant's id (`tn_...`).
+        tenant: String,
+        /// The Stripe customer (`cus_...`).
+        #[arg(long, required_unless_present = "none", conflicts_with = "none")]
+        stripe_customer: Option<String>,
+        /// Bill it to no Stripe customer (its meter events wait).
+        #[arg(long)]
+        none: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -747,13 +758,22 @@ pub struct MeterArgs {
     /// Append the events to this file as JSON lines.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// POST each event as JSON to this endpoint (`Idempotency-Key` = the event identifier).
-    #[arg(long, env = "TENEBRA_METER_URL")]
-    pub push: Option<String>,
-    /// Bearer token for the endpoint.
-    #[arg(long, env = "TENEBRA_METER_TOKEN", hide_env_values = true)]
-    pub push_token: Option<String>,
-    /// Tries per event before stopping (the rest go next time).
+    /// Send the events to Stripe's Billing Meter Events API with this secret key (tenants
+    /// mapped to a Stripe customer only: `admin tenants set-billing`).
+    #[arg(long, env = "TENEBRA_STRIPE_API_KEY", hide_env_values = true)]
+    pub stripe_api_key: Option<String>,
+    /// Stripe's API origin (for tests and proxies).
+    #[arg(
+        long,
+        env = "TENEBRA_STRIPE_API_BASE",
+        default_value = "https://api.stripe.com"
+    )]
+    pub stripe_api_base: String,
+    /// Tries per event on server errors and rate limits before stopping (the rest go next
+    /// time).
     #[arg(long, default_value_t = 5)]
     pub attempts: u32,
+    /// First forget Stripe's earlier refusals, so those events are sent again.
+    #[arg(long)]
+    pub retry_refused: bool,
 }

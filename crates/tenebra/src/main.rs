@@ -114,6 +114,14 @@ fn dispatch(command: Command) -> Result<()> {
             AdminCommand::Tenants {
                 command: TenantsCommand::Create { name },
             } => account::create_tenant(&storage, &name),
+            AdminCommand::Tenants {
+                command:
+                    TenantsCommand::SetBilling {
+                        tenant,
+                        stripe_customer,
+                        none: _,
+                    },
+            } => account::set_billing(&storage, &tenant, stripe_customer.as_deref()),
         },
         Command::Bench { command } => bench::bench(command),
     }

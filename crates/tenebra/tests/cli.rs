@@ -226,6 +226,28 @@ fn serve_and_admin_create_a_tenant_then_stop_on_sigterm() {
         &["admin", "--data-dir", data, "tenants", "create", "acme"],
         "acme",
     );
+    // Billing to a Stripe customer: a customer id or nothing, for a tenant that exists.
+    let id = out
+        .lines()
+        .next()
+        .and_then(|l| l.split(['(', ')']).nth(1))
+        .unwrap()
+        .to_owned();
+    let billing = |rest: &[&str]| -> Vec<String> {
+        ["admin", "--data-dir", data, "tenants", "set-billing"]
+            .iter()
+            .chain(rest)
+            .map(|a| a.to_string())
+            .collect()
+    };
+    let run_ok = |a: Vec<String>| ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let run_fails =
+        |a: Vec<String>, needle| fails(&a.iter().map(String::as_str).collect::<Vec<_>>(), needle);
+    let set = run_ok(billing(&[&id, "--stripe-customer", "cus_Acme0001"]));
+    assert!(set.contains("cus_Acme0001"), "{set}");
+    run_fails(billing(&[&id, "--stripe-customer", "prod_1"]), "cus_");
+    run_fails(billing(&["tn_nobody", "--none"]), "no tenant `tn_nobody`");
+    run_ok(billing(&[&id, "--none"]));
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
