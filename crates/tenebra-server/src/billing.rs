@@ -488,14 +488,7 @@ const STRIPE_ERROR_BYTES: usize = 16 << 10;
 /// Stripe's reason in an error answer (`error.message`, else the status).
 async fn stripe_reason(r: reqwest::Response) -> String {
     let status = r.status();
-    let mut body = Vec::new();
-    let mut r = r;
-    while let Ok(Some(chunk)) = r.chunk().await {
-        body.extend_from_slice(&chunk);
-        if body.len() > STRIPE_ERROR_BYTES {
-            break;
-        }
-    }
+    let body = crate::read_limited(r, STRIPE_ERROR_BYTES).await;
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     match v["error"]["message"].as_str() {
         Some(m) => format!("{status}: {}", m.chars().take(300).collect::<String>()),

@@ -239,10 +239,9 @@ impl Blobs {
 
     /// A new data key for `path`, stored wrapped beside it.
     async fn new_data_key(&self, path: &BlobPath) -> std::io::Result<[u8; 32]> {
-        let data_key: [u8; 32] = rand::random();
-        let wrapped = self
+        let (data_key, wrapped) = self
             .kms
-            .wrap(&data_key, path.as_ref().as_bytes())
+            .generate(path.as_ref().as_bytes())
             .await
             .map_err(|e| kms_error(path, e))?;
         self.put_plain(&dek_path(path), wrapped).await?;

@@ -178,6 +178,19 @@ pub(crate) fn outbound_client() -> Result<reqwest::Client, ServiceError> {
         .map_err(ServiceError::Http)
 }
 
+/// The first `limit` bytes (or a little more) of an outbound call's answer; what cannot be
+/// read is left out (callers parse what they got, or report the status).
+pub(crate) async fn read_limited(mut r: reqwest::Response, limit: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = r.chunk().await {
+        body.extend_from_slice(&chunk);
+        if body.len() > limit {
+            break;
+        }
+    }
+    body
+}
+
 /// The KMS the settings name.
 pub fn open_kms(settings: &Settings) -> Result<Arc<dyn kms::Kms>, ServiceError> {
     match settings.kms.as_deref() {
@@ -191,8 +204,10 @@ pub fn open_kms(settings: &Settings) -> Result<Arc<dyn kms::Kms>, ServiceError> 
             u,
             settings.vault_token.as_deref().unwrap_or(""),
         )?)),
+        Some(u) if u.starts_with("aws-kms://") => Ok(Arc::new(kms::AwsKms::new(u)?)),
         Some(u) => Err(ServiceError::Config(format!(
-            "unsupported KMS `{u}` (expected local:DIR or vault+http(s)://host/mount/key)"
+            "unsupported KMS `{u}` (expected local:DIR, vault+http(s)://host/mount/key or \
+             aws-kms://KEY?region=R)"
         ))),
     }
 }

@@ -99,40 +99,13 @@ async fn key_sets_are_encrypted_at_rest_and_survive_rotation() {
     h.stop().await;
 }
 
-/// Blob round trips (one chunk, several, empty, from a file) and tampering.
-async fn round_trips(blobs: &Blobs, dir: &std::path::Path) {
-    let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    let exact: Vec<u8> = vec![9; 2 * (64 << 10)];
-    for (name, bytes) in [
-        ("t/small", b"hello".to_vec()),
-        ("t/big", big.clone()),
-        ("t/exact", exact),
-        ("t/empty", vec![]),
-    ] {
-        blobs.put(&name.into(), bytes.clone()).await.unwrap();
-        assert_eq!(
-            blobs.get(&name.into(), u64::MAX).await.unwrap(),
-            bytes,
-            "{name}"
-        );
-    }
-    let src = dir.join("src.bin");
-    std::fs::write(&src, &big).unwrap();
-    blobs.put_file(&"t/file".into(), &src).await.unwrap();
-    assert_eq!(blobs.get(&"t/file".into(), u64::MAX).await.unwrap(), big);
-    assert!(
-        blobs.get(&"t/file".into(), 1000).await.is_err(),
-        "over the limit"
-    );
-}
-
 #[tokio::test]
 async fn altered_or_moved_blobs_do_not_open() {
     let dir = tempfile::tempdir().unwrap();
     let kms: Arc<dyn Kms> = Arc::new(LocalKms::open(&dir.path().join("keys")).unwrap());
     let root = dir.path().join("blobs");
     let blobs = Blobs::local(&root, kms).unwrap();
-    round_trips(&blobs, dir.path()).await;
+    common::round_trips(&blobs, dir.path()).await;
 
     // A flipped byte, a dropped last chunk, a blob copied under another name.
     let path = root.join("t/big");
@@ -200,7 +173,7 @@ async fn vault_transit_wraps_rotates_and_rewraps() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("blobs");
     let blobs = Blobs::local(&root, kms.clone()).unwrap();
-    round_trips(&blobs, dir.path()).await;
+    common::round_trips(&blobs, dir.path()).await;
     let dek = std::fs::read_to_string(root.join("t/big.dek")).unwrap();
     assert!(dek.starts_with("vault:v1:"), "{dek}");
 
@@ -209,7 +182,7 @@ async fn vault_transit_wraps_rotates_and_rewraps() {
     assert_eq!(blobs.rewrap_all().await.unwrap(), 5);
     let dek = std::fs::read_to_string(root.join("t/big.dek")).unwrap();
     assert!(dek.starts_with("vault:v2:"), "{dek}");
-    round_trips(&blobs, dir.path()).await;
+    common::round_trips(&blobs, dir.path()).await;
 
     // A wrong token, and a data key moved to another blob, fail cleanly.
     let wrong: Arc<dyn Kms> = Arc::new(VaultKms::new(&url, "not-the-token").unwrap());

@@ -246,7 +246,8 @@ pub struct StorageArgs {
     audit_key_file: Option<PathBuf>,
     /// Who wraps the data keys blobs are encrypted with: `local:DIR` (a keyring of master
     /// key files; default `<data dir>/master-keys`, created on first start) or
-    /// `vault+http(s)://host:port/<transit mount>/<key>` (token in VAULT_TOKEN).
+    /// `vault+http(s)://host:port/<transit mount>/<key>` (token in VAULT_TOKEN) or
+    /// `aws-kms://<key id, ARN or alias/NAME>?region=R[&previous=KEYS][&endpoint=URL]`.
     #[arg(long, env = "TENEBRA_KMS", global = true)]
     kms: Option<String>,
     /// Token of the Vault KMS.

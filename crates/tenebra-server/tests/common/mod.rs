@@ -145,6 +145,16 @@ pub fn local_service(
     require_var: &str,
     args: impl FnOnce(u16) -> Vec<String>,
 ) -> Option<LocalService> {
+    local_service_with(bin_var, require_var, &[], args)
+}
+
+/// `local_service` with these environment variables set for the service.
+pub fn local_service_with(
+    bin_var: &str,
+    require_var: &str,
+    env: &[(&str, &str)],
+    args: impl FnOnce(u16) -> Vec<String>,
+) -> Option<LocalService> {
     let Some(bin) = std::env::var_os(bin_var) else {
         assert!(
             std::env::var_os(require_var).is_none(),
@@ -160,9 +170,37 @@ pub fn local_service(
         .port();
     let child = std::process::Command::new(bin)
         .args(args(port))
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("starting {bin_var}: {e}"));
     Some(LocalService { child, port })
+}
+
+/// Blob round trips (one chunk, several, empty, from a file) and tampering.
+pub async fn round_trips(blobs: &tenebra_server::blobs::Blobs, dir: &std::path::Path) {
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let exact: Vec<u8> = vec![9; 2 * (64 << 10)];
+    for (name, bytes) in [
+        ("t/small", b"hello".to_vec()),
+        ("t/big", big.clone()),
+        ("t/exact", exact),
+        ("t/empty", vec![]),
+    ] {
+        blobs.put(&name.into(), bytes.clone()).await.unwrap();
+        assert_eq!(
+            blobs.get(&name.into(), u64::MAX).await.unwrap(),
+            bytes,
+            "{name}"
+        );
+    }
+    let src = dir.join("src.bin");
+    std::fs::write(&src, &big).unwrap();
+    blobs.put_file(&"t/file".into(), &src).await.unwrap();
+    assert_eq!(blobs.get(&"t/file".into(), u64::MAX).await.unwrap(), big);
+    assert!(
+        blobs.get(&"t/file".into(), 1000).await.is_err(),
+        "over the limit"
+    );
 }

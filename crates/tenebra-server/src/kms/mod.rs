@@ -1,8 +1,9 @@
 //! Key management for blobs at rest: each blob has its own random data key, and a KMS
 //! wraps that data key under a master key the blob store never sees.
 //!
-//! Two backends behind [`Kms`]: a local keyring of master key files (the default, created on
-//! first start with 0600 permissions) and HashiCorp Vault's (or OpenBao's) transit engine.
+//! Three backends behind [`Kms`]: a local keyring of master key files (the default, created
+//! on first start with 0600 permissions), HashiCorp Vault's (or OpenBao's) transit engine,
+//! and AWS KMS ([`aws`]).
 //! Rotating the master key re-wraps data keys only: blobs are not re-encrypted.
 
 use std::future::Future;
@@ -16,8 +17,14 @@ use sha2::{Digest, Sha256};
 
 use crate::ServiceError;
 
+pub mod aws;
+pub use aws::AwsKms;
+
 /// A boxed future, so the trait can be used as `dyn Kms`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A new data key and the same key wrapped.
+pub type NewDataKey = ([u8; 32], Vec<u8>);
 
 /// Why a data key could not be wrapped or unwrapped.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +42,16 @@ pub enum KmsError {
 /// Wraps and unwraps data keys. `context` (the blob's name) is bound to the wrapped key
 /// where the backend supports it, so a wrapped key copied to another blob does not open.
 pub trait Kms: Send + Sync + std::fmt::Debug {
+    /// A new random data key for `context` and that key wrapped (by default: random bytes
+    /// from this process, then [`Kms::wrap`]; AWS KMS generates it itself).
+    fn generate<'a>(&'a self, context: &'a [u8]) -> BoxFuture<'a, Result<NewDataKey, KmsError>> {
+        Box::pin(async move {
+            let data_key: [u8; 32] = rand::random();
+            let wrapped = self.wrap(&data_key, context).await?;
+            Ok((data_key, wrapped))
+        })
+    }
+
     fn wrap<'a>(
         &'a self,
         data_key: &'a [u8; 32],
