@@ -19,6 +19,7 @@ mod metrics_http;
 pub mod models;
 mod node;
 pub mod openapi;
+pub mod serverless;
 mod tasks;
 pub mod token;
 pub mod worker;

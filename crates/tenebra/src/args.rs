@@ -103,6 +103,24 @@ pub enum Command {
         #[command(flatten)]
         workers: WorkerArgs,
     },
+    /// The serverless function runtime: on AWS Lambda (AWS_LAMBDA_RUNTIME_API set) it serves
+    /// the Runtime API; elsewhere (Google Cloud Run) an HTTP server on $PORT. Each invocation
+    /// evaluates one encrypted input with a key set named by URL.
+    Runtime {
+        /// Circuits this runtime serves besides the built-ins (`*.json`).
+        #[arg(long, env = "TENEBRA_CIRCUITS")]
+        circuits: Option<PathBuf>,
+        /// Where key sets are cached across invocations.
+        #[arg(
+            long,
+            env = "TENEBRA_KEY_CACHE_DIR",
+            default_value = "/tmp/tenebra-keys"
+        )]
+        cache_dir: PathBuf,
+        /// Address to listen on off Lambda (default 0.0.0.0:$PORT, else 0.0.0.0:8080).
+        #[arg(long)]
+        listen: Option<String>,
+    },
     /// Models on a server: upload, list, show, signature, grants, offers, and encrypted
     /// inference (whole or split).
     Models {

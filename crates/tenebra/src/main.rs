@@ -95,6 +95,11 @@ fn dispatch(command: Command) -> Result<()> {
             workers,
         } => service::worker(&storage, &workers, metrics_listen.as_deref()),
         Command::Demo { keys, data_dir } => service::demo(keys, data_dir),
+        Command::Runtime {
+            circuits,
+            cache_dir,
+            listen,
+        } => service::function_runtime(circuits.as_deref(), cache_dir, listen),
         Command::Task { server, command } => remote::task(&server, command),
         Command::Models { server, command } => models::models(&server, command),
         Command::Run {

@@ -36,6 +36,40 @@ pub fn serve(
     })
 }
 
+/// `tenebra runtime`: the serverless function runtime (Lambda's Runtime API when
+/// `AWS_LAMBDA_RUNTIME_API` is set, else Cloud Run's HTTP contract on `$PORT`).
+pub fn function_runtime(
+    circuits: Option<&Path>,
+    cache_dir: PathBuf,
+    listen: Option<String>,
+) -> Result<()> {
+    use tenebra_server::serverless::{self, Platform, Runtime};
+    let lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
+    let platform = if lambda {
+        Platform::Lambda
+    } else {
+        Platform::CloudRun
+    };
+    let rt = std::sync::Arc::new(Runtime::new(circuits, Some(cache_dir), platform)?);
+    for (name, id) in rt.circuits() {
+        eprintln!("serving {name} ({id})");
+    }
+    runtime()?.block_on(async {
+        if lambda {
+            return Ok(serverless::serve_lambda(rt).await?);
+        }
+        let addr = listen.unwrap_or_else(|| {
+            let port = std::env::var("PORT").unwrap_or_else(|_| "8080".to_owned());
+            format!("0.0.0.0:{port}")
+        });
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("listening on {addr}"))?;
+        eprintln!("tenebra runtime listening on {addr}");
+        Ok(serverless::serve_cloud_run(rt, listener, shutdown_signal()).await?)
+    })
+}
+
 /// `tenebra worker`: claims and runs tasks until SIGINT/SIGTERM; with `metrics_listen`,
 /// also serves `/metrics` and `/healthz` there until it stops.
 pub fn worker(

@@ -1,0 +1,506 @@
+//! The serverless runtime as the platforms run it: the `tenebra runtime` binary started
+//! with `PORT` (Google Cloud Run's contract) or `AWS_LAMBDA_RUNTIME_API` (Lambda's), fed
+//! plain requests, binary-mode CloudEvents in Pub/Sub's `messagePublished` shape and Lambda
+//! events through a local implementation of the Runtime API; key sets, inputs and results
+//! at object URLs served on loopback. Every result is decrypted and checked against the
+//! plaintext reference.
+
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use base64::Engine;
+use serde_json::{json, Value};
+use tenebra_engine::test_support::{client_keys, other_key_dir, test_key_dir};
+
+/// A small deployed function: the larger of two bytes and their 9-bit sum.
+fn circuit() -> tenebra_circuit::ValidCircuit {
+    use tenebra_circuit::builder::Builder;
+    use tenebra_circuit::ScalarType::Uint;
+    let b = Builder::new("pick");
+    let x = b.input("x", Uint(8));
+    let y = b.input("y", Uint(8));
+    b.output("max", &x.max(&y));
+    b.output("sum", &(x.cast(Uint(16)) + y.cast(Uint(16))));
+    b.build().unwrap()
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn unb64(s: &str) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+}
+
+/// Objects on loopback (`GET`/`PUT /o/{name}`), counting the reads of each.
+#[derive(Default)]
+struct Objects {
+    data: HashMap<String, Vec<u8>>,
+    reads: HashMap<String, usize>,
+}
+
+type Shared = Arc<Mutex<Objects>>;
+
+async fn serve_objects(objects: Shared) -> String {
+    async fn read(
+        State(o): State<Shared>,
+        UrlPath(name): UrlPath<String>,
+    ) -> (StatusCode, Vec<u8>) {
+        let mut o = o.lock().unwrap();
+        *o.reads.entry(name.clone()).or_default() += 1;
+        match o.data.get(&name) {
+            Some(b) => (StatusCode::OK, b.clone()),
+            None => (StatusCode::NOT_FOUND, Vec::new()),
+        }
+    }
+    async fn write(
+        State(o): State<Shared>,
+        UrlPath(name): UrlPath<String>,
+        body: axum::body::Bytes,
+    ) -> StatusCode {
+        o.lock().unwrap().data.insert(name, body.to_vec());
+        StatusCode::OK
+    }
+    let app = axum::Router::new()
+        .route("/o/{name}", get(read).put(write))
+        .with_state(objects);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/o", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
+/// The objects every test starts with: the key set and one input.
+fn objects(input: &[u8]) -> Shared {
+    let mut o = Objects::default();
+    let keys = tenebra_engine::keys::read_upload(&test_key_dir()).unwrap();
+    o.data.insert("keys".into(), keys);
+    o.data.insert("input".into(), input.to_vec());
+    Arc::new(Mutex::new(o))
+}
+
+/// The runtime binary, killed on drop; its stdout lines (the metrics lines) collected.
+struct Runtime {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Runtime {
+    fn start(dir: &Path, env: &[(&str, String)]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tenebra"))
+            .args(["runtime", "--circuits"])
+            .arg(dir.join("circuits"))
+            .arg("--cache-dir")
+            .arg(dir.join("cache"))
+            .env_remove("AWS_LAMBDA_RUNTIME_API")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(l);
+            }
+        });
+        Runtime { child, lines }
+    }
+
+    /// The metrics lines so far, parsed.
+    fn metrics(&self) -> Vec<Value> {
+        let lines = self.lines.lock().unwrap();
+        lines
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A temporary directory with the packaged circuit.
+fn package() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("circuits")).unwrap();
+    std::fs::write(
+        dir.path().join("circuits/pick.json"),
+        circuit().canonical_json(),
+    )
+    .unwrap();
+    dir
+}
+
+fn check_pick(result: &[u8]) {
+    let got = tenebra_client::decrypt_circuit(client_keys(), &circuit(), result).unwrap();
+    // The plaintext reference on the same inputs.
+    let (x, y) = (7u64, 200u64);
+    assert_eq!(got, json!({"max": x.max(y), "sum": x + y}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloud_run_plain_requests_and_pubsub_events() {
+    let input =
+        tenebra_client::encrypt_circuit(client_keys(), &circuit(), &json!({"x": 7, "y": 200}))
+            .unwrap();
+    let objects = objects(&input);
+    let base = serve_objects(objects.clone()).await;
+    let dir = package();
+    let port = free_port();
+    let rt = Runtime::start(
+        dir.path(),
+        &[
+            ("PORT", port.to_string()),
+            ("K_REVISION", "pick-00001".into()),
+        ],
+    );
+    let url = format!("http://127.0.0.1:{port}/");
+    let http = reqwest::Client::new();
+    let mut up = false;
+    for _ in 0..200 {
+        if http.get(format!("{url}healthz")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "the runtime did not listen on $PORT");
+    let post = |body: Value| http.post(&url).json(&body).send();
+
+    // A plain request: the input inline, the result inline.
+    let r = post(
+        json!({"key_set_url": format!("{base}/keys"), "input": b64(&input), "function": "pick"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let a: Value = r.json().await.unwrap();
+    assert_eq!(a["function"], "pick");
+    assert_eq!(a["key_cache_hit"], false);
+    assert!(a["cu"].as_i64().unwrap() > 0);
+    check_pick(&unb64(a["result"].as_str().unwrap()));
+
+    // A binary-mode CloudEvent as Pub/Sub pushes it through Eventarc: the invocation is the
+    // message's data; input and result by URL.
+    let inv = json!({"key_set_url": format!("{base}/keys"), "input_url": format!("{base}/input"),
+        "result_url": format!("{base}/result")});
+    let event = json!({"message": {"data": b64(inv.to_string().as_bytes()), "messageId": "42",
+        "publishTime": "2026-12-03T10:00:00Z"}, "subscription": "projects/p/subscriptions/s"});
+    let r = http
+        .post(&url)
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "42")
+        .header("ce-source", "//pubsub.googleapis.com/projects/p/topics/fhe")
+        .header("ce-type", "google.cloud.pubsub.topic.v1.messagePublished")
+        .header("content-type", "application/json")
+        .body(event.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let a: Value = r.json().await.unwrap();
+    assert_eq!(a["key_cache_hit"], true, "{a}");
+    assert!(a.get("result").is_none());
+    check_pick(&objects.lock().unwrap().data["result"]);
+    assert_eq!(
+        objects.lock().unwrap().reads["keys"],
+        1,
+        "the key set is fetched once"
+    );
+
+    // A built-in, evaluated with the same cached keys.
+    let weights = tenebra_functions::find("weight_stats").unwrap();
+    let wi = tenebra_client::encrypt(client_keys(), weights, &json!({"weights": [680, 650, 690]}))
+        .unwrap();
+    let r = post(json!({"key_set_url": format!("{base}/keys"), "input": b64(&wi)}))
+        .await
+        .unwrap();
+    let a: Value = r.json().await.unwrap();
+    let got = tenebra_client::decrypt(
+        client_keys(),
+        weights,
+        &unb64(a["result"].as_str().unwrap()),
+    )
+    .unwrap();
+    assert_eq!(got, json!({"avg": 673, "max": 690, "min": 650}));
+
+    // Refusals: clear codes, 400 for a plain request, 200 (not redelivered) for an event.
+    let bad = |body: Value| {
+        let r = post(body);
+        async move {
+            let r = r.await.unwrap();
+            let status = r.status().as_u16();
+            let v: Value = r.json().await.unwrap();
+            (
+                status,
+                v["error"]["code"].as_str().unwrap_or_default().to_owned(),
+            )
+        }
+    };
+    let keys = format!("{base}/keys");
+    // An input under another key set whose URL serves ours: refused, not misused.
+    let theirs = tenebra_engine::ClientKeys::load(&other_key_dir()).unwrap();
+    let foreign =
+        tenebra_client::encrypt_circuit(&theirs, &circuit(), &json!({"x": 1, "y": 2})).unwrap();
+    for (body, code) in [
+        (
+            json!({"key_set_url": keys, "input": b64(&input), "function": "other"}),
+            "wrong_function",
+        ),
+        (
+            json!({"key_set_url": keys, "input": b64(&foreign)}),
+            "key_set_mismatch",
+        ),
+        (
+            json!({"key_set_url": keys, "input": b64(b"not an input")}),
+            "invalid_input",
+        ),
+        (
+            json!({"key_set_url": keys, "input": "%%%"}),
+            "invalid_input",
+        ),
+        (json!({"key_set_url": keys}), "invalid_invocation"),
+        (
+            json!({"key_set_url": keys, "input_url": format!("{base}/missing")}),
+            "object_not_found",
+        ),
+        (
+            json!({"key_set_url": "file:///etc/passwd", "input": b64(&input)}),
+            "invalid_url",
+        ),
+        (
+            json!({"key_set_url": keys, "input": b64(&input), "colour": "red"}),
+            "invalid_invocation",
+        ),
+    ] {
+        let what = body
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>();
+        assert_eq!(bad(body).await, (400, code.to_owned()), "{what:?}");
+    }
+    let r = http
+        .post(&url)
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "43")
+        .header("ce-source", "test")
+        .header("ce-type", "tenebra.invoke")
+        .body(json!({"key_set_url": keys, "input": b64(b"junk")}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "a permanent failure is acknowledged");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "invalid_input");
+    let r = http
+        .post(&url)
+        .header("ce-specversion", "1.0")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "an event without ce-id and ce-source");
+
+    // One metrics line per successful invocation, in Cloud Logging's shape.
+    let lines = rt.metrics();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    for l in &lines {
+        assert_eq!(l["severity"], "INFO");
+        assert_eq!(l["version"], "pick-00001");
+        assert!(l["cu"].as_i64().unwrap() > 0 && l["bytes_out"].as_u64().unwrap() > 0);
+    }
+    assert_eq!(lines[0]["function"], "pick");
+    assert_eq!(lines[0]["key_cache_hit"], false);
+    drop(rt);
+    let reads = objects.lock().unwrap().reads["keys"];
+
+    // A new instance on the same /tmp: the key set comes from the disk cache, not the URL.
+    let port = free_port();
+    let _rt = Runtime::start(dir.path(), &[("PORT", port.to_string())]);
+    let url = format!("http://127.0.0.1:{port}/");
+    let mut answer = None;
+    for _ in 0..200 {
+        let body = json!({"key_set_url": format!("{base}/keys"), "input": b64(&input)});
+        if let Ok(r) = http.post(&url).json(&body).send().await {
+            answer = Some(r.json::<Value>().await.unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let a = answer.expect("the second instance did not listen");
+    assert_eq!(a["key_cache_hit"], true, "{a}");
+    check_pick(&unb64(a["result"].as_str().unwrap()));
+    assert_eq!(objects.lock().unwrap().reads["keys"], reads);
+}
+
+/// A local Lambda Runtime API: hands out queued events at `next`, records responses and
+/// errors by request id.
+#[derive(Default)]
+struct Lambda {
+    queue: Vec<(String, Value)>,
+    responses: HashMap<String, Value>,
+    errors: HashMap<String, Value>,
+}
+
+type SharedLambda = Arc<Mutex<Lambda>>;
+
+async fn serve_runtime_api(lambda: SharedLambda) -> String {
+    async fn next(State(l): State<SharedLambda>) -> (HeaderMap, axum::Json<Value>) {
+        loop {
+            let event = {
+                let mut l = l.lock().unwrap();
+                (!l.queue.is_empty()).then(|| l.queue.remove(0))
+            };
+            if let Some((id, payload)) = event {
+                let mut h = HeaderMap::new();
+                h.insert("lambda-runtime-aws-request-id", id.parse().unwrap());
+                let deadline = tenebra_store::now_ms() + 300_000;
+                h.insert(
+                    "lambda-runtime-deadline-ms",
+                    deadline.to_string().parse().unwrap(),
+                );
+                h.insert(
+                    "lambda-runtime-invoked-function-arn",
+                    "arn:aws:lambda:us-east-1:123456789012:function:pick"
+                        .parse()
+                        .unwrap(),
+                );
+                h.insert("lambda-runtime-trace-id", "Root=1-0-0".parse().unwrap());
+                return (h, axum::Json(payload));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    async fn response(
+        State(l): State<SharedLambda>,
+        UrlPath(id): UrlPath<String>,
+        body: axum::body::Bytes,
+    ) -> StatusCode {
+        let v = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        l.lock().unwrap().responses.insert(id, v);
+        StatusCode::ACCEPTED
+    }
+    async fn error(
+        State(l): State<SharedLambda>,
+        UrlPath(id): UrlPath<String>,
+        body: axum::body::Bytes,
+    ) -> StatusCode {
+        let v = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        l.lock().unwrap().errors.insert(id, v);
+        StatusCode::ACCEPTED
+    }
+    let app = axum::Router::new()
+        .route("/2018-06-01/runtime/invocation/next", get(next))
+        .route(
+            "/2018-06-01/runtime/invocation/{id}/response",
+            post(response),
+        )
+        .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
+        .with_state(lambda);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lambda_runtime_api_events() {
+    let input =
+        tenebra_client::encrypt_circuit(client_keys(), &circuit(), &json!({"x": 7, "y": 200}))
+            .unwrap();
+    let objects = objects(&input);
+    let base = serve_objects(objects.clone()).await;
+    let lambda: SharedLambda = Arc::default();
+    {
+        let mut l = lambda.lock().unwrap();
+        let keys = format!("{base}/keys");
+        l.queue.push((
+            "req-1".into(),
+            json!({"key_set_url": keys, "input": b64(&input)}),
+        ));
+        l.queue.push((
+            "req-2".into(),
+            json!({"key_set_url": keys, "input_url": format!("{base}/input"), "function": "nope"}),
+        ));
+        l.queue
+            .push(("req-3".into(), json!({"task": "not an invocation"})));
+        l.queue.push((
+            "req-4".into(),
+            json!({"key_set_url": keys, "input_url": format!("{base}/input"), "result_url": format!("{base}/out")}),
+        ));
+    }
+    let api = serve_runtime_api(lambda.clone()).await;
+    let dir = package();
+    let env = [
+        ("AWS_LAMBDA_RUNTIME_API", api),
+        ("AWS_LAMBDA_FUNCTION_NAME", "pick".into()),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "7".into()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "2048".into()),
+        ("AWS_LAMBDA_LOG_STREAM_NAME", "stream".into()),
+        ("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/pick".into()),
+    ];
+    let rt = Runtime::start(dir.path(), &env);
+    let mut done = false;
+    for _ in 0..1200 {
+        {
+            let l = lambda.lock().unwrap();
+            if l.responses.len() + l.errors.len() == 4 {
+                done = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(done, "the runtime did not answer every event");
+    let l = lambda.lock().unwrap();
+    let a = &l.responses["req-1"];
+    assert_eq!(a["key_cache_hit"], false);
+    check_pick(&unb64(a["result"].as_str().unwrap()));
+    assert_eq!(
+        l.errors["req-2"]["errorType"], "Tenebra.wrong_function",
+        "{:?}",
+        l.errors
+    );
+    assert_eq!(l.errors["req-3"]["errorType"], "Tenebra.invalid_invocation");
+    assert_eq!(l.responses["req-4"]["key_cache_hit"], true);
+    check_pick(&objects.lock().unwrap().data["out"]);
+    assert_eq!(objects.lock().unwrap().reads["keys"], 1);
+
+    // CloudWatch Embedded Metric Format, one line per invocation that ran.
+    let lines = rt.metrics();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for m in &lines {
+        let cw = &m["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(cw["Namespace"], "Tenebra");
+        assert_eq!(cw["Dimensions"], json!([["function"]]));
+        assert_eq!(m["function"], "pick");
+        assert_eq!(m["version"], "7");
+        assert!(m["_aws"]["Timestamp"].as_i64().unwrap() > 0);
+        for metric in cw["Metrics"].as_array().unwrap() {
+            assert!(m[metric["Name"].as_str().unwrap()].is_number(), "{m}");
+        }
+    }
+}
