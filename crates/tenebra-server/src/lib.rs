@@ -6,6 +6,7 @@
 
 mod admin;
 pub mod audit;
+pub mod aws;
 pub mod billing;
 pub mod blobs;
 mod catalogue;
@@ -452,7 +453,7 @@ pub async fn create_tenant(state: &AppState, name: &str) -> Result<(Tenant, Stri
     Ok((tenant, token))
 }
 
-pub(crate) fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
+pub fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name

@@ -188,6 +188,14 @@ pub enum KeysCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Write a key set's evaluation and public keys as one upload file (never the client
+    /// key), e.g. to put where a serverless function reads it; prints the key set id.
+    Export {
+        #[arg(long)]
+        keys: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Upload a key set's evaluation and public keys to a server (never the client key).
     Upload {
         #[arg(long)]
@@ -446,13 +454,35 @@ pub enum FunctionsCommand {
         server: ServerArgs,
     },
     /// Deploy a circuit (canonical JSON from a builder) to a server as the next version of
-    /// its name; prints the version.
+    /// its name and print the version; or, with --target lambda, create or update an AWS
+    /// Lambda function running it (from --zip, or packaged from --circuit).
     Deploy {
         /// Circuit JSON file.
-        #[arg(long)]
-        circuit: PathBuf,
+        #[arg(long, required_unless_present = "zip")]
+        circuit: Option<PathBuf>,
+        /// Deploy to AWS Lambda instead of a Tenebra server.
+        #[arg(long, value_enum)]
+        target: Option<DeployTarget>,
+        #[command(flatten)]
+        lambda: LambdaArgs,
         #[command(flatten)]
         server: ServerArgs,
+    },
+    /// Build what a serverless platform runs: for Lambda, `function.zip` (the runtime as
+    /// `bootstrap`, the circuits) and a SAM `template.yaml`; for Cloud Run, a container
+    /// context (Dockerfile, the runtime, the circuits) and a `service.yaml`.
+    Package {
+        #[arg(long, value_enum)]
+        target: PackageTarget,
+        /// Circuit JSON files the function serves (the built-ins are always served).
+        #[arg(long)]
+        circuit: Vec<PathBuf>,
+        /// Directory to write to (created).
+        #[arg(long)]
+        out: PathBuf,
+        /// The function's (or service's) name in the templates.
+        #[arg(long, default_value = "tenebra-fhe")]
+        function_name: String,
     },
     /// Delete a deployed function from a server: one version, or every version.
     Delete {
@@ -470,6 +500,42 @@ pub enum FunctionsCommand {
         #[arg(long)]
         size: u32,
     },
+}
+
+/// Where `functions deploy` goes besides a Tenebra server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeployTarget {
+    Lambda,
+}
+
+/// What `functions package` builds for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PackageTarget {
+    Lambda,
+    CloudRun,
+}
+
+/// The Lambda function `functions deploy --target lambda` creates or updates.
+#[derive(Debug, clap::Args)]
+pub struct LambdaArgs {
+    /// The function's name.
+    #[arg(long)]
+    pub function_name: Option<String>,
+    /// A zip from `functions package --target lambda` (else one is packaged from --circuit).
+    #[arg(long)]
+    pub zip: Option<PathBuf>,
+    /// The execution role's ARN (needed to create the function, not to update it).
+    #[arg(long)]
+    pub role: Option<String>,
+    /// AWS region (else AWS_REGION).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Lambda API endpoint (else AWS_ENDPOINT_URL_LAMBDA, else the region's).
+    #[arg(long, env = "AWS_ENDPOINT_URL_LAMBDA")]
+    pub endpoint: Option<String>,
+    /// Memory in MiB (CPU grows with it; 1,769 MiB is one vCPU).
+    #[arg(long, default_value_t = 4096)]
+    pub memory_mib: u32,
 }
 
 impl Cli {

@@ -17,6 +17,17 @@ use crate::io::{load_client_keys, read_json, read_limited, write_file, BUNDLE_LI
 use crate::output::{ops_bar, print_json};
 
 /// `tenebra keys generate`.
+/// `tenebra keys export`: the upload file of a key set (its server and public keys).
+pub fn keys_export(keys: &Path, out: &Path) -> Result<()> {
+    let upload = tenebra_engine::keys::read_upload(keys)
+        .with_context(|| format!("reading the key set in {}", keys.display()))?;
+    let (server, public) = tenebra_engine::keys::unpack_upload(&upload)?;
+    let id = tenebra_engine::KeySetId::of(server, public);
+    write_file(out, &upload)?;
+    println!("{id}");
+    Ok(())
+}
+
 pub fn keys_generate(out: &Path) -> Result<()> {
     if out.join(tenebra_engine::keys::MANIFEST_FILE).exists() {
         bail!(

@@ -14,6 +14,7 @@ mod local;
 mod models;
 mod output;
 mod remote;
+mod serverless;
 mod service;
 
 use std::process::ExitCode;
@@ -25,6 +26,16 @@ use args::{AdminCommand, Cli, Command, FunctionsCommand, KeysCommand, TenantsCom
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
+    // On Lambda the runtime is started as `bootstrap`, without arguments.
+    if serverless::is_lambda_bootstrap(&argv) {
+        return match serverless::lambda_bootstrap() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Err(e) = config::apply(&argv) {
         eprintln!("error: {e:#}");
         return ExitCode::FAILURE;
@@ -46,6 +57,7 @@ fn dispatch(command: Command) -> Result<()> {
     match command {
         Command::Keys { command } => match command {
             KeysCommand::Generate { out } => local::keys_generate(&out),
+            KeysCommand::Export { keys, out } => local::keys_export(&keys, &out),
             KeysCommand::Upload {
                 keys,
                 ttl_secs,
@@ -57,7 +69,24 @@ fn dispatch(command: Command) -> Result<()> {
                 remote::functions_list(&server)
             }
             FunctionsCommand::List { .. } => local::functions_list(),
-            FunctionsCommand::Deploy { circuit, server } => remote::deploy(&server, &circuit),
+            FunctionsCommand::Deploy {
+                circuit,
+                target: Some(args::DeployTarget::Lambda),
+                lambda,
+                server: _,
+            } => serverless::deploy_lambda(circuit.as_deref(), &lambda),
+            FunctionsCommand::Deploy {
+                circuit, server, ..
+            } => match circuit {
+                Some(c) => remote::deploy(&server, &c),
+                None => anyhow::bail!("give --circuit FILE (--zip is for --target lambda)"),
+            },
+            FunctionsCommand::Package {
+                target,
+                circuit,
+                out,
+                function_name,
+            } => serverless::package_command(target, &circuit, &out, &function_name),
             FunctionsCommand::Delete {
                 name,
                 version,
@@ -99,7 +128,7 @@ fn dispatch(command: Command) -> Result<()> {
             circuits,
             cache_dir,
             listen,
-        } => service::function_runtime(circuits.as_deref(), cache_dir, listen),
+        } => serverless::function_runtime(circuits.as_deref(), cache_dir, listen),
         Command::Task { server, command } => remote::task(&server, command),
         Command::Models { server, command } => models::models(&server, command),
         Command::Run {

@@ -13,7 +13,7 @@ use tenebra_server::{Node, Settings};
 use tokio::sync::watch;
 
 use crate::args::{StorageArgs, WorkerArgs};
-use crate::io::{load_client_keys, runtime};
+use crate::io::{load_client_keys, runtime, shutdown_signal};
 use crate::output::run_with_bar;
 
 /// `tenebra serve`: the API, plus an in-process worker unless `no_worker`.
@@ -33,40 +33,6 @@ pub fn serve(
         node.run_until(shutdown_signal()).await?;
         eprintln!("tenebra stopped");
         Ok(())
-    })
-}
-
-/// `tenebra runtime`: the serverless function runtime (Lambda's Runtime API when
-/// `AWS_LAMBDA_RUNTIME_API` is set, else Cloud Run's HTTP contract on `$PORT`).
-pub fn function_runtime(
-    circuits: Option<&Path>,
-    cache_dir: PathBuf,
-    listen: Option<String>,
-) -> Result<()> {
-    use tenebra_server::serverless::{self, Platform, Runtime};
-    let lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
-    let platform = if lambda {
-        Platform::Lambda
-    } else {
-        Platform::CloudRun
-    };
-    let rt = std::sync::Arc::new(Runtime::new(circuits, Some(cache_dir), platform)?);
-    for (name, id) in rt.circuits() {
-        eprintln!("serving {name} ({id})");
-    }
-    runtime()?.block_on(async {
-        if lambda {
-            return Ok(serverless::serve_lambda(rt).await?);
-        }
-        let addr = listen.unwrap_or_else(|| {
-            let port = std::env::var("PORT").unwrap_or_else(|_| "8080".to_owned());
-            format!("0.0.0.0:{port}")
-        });
-        let listener = tokio::net::TcpListener::bind(&addr)
-            .await
-            .with_context(|| format!("listening on {addr}"))?;
-        eprintln!("tenebra runtime listening on {addr}");
-        Ok(serverless::serve_cloud_run(rt, listener, shutdown_signal()).await?)
     })
 }
 
@@ -122,28 +88,6 @@ pub fn worker(
         eprintln!("tenebra worker stopped");
         Ok(())
     })
-}
-
-/// Completes on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
 }
 
 /// The README's main job: start the service with embedded defaults, then act as a client:

@@ -504,3 +504,278 @@ async fn lambda_runtime_api_events() {
         }
     }
 }
+
+fn tenebra(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tenebra"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `tenebra functions package --target T --circuit C --out O ...`.
+fn pkg(target: &str, circuit: &Path, out: &Path, extra: &[&str]) -> (bool, String, String) {
+    let (c, o) = (circuit.to_str().unwrap(), out.to_str().unwrap());
+    let mut args = vec![
+        "functions",
+        "package",
+        "--target",
+        target,
+        "--circuit",
+        c,
+        "--out",
+        o,
+    ];
+    args.extend(extra);
+    tenebra(&args, &[])
+}
+
+/// `functions package`: the Lambda zip runs as Lambda runs it (its `bootstrap` started
+/// alone in the unpacked task root, against the Runtime API), and the Cloud Run context
+/// has what its Dockerfile copies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packages_for_lambda_and_cloud_run() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = package();
+    let circuit_file = dir.path().join("circuits/pick.json");
+    let out = dir.path().join("lambda");
+    let (ok, stdout, stderr) = pkg("lambda", &circuit_file, &out, &["--function-name", "pick"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("function.zip"), "{stdout}");
+    let template = std::fs::read_to_string(out.join("template.yaml")).unwrap();
+    assert!(
+        template.contains("Runtime: provided.al2023") && template.contains("FunctionName: pick")
+    );
+
+    // Unpacked as Lambda unpacks it into its task root.
+    let root = dir.path().join("task");
+    let mut z =
+        zip::ZipArchive::new(std::fs::File::open(out.join("function.zip")).unwrap()).unwrap();
+    z.extract(&root).unwrap();
+    let mode = std::fs::metadata(root.join("bootstrap"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o111, 0o111, "bootstrap is executable");
+    assert_eq!(
+        std::fs::read(root.join("circuits/pick.json")).unwrap(),
+        circuit().canonical_json()
+    );
+    let input =
+        tenebra_client::encrypt_circuit(client_keys(), &circuit(), &json!({"x": 7, "y": 200}))
+            .unwrap();
+    let objects = objects(&input);
+    // The key set object as the CLI exports it.
+    let exported = dir.path().join("keys.upload");
+    let (ok, stdout, stderr) = tenebra(
+        &[
+            "keys",
+            "export",
+            "--keys",
+            test_key_dir().to_str().unwrap(),
+            "--out",
+            exported.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.trim(), client_keys().id().to_string());
+    let bytes = std::fs::read(&exported).unwrap();
+    assert_eq!(
+        bytes,
+        tenebra_engine::keys::read_upload(&test_key_dir()).unwrap()
+    );
+    objects.lock().unwrap().data.insert("keys".into(), bytes);
+    let base = serve_objects(objects.clone()).await;
+    let lambda: SharedLambda = Arc::default();
+    lambda.lock().unwrap().queue.push((
+        "req-1".into(),
+        json!({"key_set_url": format!("{base}/keys"), "input": b64(&input)}),
+    ));
+    let api = serve_runtime_api(lambda.clone()).await;
+    let mut child = Command::new(root.join("bootstrap"))
+        .current_dir(&root)
+        .env("AWS_LAMBDA_RUNTIME_API", api)
+        .env("LAMBDA_TASK_ROOT", &root)
+        .env("AWS_LAMBDA_FUNCTION_NAME", "pick")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "4096")
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "s")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", "g")
+        .env("TMPDIR", dir.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut answer = None;
+    for _ in 0..1200 {
+        if let Some(a) = lambda.lock().unwrap().responses.get("req-1") {
+            answer = Some(a.clone());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let a = answer.expect("the packaged bootstrap did not answer");
+    assert_eq!(a["function"], "pick", "served from the packaged circuits");
+    check_pick(&unb64(a["result"].as_str().unwrap()));
+
+    // Cloud Run: a container context.
+    let out = dir.path().join("cloud-run");
+    let (ok, _, stderr) = pkg("cloud-run", &circuit_file, &out, &[]);
+    assert!(ok, "{stderr}");
+    let dockerfile = std::fs::read_to_string(out.join("Dockerfile")).unwrap();
+    assert!(dockerfile.contains(r#"ENTRYPOINT ["/usr/local/bin/tenebra", "runtime""#));
+    assert!(out.join("tenebra").is_file() && out.join("circuits/pick.json").is_file());
+    let service = std::fs::read_to_string(out.join("service.yaml")).unwrap();
+    assert!(service.contains("kind: Service") && service.contains("containerConcurrency: 1"));
+
+    // A file that is not a circuit: one clear line.
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, "{\"version\": 1}").unwrap();
+    let (ok, _, stderr) = pkg("lambda", &bad, &out, &[]);
+    assert!(!ok && stderr.contains("is not a circuit"), "{stderr}");
+}
+
+/// `functions deploy --target lambda` against moto's Lambda API: created, then updated;
+/// without a role a new function is refused with a clear line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploys_to_lambda_through_its_api() {
+    let Some(bin) = std::env::var_os("TENEBRA_MOTO_SERVER") else {
+        assert!(
+            std::env::var_os("TENEBRA_REQUIRE_S3").is_none(),
+            "TENEBRA_REQUIRE_S3 is set but TENEBRA_MOTO_SERVER is not"
+        );
+        eprintln!("skipped: set TENEBRA_MOTO_SERVER to run this test (see .ci/run)");
+        return;
+    };
+    let port = free_port();
+    let mut moto = Command::new(bin)
+        .args(["-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut up = false;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "moto_server did not come up");
+    let credential = tenebra_server::aws::AwsCredential {
+        key_id: "AKIATESTTESTTESTTEST".into(),
+        secret_key: "test".into(),
+        token: None,
+    };
+    let aws = tenebra_server::aws::AwsClient::with_credential("us-east-1", credential).unwrap();
+    let trust = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]});
+    let form = format!(
+        "Action=CreateRole&RoleName=fhe&Version=2010-05-08&AssumeRolePolicyDocument={}",
+        form_encode(&trust.to_string())
+    );
+    let form_type = [("content-type", "application/x-www-form-urlencoded")];
+    aws.call(
+        "iam",
+        tenebra_server::aws::Method::POST,
+        &format!("{endpoint}/"),
+        &form_type,
+        form.into_bytes(),
+    )
+    .await
+    .unwrap();
+
+    let dir = package();
+    let circuit_file = dir.path().join("circuits/pick.json");
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "AKIATESTTESTTESTTEST"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ENDPOINT_URL_LAMBDA", endpoint.as_str()),
+    ];
+    let role = "arn:aws:iam::123456789012:role/fhe";
+    let deploy = |extra: &[&str]| {
+        let mut args = vec![
+            "functions",
+            "deploy",
+            "--target",
+            "lambda",
+            "--function-name",
+            "pick",
+            "--circuit",
+            circuit_file.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        tenebra(&args, &env)
+    };
+    let (ok, stdout, stderr) = deploy(&["--role", role]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.starts_with("created arn:aws:lambda:us-east-1:123456789012:function:pick"),
+        "{stdout}"
+    );
+    let (ok, stdout, stderr) = deploy(&[]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.starts_with("updated "), "{stdout}");
+    let got = aws
+        .call(
+            "lambda",
+            tenebra_server::aws::Method::GET,
+            &format!("{endpoint}/2015-03-31/functions/pick"),
+            &[],
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    let got: Value = serde_json::from_slice(&got).unwrap();
+    assert_eq!(got["Configuration"]["Runtime"], "provided.al2023");
+    assert_eq!(got["Configuration"]["Handler"], "bootstrap");
+    assert!(got["Configuration"]["CodeSize"].as_u64().unwrap() > 1 << 20);
+
+    // A new function without a role: refused, said in one line.
+    let mut args = vec![
+        "functions",
+        "deploy",
+        "--target",
+        "lambda",
+        "--function-name",
+        "other",
+        "--circuit",
+        circuit_file.to_str().unwrap(),
+    ];
+    let (ok, _, stderr) = tenebra(&args, &env);
+    assert!(!ok, "created without a role");
+    assert!(
+        stderr.contains("no Lambda function `other`") && stderr.contains("--role"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    args.truncate(6);
+    let (ok, _, stderr) = tenebra(&args, &env);
+    assert!(!ok && stderr.contains("--circuit"), "{stderr}");
+    let _ = moto.kill();
+    let _ = moto.wait();
+}
+
+fn form_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

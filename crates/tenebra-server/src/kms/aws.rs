@@ -1,16 +1,12 @@
 //! AWS KMS: envelope encryption of blobs with `GenerateDataKey` and `Decrypt`, the blob's
-//! name as the encryption context. Requests are KMS's JSON protocol signed with SigV4 by
-//! object_store's signer, sent with the service's one outbound client, so no AWS SDK (and
-//! no second TLS stack) is built; credentials come from object_store's chain (the `AWS_*`
-//! variables, web identity, ECS task roles, instance metadata).
-
-use std::sync::Arc;
+//! name as the encryption context; KMS's JSON protocol through [`crate::aws::AwsClient`]
+//! (SigV4, no AWS SDK).
 
 use base64::Engine;
-use object_store::aws::{AmazonS3Builder, AwsAuthorizer, AwsCredential, AwsCredentialProvider};
-use object_store::client::HttpRequestBody;
-use object_store::StaticCredentialProvider;
+use object_store::aws::AwsCredential;
 use serde_json::{json, Value};
+
+use crate::aws::AwsClient;
 
 use super::{backend, BoxFuture, Kms, KmsError, NewDataKey};
 use crate::ServiceError;
@@ -21,27 +17,22 @@ const AWS_TAG: &[u8] = b"tnak1";
 /// The encryption context key that carries the blob name.
 const CONTEXT_KEY: &str = "tenebra:blob";
 
-/// The most of a KMS answer read.
-const ANSWER_LIMIT: usize = 64 << 10;
-
 /// Configured as `aws-kms://<key id, ARN or alias/NAME>?region=R`, with `&previous=K1,K2`
 /// for keys whose data keys still open (until `rotate-master-key` has re-wrapped them under
 /// the current key) and `&endpoint=URL` for a KMS-compatible endpoint (else
 /// `AWS_ENDPOINT_URL_KMS`, else `https://kms.<region>.amazonaws.com`).
 pub struct AwsKms {
     endpoint: String,
-    region: String,
     /// The key new data keys are generated under, then the previous ones.
     keys: Vec<String>,
-    credentials: AwsCredentialProvider,
-    http: reqwest::Client,
+    client: AwsClient,
 }
 
 impl std::fmt::Debug for AwsKms {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AwsKms")
             .field("endpoint", &self.endpoint)
-            .field("region", &self.region)
+            .field("region", &self.client.region())
             .field("keys", &self.keys)
             .finish_non_exhaustive()
     }
@@ -102,87 +93,48 @@ impl AwsKms {
                 }
             }
         }
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let region = region
-            .or_else(|| env("AWS_REGION"))
-            .or_else(|| env("AWS_DEFAULT_REGION"))
+            .or_else(crate::aws::env_region)
             .ok_or_else(|| wrong(format!("`{url}` needs ?region=R (or AWS_REGION)")))?;
         let endpoint = endpoint
-            .or_else(|| env("AWS_ENDPOINT_URL_KMS"))
+            .or_else(|| {
+                std::env::var("AWS_ENDPOINT_URL_KMS")
+                    .ok()
+                    .filter(|v| !v.is_empty())
+            })
             .unwrap_or_else(|| format!("https://kms.{region}.amazonaws.com"));
         if !endpoint.starts_with("https://") && !endpoint.starts_with("http://") {
             return Err(wrong(format!("KMS endpoint `{endpoint}` is not http(s)")));
         }
-        let credentials: AwsCredentialProvider = match credential {
-            Some(c) => Arc::new(StaticCredentialProvider::new(c)),
-            // object_store's credential chain, as the S3 blob store resolves it.
-            None => AmazonS3Builder::from_env()
-                .with_bucket_name("tenebra-kms")
-                .with_region(&region)
-                .build()
-                .map_err(|e| wrong(format!("AWS credentials for the KMS: {e}")))?
-                .credentials()
-                .clone(),
+        let client = match credential {
+            Some(c) => AwsClient::with_credential(&region, c)?,
+            None => AwsClient::from_env(&region)?,
         };
         Ok(Self {
             endpoint: endpoint.trim_end_matches('/').to_owned(),
-            region,
             keys,
-            credentials,
-            http: crate::outbound_client()?,
+            client,
         })
     }
 
     /// One signed call (`TrentService.<op>`): the answer, or KMS's error type and message.
     async fn call(&self, op: &str, body: Value) -> Result<Value, (String, String)> {
-        let failed = |e: &dyn std::fmt::Display| ("Transport".to_owned(), e.to_string());
-        let credential = self
-            .credentials
-            .get_credential()
+        let target = format!("TrentService.{op}");
+        let headers = [
+            ("content-type", "application/x-amz-json-1.1"),
+            ("x-amz-target", target.as_str()),
+        ];
+        let url = format!("{}/", self.endpoint);
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        match self
+            .client
+            .call("kms", reqwest::Method::POST, &url, &headers, bytes)
             .await
-            .map_err(|e| failed(&e))?;
-        let bytes = serde_json::to_vec(&body).map_err(|e| failed(&e))?;
-        let mut req = axum::http::Request::post(format!("{}/", self.endpoint))
-            .header("content-type", "application/x-amz-json-1.1")
-            .header("x-amz-target", format!("TrentService.{op}"))
-            .body(HttpRequestBody::from(bytes.clone()))
-            .map_err(|e| failed(&e))?;
-        AwsAuthorizer::new(&credential, "kms", &self.region).authorize(&mut req, None);
-        let (parts, _) = req.into_parts();
-        let r = self
-            .http
-            .post(format!("{}/", self.endpoint))
-            .headers(parts.headers)
-            .body(bytes)
-            .send()
-            .await
-            .map_err(|e| failed(&e))?;
-        let status = r.status();
-        let answer = crate::read_limited(r, ANSWER_LIMIT).await;
-        let v: Value = serde_json::from_slice(&answer).unwrap_or_default();
-        if status.is_success() {
-            return Ok(v);
+        {
+            Ok(answer) => Ok(serde_json::from_slice(&answer).unwrap_or_default()),
+            Err(e) if e.status.is_none() => Err(("Transport".to_owned(), e.message)),
+            Err(e) => Err((e.kind, e.message)),
         }
-        // `__type` is `Name` or `prefix#Name`; the message is `message` or `Message`.
-        let kind = v["__type"].as_str().unwrap_or_default();
-        let kind = kind.rsplit('#').next().unwrap_or_default().to_owned();
-        // Some refusals (a bad signature, from some endpoints) come as XML or text.
-        let text = String::from_utf8_lossy(&answer);
-        let message = v["message"]
-            .as_str()
-            .or(v["Message"].as_str())
-            .unwrap_or(&text)
-            .chars()
-            .take(300)
-            .collect();
-        Err((
-            if kind.is_empty() {
-                status.to_string()
-            } else {
-                kind
-            },
-            message,
-        ))
     }
 
     fn context(context: &[u8]) -> Result<Value, KmsError> {
@@ -313,7 +265,9 @@ impl Kms for AwsKms {
     fn describe(&self) -> String {
         format!(
             "AWS KMS key `{}` in {} at {}",
-            self.keys[0], self.region, self.endpoint
+            self.keys[0],
+            self.client.region(),
+            self.endpoint
         )
     }
 }
