@@ -1,5 +1,5 @@
 //! BENCHMARKS.md: one head written by `bench compare`, then one marked section per other
-//! benchmark (`bench service`, `bench overhead`, `bench bfv`). Every benchmark writes its part through
+//! benchmark (`bench service`, `bench overhead`, `bench bfv`, `bench serverless`). Every benchmark writes its part through
 //! [`write`], which leaves the other parts as they are.
 
 use std::path::Path;
@@ -29,6 +29,12 @@ pub const BFV: Section = Section {
     end: "<!-- /bench bfv -->",
 };
 
+/// `tenebra bench serverless`.
+pub const SERVERLESS: Section = Section {
+    start: "<!-- bench serverless -->",
+    end: "<!-- /bench serverless -->",
+};
+
 /// Measurements taken by hand (memory of an API node under an upload...): no benchmark
 /// writes it, every benchmark keeps it.
 pub const NOTES: Section = Section {
@@ -37,7 +43,7 @@ pub const NOTES: Section = Section {
 };
 
 /// Every marked section, in the order they follow the head.
-pub const SECTIONS: [Section; 4] = [NOTES, SERVICE, OVERHEAD, BFV];
+pub const SECTIONS: [Section; 5] = [NOTES, SERVICE, OVERHEAD, BFV, SERVERLESS];
 
 impl Section {
     /// `body` between this section's markers.

@@ -9,6 +9,7 @@ pub mod bfv;
 pub mod doc;
 pub mod function;
 pub mod overhead;
+pub mod serverless;
 pub mod service;
 
 use std::collections::BTreeMap;

@@ -372,6 +372,18 @@ pub enum BenchCommand {
     /// The service's own cost: a trivial circuit through the whole service (p50/p99 of what
     /// it adds to the run) by concurrent clients, and the queue's throughput (claimed and
     /// finished per second), on SQLite and, with `--database-url`, on PostgreSQL.
+    /// The serverless runtime's cold and warm starts (`tenebra runtime` on a free port),
+    /// against the same evaluation in-process, in one run.
+    Serverless {
+        /// Key set directory (generated there if missing).
+        #[arg(long)]
+        keys: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// Also write the section into this file (e.g. BENCHMARKS.md), replacing the old one.
+        #[arg(long)]
+        write: Option<PathBuf>,
+    },
     Overhead {
         /// Key set directory (generated there if missing).
         #[arg(long)]

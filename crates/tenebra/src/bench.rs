@@ -30,6 +30,22 @@ pub fn bench(command: BenchCommand) -> Result<()> {
             let section = tenebra_bench::service::service_report(&measured);
             publish(&section, Part::Section(doc::SERVICE), write.as_deref())
         }
+        BenchCommand::Serverless { keys, reps, write } => {
+            use tenebra_bench::serverless::{bench_serverless, serverless_report};
+            let (client, _) = ensure_keys(&keys)?;
+            let exe = std::env::current_exe().context("finding this binary")?;
+            let tmp = tempfile::tempdir()?;
+            let zip = tmp.path().join("function.zip");
+            crate::io::write_lambda_zip(&zip, &exe, &[])?;
+            let zip_bytes = std::fs::metadata(&zip)?.len();
+            let run = bench_serverless(&exe, &keys, &client, zip_bytes, reps.max(1), &mut log)
+                .map_err(|e| anyhow::anyhow!(e))?;
+            publish(
+                &serverless_report(&run),
+                Part::Section(doc::SERVERLESS),
+                write.as_deref(),
+            )
+        }
         BenchCommand::Overhead {
             keys,
             database_url,

@@ -82,3 +82,24 @@ pub async fn shutdown_signal() {
         () = term => {}
     }
 }
+
+/// The zip Lambda runs: the runtime as `bootstrap` (executable) and `circuits/*.json`.
+pub fn write_lambda_zip(path: &Path, exe: &Path, circuits: &[(String, Vec<u8>)]) -> Result<()> {
+    use std::io::Write;
+    use zip::write::SimpleFileOptions;
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut z = zip::ZipWriter::new(file);
+    let deflated =
+        SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    z.start_file("bootstrap", deflated.unix_permissions(0o755))?;
+    let mut binary = std::fs::File::open(exe).context("reading this binary")?;
+    std::io::copy(&mut binary, &mut z)?;
+    z.add_directory("circuits/", SimpleFileOptions::default())?;
+    for (file, json) in circuits {
+        z.start_file(format!("circuits/{file}"), deflated.unix_permissions(0o644))?;
+        z.write_all(json)?;
+    }
+    z.finish()?;
+    Ok(())
+}

@@ -3,7 +3,6 @@
 //! --target lambda` (create or update the function through the Lambda API), and the Lambda
 //! entry point (the binary started as `bootstrap`).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -13,7 +12,7 @@ use tenebra_circuit::{AnyCircuit, AnyLimits};
 use tenebra_server::aws::{AwsClient, Method};
 
 use crate::args::{LambdaArgs, PackageTarget};
-use crate::io::{read_limited, runtime, shutdown_signal, write_file, JSON_LIMIT};
+use crate::io::{read_limited, runtime, shutdown_signal, write_file, write_lambda_zip, JSON_LIMIT};
 
 /// Lambda's limit on a zip uploaded directly with CreateFunction/UpdateFunctionCode.
 const LAMBDA_ZIP_LIMIT: u64 = 50 << 20;
@@ -112,7 +111,7 @@ fn package(
     match target {
         PackageTarget::Lambda => {
             let zip = out.join("function.zip");
-            write_zip(&zip, &exe, &circuits)?;
+            write_lambda_zip(&zip, &exe, &circuits)?;
             let size = std::fs::metadata(&zip)?.len();
             write_file(&out.join("template.yaml"), sam_template(name).as_bytes())?;
             let mut said = format!(
@@ -147,26 +146,6 @@ fn package(
             Ok((out.to_owned(), said))
         }
     }
-}
-
-/// The zip Lambda runs: the runtime as `bootstrap` (executable) and `circuits/*.json`.
-fn write_zip(path: &Path, exe: &Path, circuits: &[(String, Vec<u8>)]) -> Result<()> {
-    use zip::write::SimpleFileOptions;
-    let file =
-        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut z = zip::ZipWriter::new(file);
-    let deflated =
-        SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
-    z.start_file("bootstrap", deflated.unix_permissions(0o755))?;
-    let mut binary = std::fs::File::open(exe).context("reading this binary")?;
-    std::io::copy(&mut binary, &mut z)?;
-    z.add_directory("circuits/", SimpleFileOptions::default())?;
-    for (file, json) in circuits {
-        z.start_file(format!("circuits/{file}"), deflated.unix_permissions(0o644))?;
-        z.write_all(json)?;
-    }
-    z.finish()?;
-    Ok(())
 }
 
 fn sam_template(name: &str) -> String {
