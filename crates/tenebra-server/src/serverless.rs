@@ -120,6 +120,10 @@ const MEMORY_KEY_SETS: usize = 2;
 /// The runtime: the packaged circuits, the key cache, the outbound client.
 pub struct Runtime {
     circuits: Vec<AnyCircuit>,
+    /// URL prefixes objects may be read from and written to (empty: any s3:// or http(s)://).
+    allowed: Vec<String>,
+    /// Evaluations at once (each uses every core; the rest wait).
+    running: tokio::sync::Semaphore,
     keys: Mutex<VecDeque<(String, EvalKeys)>>,
     cache_dir: Option<PathBuf>,
     http: reqwest::Client,
@@ -140,6 +144,33 @@ impl Runtime {
         cache_dir: Option<PathBuf>,
         platform: Platform,
     ) -> Result<Self, ServiceError> {
+        Self::with_limits(circuits_dir, cache_dir, platform, Vec::new(), 1)
+    }
+
+    /// [`Runtime::new`] that reads and writes objects only under the `allowed` URL
+    /// prefixes (when any are given: a public endpoint cannot be made to fetch or write
+    /// anywhere else) and runs at most `concurrency` evaluations at once.
+    pub fn with_limits(
+        circuits_dir: Option<&Path>,
+        cache_dir: Option<PathBuf>,
+        platform: Platform,
+        allowed: Vec<String>,
+        concurrency: usize,
+    ) -> Result<Self, ServiceError> {
+        let mut prefixes = Vec::new();
+        for a in &allowed {
+            let wrong =
+                |why: &str| ServiceError::Config(format!("allowed URL prefix `{a}`: {why}"));
+            Target::of(a).map_err(|e| wrong(&e.message))?;
+            let norm = normalized(a).map_err(|e| wrong(&e.message))?;
+            // A prefix ends at a path boundary: `https://a.example` would admit
+            // `https://a.example.evil.net/...`.
+            if !norm.ends_with('/') || norm.splitn(4, '/').nth(3).is_none() {
+                return Err(wrong("it must end with `/` after the host or bucket"));
+            }
+            prefixes.push(norm);
+        }
+        let allowed = prefixes;
         let mut circuits = Vec::new();
         if let Some(dir) = circuits_dir {
             let entries = std::fs::read_dir(dir).map_err(ServiceError::file(dir))?;
@@ -161,6 +192,8 @@ impl Runtime {
             .unwrap_or_else(|| "local".to_owned());
         Ok(Self {
             circuits,
+            allowed,
+            running: tokio::sync::Semaphore::new(concurrency.max(1)),
             keys: Mutex::default(),
             cache_dir,
             http: crate::outbound_client()?,
@@ -187,6 +220,15 @@ impl Runtime {
         .flatten()
         {
             Target::of(url)?;
+            // Compared in normal form: `https://h/ok/../other` is `https://h/other`.
+            let url = normalized(url)?;
+            if !self.allowed.is_empty() && !self.allowed.iter().any(|a| url.starts_with(a.as_str()))
+            {
+                return Err(InvokeError::bad(
+                    "url_not_allowed",
+                    format!("`{url}` is not under a URL prefix this function may use"),
+                ));
+            }
         }
         let input = match (&inv.input, &inv.input_url) {
             (Some(b), None) => {
@@ -225,6 +267,11 @@ impl Runtime {
             .keys(&inv.key_set_url, &key_set_id, circuit.scheme())
             .await?;
         let bytes_in = input.len() as u64;
+        let _slot = self
+            .running
+            .acquire()
+            .await
+            .map_err(|e| InvokeError::transient("internal", e.to_string()))?;
         let run = {
             let circuit = circuit.clone();
             tokio::task::spawn_blocking(move || {
@@ -476,6 +523,17 @@ fn decode_keys(
     }
 }
 
+/// A URL as it will be used: http(s) parsed and normalized (dot segments resolved, host
+/// lower-cased), s3 as given (object paths with dot segments are refused when parsed).
+fn normalized(url: &str) -> Result<String, InvokeError> {
+    if url.starts_with("s3://") {
+        return Ok(url.to_owned());
+    }
+    reqwest::Url::parse(url)
+        .map(|u| u.to_string())
+        .map_err(|e| InvokeError::bad("invalid_url", format!("`{url}`: {e}")))
+}
+
 /// Where an object URL points.
 enum Target {
     S3(Box<dyn ObjectStore>, object_store::path::Path),
@@ -696,4 +754,36 @@ pub async fn serve_lambda(runtime: Arc<Runtime>) -> Result<(), ServiceError> {
     lambda_runtime::run(handler)
         .await
         .map_err(|e| ServiceError::Config(format!("the Lambda runtime stopped: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowed_prefixes_end_at_a_boundary() {
+        let make =
+            |p: &str| Runtime::with_limits(None, None, Platform::CloudRun, vec![p.into()], 1);
+        for bad in ["s3://bucket", "ftp://x/", "file:///tmp/", "https://"] {
+            assert!(make(bad).is_err(), "{bad}");
+        }
+        // `https://a.example` is `https://a.example/` once normalized: a boundary.
+        for good in [
+            "https://a.example",
+            "https://a.example/fhe/",
+            "s3://bucket/keys/",
+        ] {
+            assert!(make(good).is_ok(), "{good}: {:?}", make(good).err());
+        }
+    }
+
+    #[test]
+    fn urls_compare_in_normal_form() {
+        assert_eq!(
+            normalized("https://A.example/ok/../other").unwrap(),
+            "https://a.example/other"
+        );
+        assert_eq!(normalized("s3://b/k").unwrap(), "s3://b/k");
+        assert!(normalized("https://exa mple/").is_err());
+    }
 }

@@ -120,6 +120,14 @@ pub enum Command {
         /// Address to listen on off Lambda (default 0.0.0.0:$PORT, else 0.0.0.0:8080).
         #[arg(long)]
         listen: Option<String>,
+        /// URL prefixes key sets, inputs and results may be at (comma-separated, e.g.
+        /// `s3://my-bucket/fhe/`); without any, every s3:// and http(s):// URL is taken:
+        /// set it whenever the endpoint is reachable by people who should not pick URLs.
+        #[arg(long, env = "TENEBRA_ALLOWED_URLS", value_delimiter = ',')]
+        allow_url: Vec<String>,
+        /// Evaluations at once (each uses every core; further invocations wait).
+        #[arg(long, env = "TENEBRA_RUNTIME_CONCURRENCY", default_value_t = 1)]
+        concurrency: usize,
     },
     /// Models on a server: upload, list, show, signature, grants, offers, and encrypted
     /// inference (whole or split).

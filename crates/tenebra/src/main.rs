@@ -128,7 +128,15 @@ fn dispatch(command: Command) -> Result<()> {
             circuits,
             cache_dir,
             listen,
-        } => serverless::function_runtime(circuits.as_deref(), cache_dir, listen),
+            allow_url,
+            concurrency,
+        } => serverless::function_runtime(
+            circuits.as_deref(),
+            cache_dir,
+            listen,
+            allow_url,
+            concurrency,
+        ),
         Command::Task { server, command } => remote::task(&server, command),
         Command::Models { server, command } => models::models(&server, command),
         Command::Run {

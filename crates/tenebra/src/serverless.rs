@@ -31,7 +31,21 @@ pub fn lambda_bootstrap() -> Result<()> {
         .unwrap_or_else(|| PathBuf::from("/var/task"));
     let circuits = root.join("circuits");
     let circuits = circuits.is_dir().then_some(circuits);
-    function_runtime(circuits.as_deref(), "/tmp/tenebra-keys".into(), None)
+    let allowed = std::env::var("TENEBRA_ALLOWED_URLS")
+        .map(|v| {
+            v.split(',')
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    function_runtime(
+        circuits.as_deref(),
+        "/tmp/tenebra-keys".into(),
+        None,
+        allowed,
+        1,
+    )
 }
 
 /// `tenebra runtime`: the serverless function runtime (Lambda's Runtime API when
@@ -40,6 +54,8 @@ pub fn function_runtime(
     circuits: Option<&Path>,
     cache_dir: PathBuf,
     listen: Option<String>,
+    allowed: Vec<String>,
+    concurrency: usize,
 ) -> Result<()> {
     use tenebra_server::serverless::{self, Platform, Runtime};
     let lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
@@ -48,7 +64,8 @@ pub fn function_runtime(
     } else {
         Platform::CloudRun
     };
-    let rt = std::sync::Arc::new(Runtime::new(circuits, Some(cache_dir), platform)?);
+    let rt = Runtime::with_limits(circuits, Some(cache_dir), platform, allowed, concurrency)?;
+    let rt = std::sync::Arc::new(rt);
     for (name, id) in rt.circuits() {
         eprintln!("serving {name} ({id})");
     }

@@ -447,6 +447,18 @@ async fn lambda_runtime_api_events() {
         ));
         l.queue
             .push(("req-3".into(), json!({"task": "not an invocation"})));
+        // Outside the allowed prefix, plainly or by a dot segment: refused before anything
+        // is fetched.
+        let metadata = "http://169.254.169.254/latest/meta-data/";
+        l.queue.push((
+            "req-5".into(),
+            json!({"key_set_url": metadata, "input": b64(&input)}),
+        ));
+        let sneaky = format!("{base}/../secret");
+        l.queue.push((
+            "req-6".into(),
+            json!({"key_set_url": keys, "input_url": sneaky}),
+        ));
         l.queue.push((
             "req-4".into(),
             json!({"key_set_url": keys, "input_url": format!("{base}/input"), "result_url": format!("{base}/out")}),
@@ -461,13 +473,14 @@ async fn lambda_runtime_api_events() {
         ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "2048".into()),
         ("AWS_LAMBDA_LOG_STREAM_NAME", "stream".into()),
         ("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/pick".into()),
+        ("TENEBRA_ALLOWED_URLS", format!("{base}/")),
     ];
     let rt = Runtime::start(dir.path(), &env);
     let mut done = false;
     for _ in 0..1200 {
         {
             let l = lambda.lock().unwrap();
-            if l.responses.len() + l.errors.len() == 4 {
+            if l.responses.len() + l.errors.len() == 6 {
                 done = true;
                 break;
             }
@@ -485,6 +498,8 @@ async fn lambda_runtime_api_events() {
         l.errors
     );
     assert_eq!(l.errors["req-3"]["errorType"], "Tenebra.invalid_invocation");
+    assert_eq!(l.errors["req-5"]["errorType"], "Tenebra.url_not_allowed");
+    assert_eq!(l.errors["req-6"]["errorType"], "Tenebra.url_not_allowed");
     assert_eq!(l.responses["req-4"]["key_cache_hit"], true);
     check_pick(&objects.lock().unwrap().data["out"]);
     assert_eq!(objects.lock().unwrap().reads["keys"], 1);
