@@ -60,14 +60,11 @@ pub fn worker(
                     "worker metrics on http://{}/metrics",
                     listener.local_addr()?
                 );
-                let mut stopped = rx.clone();
-                let done = async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                };
+                // Stopped by the abort below, once the worker has stopped.
                 Some(tokio::spawn(tenebra_server::serve_metrics(
                     listener,
                     state.clone(),
-                    done,
+                    std::future::pending(),
                 )))
             }
             None => None,
