@@ -25,22 +25,16 @@ use clap::Parser;
 use args::{AdminCommand, Cli, Command, FunctionsCommand, KeysCommand, TenantsCommand};
 
 fn main() -> ExitCode {
-    let argv: Vec<String> = std::env::args().collect();
+    let mut argv: Vec<String> = std::env::args().collect();
     // On Lambda the runtime is started as `bootstrap`, without arguments.
     if serverless::is_lambda_bootstrap(&argv) {
-        return match serverless::lambda_bootstrap() {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::FAILURE
-            }
-        };
+        argv = serverless::lambda_bootstrap_args();
     }
     if let Err(e) = config::apply(&argv) {
         eprintln!("error: {e:#}");
         return ExitCode::FAILURE;
     }
-    let args = Cli::parse();
+    let args = Cli::parse_from(&argv);
     init_logs(args.is_service());
     match dispatch(args.command) {
         Ok(()) => ExitCode::SUCCESS,

@@ -24,28 +24,19 @@ pub fn is_lambda_bootstrap(argv: &[String]) -> bool {
         && std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some()
 }
 
-/// Runs the runtime with the circuits packaged beside `bootstrap`.
-pub fn lambda_bootstrap() -> Result<()> {
+/// The command line `bootstrap` stands for: `runtime` with the circuits packaged beside
+/// it, parsed like any other so that the runtime's variables (`TENEBRA_ALLOWED_URLS`,
+/// `TENEBRA_RUNTIME_CONCURRENCY`, ...) apply on Lambda too.
+pub fn lambda_bootstrap_args() -> Vec<String> {
     let root = std::env::var_os("LAMBDA_TASK_ROOT")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/task"));
     let circuits = root.join("circuits");
-    let circuits = circuits.is_dir().then_some(circuits);
-    let allowed = std::env::var("TENEBRA_ALLOWED_URLS")
-        .map(|v| {
-            v.split(',')
-                .filter(|p| !p.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default();
-    function_runtime(
-        circuits.as_deref(),
-        "/tmp/tenebra-keys".into(),
-        None,
-        allowed,
-        1,
-    )
+    let mut argv = vec!["bootstrap".to_owned(), "runtime".to_owned()];
+    if circuits.is_dir() {
+        argv.extend(["--circuits".to_owned(), circuits.display().to_string()]);
+    }
+    argv
 }
 
 /// `tenebra runtime`: the serverless function runtime (Lambda's Runtime API when
