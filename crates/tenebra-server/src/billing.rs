@@ -390,7 +390,6 @@ pub async fn export_meter_events(
         ),
         None => None,
     };
-    let db = |doing| move |source| ServiceError::Database { doing, source };
     let mut done = Exported::default();
     loop {
         let batch = state
@@ -463,12 +462,14 @@ async fn finish(state: &AppState, mut done: Exported) -> Result<Exported, Servic
         .store
         .meter_export_counts()
         .await
-        .map_err(|source| ServiceError::Database {
-            doing: "counting meter events",
-            source,
-        })?
+        .map_err(db("counting meter events"))?
         .unmapped;
     Ok(done)
+}
+
+/// A store error as what the export was doing.
+fn db(doing: &'static str) -> impl Fn(tenebra_store::StoreError) -> ServiceError {
+    move |source| ServiceError::Database { doing, source }
 }
 
 /// What Stripe made of one event.

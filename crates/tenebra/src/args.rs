@@ -871,7 +871,7 @@ pub struct MeterArgs {
     #[arg(
         long,
         env = "TENEBRA_STRIPE_API_BASE",
-        default_value = "https://api.stripe.com"
+        default_value = tenebra_server::billing::STRIPE_API
     )]
     pub stripe_api_base: String,
     /// Tries per event on server errors and rate limits before stopping (the rest go next
