@@ -13,7 +13,7 @@
 //! Each invocation logs one structured line of its FHE metrics on stdout: CloudWatch's
 //! Embedded Metric Format on Lambda, Cloud Logging's structured JSON on Cloud Run.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -125,6 +125,8 @@ pub struct Runtime {
     /// Evaluations at once (each uses every core; the rest wait).
     running: tokio::sync::Semaphore,
     keys: Mutex<VecDeque<(String, EvalKeys)>>,
+    /// S3 clients by bucket.
+    s3: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
     cache_dir: Option<PathBuf>,
     http: reqwest::Client,
     platform: Platform,
@@ -161,7 +163,13 @@ impl Runtime {
         for a in &allowed {
             let wrong =
                 |why: &str| ServiceError::Config(format!("allowed URL prefix `{a}`: {why}"));
-            Target::of(a).map_err(|e| wrong(&e.message))?;
+            // A prefix may stop at the bucket (`s3://b/`): only its scheme is checked here.
+            if !["s3://", "http://", "https://"]
+                .iter()
+                .any(|p| a.starts_with(p))
+            {
+                return Err(wrong("it is not an s3:// or http(s):// URL"));
+            }
             let norm = normalized(a).map_err(|e| wrong(&e.message))?;
             // A prefix ends at a path boundary: `https://a.example` would admit
             // `https://a.example.evil.net/...`.
@@ -195,6 +203,7 @@ impl Runtime {
             allowed,
             running: tokio::sync::Semaphore::new(concurrency.max(1)),
             keys: Mutex::default(),
+            s3: Mutex::default(),
             cache_dir,
             http: crate::outbound_client()?,
             platform,
@@ -380,14 +389,14 @@ impl Runtime {
             tokio::task::spawn_blocking(move || decode_keys(upload, &want, scheme))
                 .await
                 .map_err(|e| InvokeError::transient("internal", e.to_string()))??;
-        if let (Some(path), Some(bytes)) = (cached.filter(|_| !hit), upload) {
+        if let Some(path) = cached.filter(|_| !hit) {
             // Best effort: a full /tmp only costs the next cold start a fetch.
             let write = async {
                 if let Some(dir) = path.parent() {
                     tokio::fs::create_dir_all(dir).await?;
                 }
                 let tmp = path.with_extension("part");
-                tokio::fs::write(&tmp, &bytes).await?;
+                tokio::fs::write(&tmp, &upload).await?;
                 tokio::fs::rename(&tmp, &path).await
             };
             if let Err(e) = write.await {
@@ -413,7 +422,8 @@ impl Runtime {
             InvokeError::transient("fetch_failed", format!("reading {url}: {e}"))
         };
         match Target::of(url)? {
-            Target::S3(store, path) => {
+            Target::S3 { bucket, path } => {
+                let store = self.bucket(&bucket).map_err(|e| failed(&e))?;
                 let meta = store.head(&path).await.map_err(|e| match e {
                     object_store::Error::NotFound { .. } => {
                         InvokeError::bad("object_not_found", format!("{url} does not exist"))
@@ -454,13 +464,33 @@ impl Runtime {
         }
     }
 
+    /// The S3 client of `bucket` (credentials and endpoint from the environment), built once.
+    fn bucket(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
+        let mut clients = self.s3.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = clients.get(bucket) {
+            return Ok(c.clone());
+        }
+        let store: Arc<dyn ObjectStore> = Arc::new(
+            object_store::aws::AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .build()?,
+        );
+        if clients.len() >= S3_CLIENTS {
+            clients.clear();
+        }
+        clients.insert(bucket.to_owned(), store.clone());
+        Ok(store)
+    }
+
     /// Puts a result where the invocation said.
     async fn store(&self, url: &str, bytes: Vec<u8>) -> Result<(), InvokeError> {
         let failed = |e: &dyn std::fmt::Display| {
             InvokeError::transient("store_failed", format!("writing {url}: {e}"))
         };
         match Target::of(url)? {
-            Target::S3(store, path) => store
+            Target::S3 { bucket, path } => self
+                .bucket(&bucket)
+                .map_err(|e| failed(&e))?
                 .put(&path, bytes.into())
                 .await
                 .map(drop)
@@ -489,7 +519,7 @@ fn decode_keys(
     upload: Vec<u8>,
     want: &str,
     scheme: Scheme,
-) -> Result<(EvalKeys, Option<Vec<u8>>), InvokeError> {
+) -> Result<(EvalKeys, Vec<u8>), InvokeError> {
     let bad = |e: EngineError| InvokeError::bad("invalid_key_set", e.to_string());
     let other = |got: String| {
         InvokeError::bad(
@@ -511,14 +541,14 @@ fn decode_keys(
                 return Err(other(got));
             }
             let keys = ServerKeys::from_bytes(server, public).map_err(bad)?;
-            Ok((EvalKeys::Tfhe(Arc::new(keys)), Some(upload)))
+            Ok((EvalKeys::Tfhe(Arc::new(keys)), upload))
         }
         Scheme::Bfv => {
             let keys = BfvKeySet::parse(upload.clone()).map_err(bad)?;
             if keys.id() != want {
                 return Err(other(keys.id()));
             }
-            Ok((EvalKeys::Bfv(keys), Some(upload)))
+            Ok((EvalKeys::Bfv(keys), upload))
         }
     }
 }
@@ -536,11 +566,15 @@ fn normalized(url: &str) -> Result<String, InvokeError> {
 
 /// Where an object URL points.
 enum Target {
-    S3(Box<dyn ObjectStore>, object_store::path::Path),
+    S3 {
+        bucket: String,
+        path: object_store::path::Path,
+    },
     Http,
 }
 
 impl Target {
+    /// Parses (and checks) an object URL; nothing is connected to.
     fn of(url: &str) -> Result<Self, InvokeError> {
         if url.starts_with("https://") || url.starts_with("http://") {
             return Ok(Target::Http);
@@ -558,15 +592,18 @@ impl Target {
                 format!("`{url}` names no bucket and key"),
             ));
         }
-        let store = object_store::aws::AmazonS3Builder::from_env()
-            .with_bucket_name(bucket)
-            .build()
-            .map_err(|e| InvokeError::transient("fetch_failed", format!("S3 for {url}: {e}")))?;
         let path = object_store::path::Path::parse(key)
             .map_err(|e| InvokeError::bad("invalid_url", format!("`{url}`: {e}")))?;
-        Ok(Target::S3(Box::new(store), path))
+        Ok(Target::S3 {
+            bucket: bucket.to_owned(),
+            path,
+        })
     }
 }
+
+/// S3 clients kept at most (one per bucket; past it they are built again): invokers name
+/// the buckets, so the map is bounded.
+const S3_CLIENTS: usize = 16;
 
 /// The invocation's one structured log line: CloudWatch Embedded Metric Format on Lambda
 /// (the metrics land in namespace `Tenebra` by function), Cloud Logging's JSON on Cloud Run.
@@ -769,6 +806,7 @@ mod tests {
         }
         // `https://a.example` is `https://a.example/` once normalized: a boundary.
         for good in [
+            "s3://bucket/",
             "https://a.example",
             "https://a.example/fhe/",
             "s3://bucket/keys/",

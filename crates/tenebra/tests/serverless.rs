@@ -794,3 +794,111 @@ fn form_encode(s: &str) -> String {
         })
         .collect()
 }
+
+/// Key set, input and result in S3 (moto): the runtime reads and writes `s3://` URLs with
+/// credentials and endpoint from the `AWS_*` variables, on a cold and a warm invocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_in_s3() {
+    let Some(bin) = std::env::var_os("TENEBRA_MOTO_SERVER") else {
+        assert!(
+            std::env::var_os("TENEBRA_REQUIRE_S3").is_none(),
+            "TENEBRA_REQUIRE_S3 is set but TENEBRA_MOTO_SERVER is not"
+        );
+        eprintln!("skipped: set TENEBRA_MOTO_SERVER to run this test (see .ci/run)");
+        return;
+    };
+    let port = free_port();
+    let mut moto = Command::new(bin)
+        .args(["-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let s3 = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let mut up = false;
+    for _ in 0..100 {
+        if http
+            .put(format!("{s3}/fhe"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "moto_server did not come up");
+    let input =
+        tenebra_client::encrypt_circuit(client_keys(), &circuit(), &json!({"x": 7, "y": 200}))
+            .unwrap();
+    let keys = tenebra_engine::keys::read_upload(&test_key_dir()).unwrap();
+    for (name, body) in [("keys", keys), ("input", input)] {
+        let r = http
+            .put(format!("{s3}/fhe/{name}"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+    let dir = package();
+    let port = free_port();
+    let env = [
+        ("PORT", port.to_string()),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("AWS_DEFAULT_REGION", "us-east-1".into()),
+        ("AWS_ENDPOINT", s3.clone()),
+        ("AWS_ALLOW_HTTP", "true".into()),
+        ("TENEBRA_ALLOWED_URLS", "s3://fhe/".into()),
+    ];
+    let _rt = Runtime::start(dir.path(), &env);
+    let url = format!("http://127.0.0.1:{port}/");
+    let credential = tenebra_server::aws::AwsCredential {
+        key_id: "test".into(),
+        secret_key: "test".into(),
+        token: None,
+    };
+    let signer = tenebra_server::aws::AwsClient::with_credential("us-east-1", credential).unwrap();
+    for (i, hit) in [(1, false), (2, true)] {
+        let body = json!({"key_set_url": "s3://fhe/keys", "input_url": "s3://fhe/input",
+            "result_url": format!("s3://fhe/result-{i}")});
+        let mut answer = None;
+        for _ in 0..200 {
+            if let Ok(r) = http.post(&url).json(&body).send().await {
+                answer = Some(r.json::<Value>().await.unwrap());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let a = answer.expect("the runtime did not listen");
+        assert_eq!(a["key_cache_hit"], hit, "{a}");
+        // Written by a signed request, so read by one.
+        let got = signer
+            .call(
+                "s3",
+                tenebra_server::aws::Method::GET,
+                &format!("{s3}/fhe/result-{i}"),
+                &[],
+                Vec::new(),
+            )
+            .await
+            .unwrap();
+        check_pick(&got);
+    }
+    let missing = json!({"key_set_url": "s3://fhe/keys", "input_url": "s3://fhe/nothing"});
+    let v: Value = http
+        .post(&url)
+        .json(&missing)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["error"]["code"], "object_not_found");
+    let _ = moto.kill();
+    let _ = moto.wait();
+}
