@@ -12,6 +12,7 @@ pub mod blobs;
 mod catalogue;
 pub mod charges;
 pub mod cpu;
+pub mod dispatch;
 pub mod error;
 mod functions;
 mod keysets;
@@ -44,7 +45,7 @@ pub use tenebra_api::{
 use tenebra_store::{ApiKey, QuotaExceeded, Scope, Store, StoreError, Tenant};
 
 pub use error::{ApiError, Causes, ServiceError};
-pub use node::Node;
+pub use node::{Node, Workers};
 pub use token::Secret;
 
 /// Largest JSON request body accepted by the API-key endpoints.

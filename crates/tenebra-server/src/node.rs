@@ -1,4 +1,5 @@
-//! One running node: the API served on a listener and, where asked, an in-process worker.
+//! One running node: the API served on a listener and, where asked, an in-process worker
+//! or a dispatcher to a serverless executor.
 //!
 //! `tenebra serve`, the demo, the service benchmark and the tests all start the service
 //! through [`Node::start`], and stop it through [`Node::stop`] (or [`Node::run_until`]): in
@@ -12,8 +13,27 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::dispatch::{self, DispatchConfig};
 use crate::worker::{self, WorkerConfig};
 use crate::{open, serve, AppState, ServiceError, Settings};
+
+/// Who runs a node's tasks besides the API.
+#[derive(Debug, Clone, Default)]
+pub enum Workers {
+    /// Nobody here: `tenebra worker` processes elsewhere.
+    #[default]
+    None,
+    /// An in-process worker.
+    InProcess(WorkerConfig),
+    /// A serverless executor the tasks are handed to (the serverless worker pool).
+    Dispatch(DispatchConfig),
+}
+
+impl From<Option<WorkerConfig>> for Workers {
+    fn from(w: Option<WorkerConfig>) -> Self {
+        w.map_or(Workers::None, Workers::InProcess)
+    }
+}
 
 /// A started node; dropping it without [`Node::stop`] leaves its tasks running.
 pub struct Node {
@@ -35,11 +55,12 @@ impl std::fmt::Debug for Node {
 
 impl Node {
     /// Opens the storage `settings` name (migrating the database), serves the API on
-    /// `listener`, and runs an in-process worker with `worker` unless it is `None`.
+    /// `listener`, and runs `workers` beside it (an in-process worker, a dispatcher, or
+    /// neither; `Option<WorkerConfig>` stands for the first or the last).
     pub async fn start(
         settings: &Settings,
         listener: TcpListener,
-        worker: Option<WorkerConfig>,
+        workers: impl Into<Workers>,
     ) -> Result<Node, ServiceError> {
         let addr = listener
             .local_addr()
@@ -50,7 +71,11 @@ impl Node {
         let server = tokio::spawn(serve(listener, state.clone(), async move {
             let _ = on_stop.wait_for(|s| *s).await;
         }));
-        let worker = worker.map(|cfg| tokio::spawn(worker::run(state.clone(), cfg, rx)));
+        let worker = match workers.into() {
+            Workers::None => None,
+            Workers::InProcess(cfg) => Some(tokio::spawn(worker::run(state.clone(), cfg, rx))),
+            Workers::Dispatch(cfg) => Some(tokio::spawn(dispatch::run(state.clone(), cfg, rx))),
+        };
         Ok(Node {
             state,
             addr,

@@ -34,6 +34,7 @@ use tenebra_engine::scheme::{key_set_scheme, KEY_SET_LIMIT};
 use tenebra_engine::{EngineError, EvalKeys, InputHeader, RunOptions, ServerKeys};
 
 use crate::tasks::TASK_INPUT_LIMIT;
+use crate::worker::{Invoked, TaskRunner};
 use crate::ServiceError;
 
 /// What one invocation asks for.
@@ -645,6 +646,62 @@ pub fn metrics_line(platform: Platform, version: &str, a: &Answer) -> String {
     line.to_string()
 }
 
+/// What a serverless entry point does with one event: the function runtime ([`Runtime`])
+/// evaluates an [`Invocation`]; the worker pool's runner ([`TaskRunner`]) runs the task a
+/// [`TaskEvent`] names. Both are served the same way on Lambda and on Cloud Run.
+pub trait Handler: Send + Sync + 'static {
+    type Event: serde::de::DeserializeOwned + Send;
+    type Answer: Serialize + Send;
+    /// Handles one event; `deadline` is when the platform ends the invocation, if it says.
+    fn handle(
+        &self,
+        event: Self::Event,
+        deadline: Option<Instant>,
+    ) -> impl std::future::Future<Output = Result<Self::Answer, InvokeError>> + Send;
+}
+
+impl Handler for Runtime {
+    type Event = Invocation;
+    type Answer = Answer;
+    async fn handle(&self, event: Invocation, _: Option<Instant>) -> Result<Answer, InvokeError> {
+        self.invoke(event).await
+    }
+}
+
+/// A worker pool's invocation: the task to claim and run, nothing else (key set, input and
+/// result stay in the service's storage).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TaskEvent {
+    pub task_id: String,
+}
+
+impl Handler for TaskRunner {
+    type Event = TaskEvent;
+    type Answer = Invoked;
+    async fn handle(
+        &self,
+        event: TaskEvent,
+        deadline: Option<Instant>,
+    ) -> Result<Invoked, InvokeError> {
+        let id = &event.task_id;
+        let well_formed = id.len() <= 64
+            && id.starts_with("task_")
+            && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !well_formed {
+            return Err(InvokeError::bad(
+                "invalid_invocation",
+                "task_id is not a task id",
+            ));
+        }
+        // Only the store can fail here (the task's own failures are recorded on it): the
+        // platform retries the invocation, and the claim makes a retry safe.
+        self.run_task(id, deadline)
+            .await
+            .map_err(|e| InvokeError::transient("store_unavailable", e.to_string()))
+    }
+}
+
 /// Pub/Sub's CloudEvent type; its data wraps the message, whose `data` is our invocation.
 const PUBSUB_PUBLISHED: &str = "google.cloud.pubsub.topic.v1.messagePublished";
 
@@ -653,22 +710,22 @@ const BODY_LIMIT: usize = TASK_INPUT_LIMIT / 3 * 4 + (1 << 20);
 
 /// The Cloud Run service: `POST /` (a plain invocation, or a CloudEvent carrying one) and
 /// `GET /healthz`.
-pub fn cloud_run_router(runtime: Arc<Runtime>) -> Router {
+pub fn cloud_run_router<H: Handler>(handler: Arc<H>) -> Router {
     Router::new()
-        .route("/", post(cloud_run_invoke))
+        .route("/", post(cloud_run_invoke::<H>))
         .route("/healthz", get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(runtime)
+        .with_state(handler)
 }
 
 /// Serves [`cloud_run_router`] on `listener` until `shutdown` (Cloud Run sends SIGTERM and
 /// waits for requests in flight).
-pub async fn serve_cloud_run(
-    runtime: Arc<Runtime>,
+pub async fn serve_cloud_run<H: Handler>(
+    handler: Arc<H>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServiceError> {
-    axum::serve(listener, cloud_run_router(runtime))
+    axum::serve(listener, cloud_run_router(handler))
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|source| ServiceError::Serve { source })
@@ -683,13 +740,13 @@ fn is_structured(headers: &HeaderMap) -> bool {
 }
 
 /// The invocation a Cloud Run request carries, and whether it came as a CloudEvent.
-fn cloud_run_invocation(
+fn cloud_run_invocation<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<(Invocation, bool), InvokeError> {
+) -> Result<(T, bool), InvokeError> {
     let header = |k: &str| headers.get(k).and_then(|v| v.to_str().ok());
     let parse = |bytes: &[u8]| {
-        serde_json::from_slice::<Invocation>(bytes)
+        serde_json::from_slice::<T>(bytes)
             .map_err(|e| InvokeError::bad("invalid_invocation", e.to_string()))
     };
     let structured =
@@ -737,13 +794,13 @@ fn cloud_run_invocation(
     Ok((parse(&data)?, true))
 }
 
-async fn cloud_run_invoke(
-    State(runtime): State<Arc<Runtime>>,
+async fn cloud_run_invoke<H: Handler>(
+    State(handler): State<Arc<H>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let (event, answer) = match cloud_run_invocation(&headers, &body) {
-        Ok((inv, event)) => (event, runtime.invoke(inv).await),
+    let (event, answer) = match cloud_run_invocation::<H::Event>(&headers, &body) {
+        Ok((inv, event)) => (event, handler.handle(inv, None).await),
         // A well-formed event with a bad invocation inside is acknowledged like a failed
         // run; a malformed event is the sender's bug: 400.
         Err(e) => {
@@ -768,19 +825,25 @@ async fn cloud_run_invoke(
 }
 
 /// Serves Lambda's Runtime API (`AWS_LAMBDA_RUNTIME_API`) until the platform stops the
-/// process: each event is an [`Invocation`], each answer an [`Answer`]; a failure is
-/// reported to Lambda as an error of type `Tenebra.<code>`.
-pub async fn serve_lambda(runtime: Arc<Runtime>) -> Result<(), ServiceError> {
-    let handler = lambda_runtime::service_fn(move |event: lambda_runtime::LambdaEvent<Value>| {
-        let runtime = runtime.clone();
+/// process: each event is the handler's event (an [`Invocation`], a [`TaskEvent`]), each
+/// answer its answer; a failure is reported to Lambda as an error of type `Tenebra.<code>`.
+pub async fn serve_lambda<H: Handler>(handler: Arc<H>) -> Result<(), ServiceError> {
+    let service = lambda_runtime::service_fn(move |event: lambda_runtime::LambdaEvent<Value>| {
+        let handler = handler.clone();
         async move {
-            let inv: Invocation =
+            let inv: H::Event =
                 serde_json::from_value(event.payload).map_err(|e| lambda_runtime::Diagnostic {
                     error_type: "Tenebra.invalid_invocation".into(),
                     error_message: e.to_string(),
                 })?;
-            runtime
-                .invoke(inv)
+            // The deadline is in milliseconds since the epoch.
+            let left = i64::try_from(event.context.deadline)
+                .unwrap_or(i64::MAX)
+                .saturating_sub(tenebra_store::now_ms());
+            let deadline = (left > 0)
+                .then(|| Instant::now() + std::time::Duration::from_millis(left.unsigned_abs()));
+            handler
+                .handle(inv, deadline)
                 .await
                 .map_err(|e| lambda_runtime::Diagnostic {
                     error_type: format!("Tenebra.{}", e.code),
@@ -788,7 +851,7 @@ pub async fn serve_lambda(runtime: Arc<Runtime>) -> Result<(), ServiceError> {
                 })
         }
     });
-    lambda_runtime::run(handler)
+    lambda_runtime::run(service)
         .await
         .map_err(|e| ServiceError::Config(format!("the Lambda runtime stopped: {e}")))
 }

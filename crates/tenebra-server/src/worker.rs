@@ -231,14 +231,7 @@ pub async fn run(
             .claim_task_reaping(&w.id, w.lease, w.max_attempts)
             .await;
         if let Ok((_, reaped)) = &claimed {
-            // Abandoned tasks that ended while being reaped free their inputs here.
-            for t in reaped {
-                let _ = worker.state.task_ended.send(t.id.as_str().into());
-                let input = blobs::task_input(&t.tenant_id, &t.id);
-                if let Err(e) = worker.state.blobs.remove(&input).await {
-                    tracing::warn!(task = %t.id, error = %e, "removing a reaped task's input");
-                }
-            }
+            forget_reaped(&worker.state, reaped).await;
         }
         match claimed.map(|(t, _)| t) {
             Ok(Some(task)) => {
@@ -266,6 +259,97 @@ pub async fn run(
     tracing::info!(worker = %worker.cfg.id, in_flight = running.len(), "worker stopping");
     while running.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Abandoned tasks that ended while being reaped by a claim: their waiters are woken and
+/// their inputs freed here.
+async fn forget_reaped(state: &AppState, reaped: &[Task]) {
+    for t in reaped {
+        let _ = state.task_ended.send(t.id.as_str().into());
+        let input = blobs::task_input(&t.tenant_id, &t.id);
+        if let Err(e) = state.blobs.remove(&input).await {
+            tracing::warn!(task = %t.id, error = %e, "removing a reaped task's input");
+        }
+    }
+}
+
+/// What an invocation naming a task did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Invoked {
+    pub task_id: String,
+    /// Whether this invocation claimed and ran it (false: another one holds it, it ended,
+    /// or its retry is not due yet; nothing to do).
+    pub ran: bool,
+    /// Its status afterwards, when it exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+}
+
+/// Runs the tasks serverless invocations name (the serverless worker pool: each dispatched
+/// invocation carries only a task id). A task is claimed with the usual lease and fence and
+/// run exactly as [`run`]'s workers run it (heartbeats, cancellation, retries, metering,
+/// audit); the key cache lasts as long as the runner, across warm invocations.
+pub struct TaskRunner {
+    worker: Worker,
+}
+
+impl TaskRunner {
+    pub fn new(state: AppState, cfg: WorkerConfig) -> Self {
+        Self {
+            worker: Worker {
+                keys: Arc::new(KeyCache::new(cfg.key_cache_bytes)),
+                state,
+                cfg,
+            },
+        }
+    }
+
+    /// Claims task `id` if it is runnable and runs it to its end. With a `deadline` (the
+    /// platform's end of this invocation) a run still going a grace period before it is
+    /// given back to the queue, as at a worker's shutdown, instead of being killed with its
+    /// lease held. An error is the store's: the platform should retry the invocation.
+    pub async fn run_task(
+        &self,
+        id: &str,
+        deadline: Option<Instant>,
+    ) -> Result<Invoked, StoreError> {
+        let w = &self.worker;
+        let (task, reaped) = w
+            .state
+            .store
+            .claim_task_by_id(id, &w.cfg.id, w.cfg.lease, w.cfg.max_attempts)
+            .await?;
+        forget_reaped(&w.state, &reaped).await;
+        let ran = task.is_some();
+        if let Some(task) = task {
+            // Kept until the run ends: a dropped sender reads as a shutdown.
+            let (stop, rx) = watch::channel(false);
+            let stop = Arc::new(stop);
+            // The drain starts `shutdown_grace` (plus a margin to record it) before the end.
+            let margin = w.cfg.shutdown_grace + Duration::from_secs(2);
+            let timer = deadline.map(|d| {
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(d.checked_sub(margin).unwrap_or(d).into()).await;
+                    let _ = stop.send(true);
+                })
+            });
+            w.process(task, rx).await;
+            if let Some(t) = timer {
+                t.abort();
+            }
+        }
+        let status = match w.state.store.task_by_id(id).await {
+            Ok(t) => Some(t.status.as_str().to_owned()),
+            Err(StoreError::NotFound) => None,
+            Err(e) => return Err(e),
+        };
+        Ok(Invoked {
+            task_id: id.to_owned(),
+            ran,
+            status,
+        })
+    }
 }
 
 /// Marks results past their time to live as expired and deletes key sets past theirs,

@@ -205,6 +205,33 @@ macro_rules! claim_query {
     };
 }
 
+/// The claim of one named task, on the same terms as [`claim_query`]'s (`$4`: its id).
+const CLAIM_BY_ID: &str = concat!(
+    "UPDATE tasks SET status = 'running', attempts = attempts + 1, \
+     fence = fence + 1, worker_id = $1, lease_until = $2, \
+     started_at = COALESCE(started_at, $3) \
+     WHERE id = $4 AND ((status = 'queued' AND run_after <= $3) \
+        OR (status = 'running' AND lease_until < $3))",
+    returning_tasks!()
+);
+
+/// The tasks to hand to a serverless executor (see [`Store::dispatch_tasks`]), marked as
+/// handed: runnable, and never handed or handed before `$2`; `$1` is now, `$3` the most.
+macro_rules! dispatch_query {
+    ($lock:literal) => {
+        concat!(
+            "UPDATE tasks SET dispatched_at = $1 \
+             WHERE id IN (SELECT id FROM tasks \
+                WHERE ((status = 'queued' AND run_after <= $1) \
+                    OR (status = 'running' AND lease_until < $1)) \
+                  AND (dispatched_at IS NULL OR dispatched_at <= $2) \
+                ORDER BY run_after, created_at, id LIMIT $3",
+            $lock,
+            ") RETURNING id"
+        )
+    };
+}
+
 /// Runs a query returning at most one task row.
 macro_rules! fetch_task {
     ($store:expr, $rows:expr, $query:expr, $($arg:expr),*) => {
@@ -468,6 +495,30 @@ impl Store {
         lease: Duration,
         max_attempts: u32,
     ) -> Result<(Option<Task>, Vec<Task>), StoreError> {
+        self.claim_reaping(worker, lease, max_attempts, None).await
+    }
+
+    /// [`Store::claim_task_reaping`] of one task: claims task `id` if it is runnable (queued
+    /// and due, or running with an expired lease), as a serverless invocation naming it does.
+    /// `None` when it is not: another claim holds it, it ended, or its retry is not due.
+    pub async fn claim_task_by_id(
+        &self,
+        id: &str,
+        worker: &str,
+        lease: Duration,
+        max_attempts: u32,
+    ) -> Result<(Option<Task>, Vec<Task>), StoreError> {
+        self.claim_reaping(worker, lease, max_attempts, Some(id))
+            .await
+    }
+
+    async fn claim_reaping(
+        &self,
+        worker: &str,
+        lease: Duration,
+        max_attempts: u32,
+        id: Option<&str>,
+    ) -> Result<(Option<Task>, Vec<Task>), StoreError> {
         let now = now_ms();
         let reap_cancelled = concat!(
             "UPDATE tasks SET status = 'cancelled', finished_at = $1, \
@@ -495,12 +546,43 @@ impl Store {
             for t in &reaped {
                 task_changed!(self, tx, t, SYSTEM);
             }
-            let t = fetch_task_in!(tx, claim, worker, lease_until, now);
+            let t = match id {
+                None => fetch_task_in!(tx, claim, worker, lease_until, now),
+                Some(id) => fetch_task_in!(tx, CLAIM_BY_ID, worker, lease_until, now, id),
+            };
             if let Some(t) = &t {
                 task_changed!(self, tx, t, &format!("worker:{worker}"));
             }
             tx.commit().await?;
             Ok((t, reaped))
+        })
+    }
+
+    /// The ids of at most `limit` runnable tasks to hand to a serverless executor, oldest
+    /// first, marked as handed now: those never handed, and those handed at least `again`
+    /// ago that are still runnable (the invocation was lost, or died with its lease). Two
+    /// dispatchers never get the same task in one round; an invocation that finds its task
+    /// already claimed does nothing.
+    pub async fn dispatch_tasks(
+        &self,
+        limit: u32,
+        again: Duration,
+    ) -> Result<Vec<String>, StoreError> {
+        let now = now_ms();
+        let q = match self.db {
+            Db::Postgres(_) => dispatch_query!(" FOR UPDATE SKIP LOCKED"),
+            Db::Sqlite(_) => dispatch_query!(""),
+        };
+        on_rows!(self, Rows::System, p => {
+            let rows = sqlx::query(q)
+                .bind(now)
+                .bind(now.saturating_sub(ms(again)))
+                .bind(i64::from(limit))
+                .fetch_all(p)
+                .await?;
+            rows.iter()
+                .map(|r| r.try_get::<String, _>("id").map_err(StoreError::from))
+                .collect()
         })
     }
 
@@ -608,7 +690,7 @@ impl Store {
              error_code = CASE WHEN attempts >= $1 THEN 'internal' ELSE NULL END, \
              error_message = CASE WHEN attempts >= $1 THEN CAST($2 AS TEXT) ELSE NULL END, \
              finished_at = CASE WHEN attempts >= $1 THEN $3 ELSE NULL END, \
-             run_after = $4, worker_id = NULL, lease_until = NULL \
+             run_after = $4, worker_id = NULL, lease_until = NULL, dispatched_at = NULL \
              WHERE id = $5 AND fence = $6 AND status = 'running'",
             returning_tasks!()
         );
@@ -636,7 +718,7 @@ impl Store {
     pub async fn release_task(&self, id: &str, fence: i64) -> Result<(), StoreError> {
         let q = concat!(
             "UPDATE tasks SET status = 'queued', attempts = attempts - 1, \
-                 run_after = $1, worker_id = NULL, lease_until = NULL \
+                 run_after = $1, worker_id = NULL, lease_until = NULL, dispatched_at = NULL \
                  WHERE id = $2 AND fence = $3 AND status = 'running'",
             returning_tasks!()
         );

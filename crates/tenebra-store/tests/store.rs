@@ -583,6 +583,142 @@ async fn concurrent_claims(store: &Store) {
     assert_eq!((n, all.len()), (20, 20));
 }
 
+/// Handing tasks to a serverless executor: each runnable task is handed once until a lease
+/// passes, two dispatchers never get the same one, an invocation claims only the task it
+/// names and only while it is runnable, a task whose invocation died is handed again, and
+/// one back in the queue (a retry) is handed again at once when due.
+async fn dispatch_story(store: &Store) {
+    store.migrate().await.unwrap();
+    let a = store.create_tenant("acme").await.unwrap().id;
+    let b = store.create_tenant("globex").await.unwrap().id;
+    let lease = Duration::from_secs(30);
+    let mut ids = Vec::new();
+    for tenant in [&a, &b, &a] {
+        ids.push(created(store.submit_task(tenant, &new_task(None)).await.unwrap()).id);
+    }
+    // Two dispatchers at once share the three tasks without overlap.
+    let (x, y) = tokio::join!(
+        store.dispatch_tasks(2, lease),
+        store.dispatch_tasks(2, lease)
+    );
+    let mut handed = [x.unwrap(), y.unwrap()].concat();
+    handed.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(handed, want);
+    // Handed, not yet claimed: not handed again within the lease.
+    assert!(store.dispatch_tasks(10, lease).await.unwrap().is_empty());
+    // After it (`again` zero stands for the time passing) every still-runnable task is.
+    assert_eq!(
+        store
+            .dispatch_tasks(10, Duration::ZERO)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+
+    // An invocation claims only its task, once; an unknown id claims nothing.
+    let (t, _) = store
+        .claim_task_by_id(&ids[1], "fn-1", lease, 3)
+        .await
+        .unwrap();
+    let t = t.unwrap();
+    assert_eq!(
+        (t.id.as_str(), t.attempts, t.fence),
+        (ids[1].as_str(), 1, 1)
+    );
+    let (again, _) = store
+        .claim_task_by_id(&ids[1], "fn-2", lease, 3)
+        .await
+        .unwrap();
+    assert!(again.is_none(), "a running task is claimed twice");
+    let (none, _) = store
+        .claim_task_by_id("task_nope", "fn-2", lease, 3)
+        .await
+        .unwrap();
+    assert!(none.is_none());
+    // A running task with a live lease is not handed again, even after `again`.
+    let handed = store.dispatch_tasks(10, Duration::ZERO).await.unwrap();
+    assert!(!handed.contains(&ids[1]), "{handed:?}");
+
+    // The invocation died: once its lease is over the task is handed and claimed again,
+    // fenced (the dead run can no longer write).
+    store
+        .heartbeat_task(&t.id, t.fence, Duration::from_millis(1), 0, 1)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let handed = store.dispatch_tasks(10, Duration::ZERO).await.unwrap();
+    assert!(handed.contains(&ids[1]), "{handed:?}");
+    let (t2, _) = store
+        .claim_task_by_id(&ids[1], "fn-3", lease, 3)
+        .await
+        .unwrap();
+    let t2 = t2.unwrap();
+    assert_eq!((t2.attempts, t2.fence), (2, 2));
+    assert!(matches!(
+        store
+            .finish_task(&t.id, t.fence, &Outcome::Cancelled, 1)
+            .await,
+        Err(StoreError::LeaseLost)
+    ));
+
+    // A retry goes back to the queue: handed again as soon as it is due, within the lease.
+    let r = store
+        .retry_task(&t2.id, t2.fence, Duration::ZERO, 3, "flaky")
+        .await
+        .unwrap();
+    assert_eq!(r.status, TaskStatus::Queued);
+    assert_eq!(
+        store.dispatch_tasks(10, lease).await.unwrap(),
+        vec![ids[1].clone()]
+    );
+    // A retry that is not due yet is neither handed nor claimed.
+    let (t3, _) = store
+        .claim_task_by_id(&ids[1], "fn-4", lease, 3)
+        .await
+        .unwrap();
+    let t3 = t3.unwrap();
+    store
+        .retry_task(&t3.id, t3.fence, Duration::from_secs(3600), 3, "flaky")
+        .await
+        .unwrap();
+    assert!(store
+        .dispatch_tasks(10, Duration::ZERO)
+        .await
+        .unwrap()
+        .iter()
+        .all(|i| *i != ids[1]));
+    let (late, _) = store
+        .claim_task_by_id(&ids[1], "fn-5", lease, 3)
+        .await
+        .unwrap();
+    assert!(late.is_none());
+
+    // Past its attempts a dead invocation's task is failed by the next claim, not run.
+    let (t0, _) = store
+        .claim_task_by_id(&ids[0], "fn-6", lease, 1)
+        .await
+        .unwrap();
+    let t0 = t0.unwrap();
+    store
+        .heartbeat_task(&t0.id, t0.fence, Duration::from_millis(1), 0, 1)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (none, reaped) = store
+        .claim_task_by_id(&ids[0], "fn-7", lease, 1)
+        .await
+        .unwrap();
+    assert!(none.is_none());
+    assert_eq!(reaped.len(), 1);
+    assert_eq!(reaped[0].error_code.as_deref(), Some("worker_lost"));
+    // Ended tasks are never handed.
+    let handed = store.dispatch_tasks(10, Duration::ZERO).await.unwrap();
+    assert_eq!(handed, vec![ids[2].clone()]);
+}
+
 #[tokio::test]
 async fn tasks_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
@@ -594,6 +730,9 @@ async fn tasks_on_sqlite() {
     let store = connect(&format!("sqlite://{}", dir.path().join("c.db").display())).await;
     concurrent_claims(&store).await;
     store.close().await;
+    let store = connect(&format!("sqlite://{}", dir.path().join("d.db").display())).await;
+    dispatch_story(&store).await;
+    store.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -604,6 +743,9 @@ async fn tasks_on_postgres() {
     db.drop_db(store).await;
     let (store, db) = PgDb::create().await;
     concurrent_claims(&store).await;
+    db.drop_db(store).await;
+    let (store, db) = PgDb::create().await;
+    dispatch_story(&store).await;
     db.drop_db(store).await;
 }
 

@@ -88,6 +88,12 @@ pub enum Command {
         /// Serve the API only; `tenebra worker` processes run the tasks.
         #[arg(long, env = "TENEBRA_NO_WORKER")]
         no_worker: bool,
+        /// Hand tasks to a serverless worker pool instead of running them here:
+        /// `lambda:NAME` (asynchronous Lambda invocations; region from an ARN or AWS_REGION,
+        /// endpoint from AWS_ENDPOINT_URL_LAMBDA) or `cloud-run:URL`. The functions run
+        /// `tenebra worker --serverless` against the same database and blobs.
+        #[arg(long, env = "TENEBRA_EXECUTOR", conflicts_with = "no_worker")]
+        executor: Option<String>,
         #[command(flatten)]
         storage: StorageArgs,
         #[command(flatten)]
@@ -96,8 +102,16 @@ pub enum Command {
     /// Run a task worker against the configured database and blobs (cluster mode).
     Worker {
         /// Also serve `/metrics` (with `--metrics-token`) and `/healthz` on this address.
-        #[arg(long, env = "TENEBRA_METRICS_LISTEN")]
+        #[arg(long, env = "TENEBRA_METRICS_LISTEN", conflicts_with = "serverless")]
         metrics_listen: Option<String>,
+        /// Run the tasks invocations name (`{"task_id": ...}`) instead of polling the queue:
+        /// a serverless worker pool's function, on Lambda (AWS_LAMBDA_RUNTIME_API set) through
+        /// the Runtime API, elsewhere (Cloud Run) as `POST /` on 0.0.0.0:$PORT.
+        #[arg(long, env = "TENEBRA_WORKER_SERVERLESS")]
+        serverless: bool,
+        /// Address to listen on with --serverless off Lambda (default 0.0.0.0:$PORT).
+        #[arg(long, requires = "serverless")]
+        listen: Option<String>,
         #[command(flatten)]
         storage: StorageArgs,
         #[command(flatten)]

@@ -109,13 +109,22 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Serve {
             listen,
             no_worker,
+            executor,
             storage,
             workers,
-        } => service::serve(&listen, &storage, &workers, no_worker),
+        } => service::serve(&listen, &storage, &workers, no_worker, executor.as_deref()),
+        Command::Worker {
+            serverless: true,
+            listen,
+            storage,
+            workers,
+            ..
+        } => serverless::pool_worker(&storage, &workers, listen),
         Command::Worker {
             metrics_listen,
             storage,
             workers,
+            ..
         } => service::worker(&storage, &workers, metrics_listen.as_deref()),
         Command::Demo { keys, data_dir } => service::demo(keys, data_dir),
         Command::Runtime {

@@ -11,7 +11,7 @@ use serde_json::json;
 use tenebra_circuit::{AnyCircuit, AnyLimits};
 use tenebra_server::aws::{AwsClient, Method};
 
-use crate::args::{LambdaArgs, PackageTarget};
+use crate::args::{LambdaArgs, PackageTarget, StorageArgs, WorkerArgs};
 use crate::io::{read_limited, runtime, shutdown_signal, write_file, write_lambda_zip, JSON_LIMIT};
 
 /// Lambda's limit on a zip uploaded directly with CreateFunction/UpdateFunctionCode.
@@ -25,9 +25,22 @@ pub fn is_lambda_bootstrap(argv: &[String]) -> bool {
 }
 
 /// The command line `bootstrap` stands for: `runtime` with the circuits packaged beside
-/// it, parsed like any other so that the runtime's variables (`TENEBRA_ALLOWED_URLS`,
-/// `TENEBRA_RUNTIME_CONCURRENCY`, ...) apply on Lambda too.
+/// it, or with `TENEBRA_BOOTSTRAP=worker` a serverless worker pool's `worker --serverless`
+/// (its data directory under `/tmp`, the only writable place, unless TENEBRA_DATA_DIR says);
+/// parsed like any other so that every documented variable (`TENEBRA_ALLOWED_URLS`,
+/// `TENEBRA_DATABASE_URL`, ...) applies on Lambda too.
 pub fn lambda_bootstrap_args() -> Vec<String> {
+    if std::env::var("TENEBRA_BOOTSTRAP").as_deref() == Ok("worker") {
+        let mut argv = vec![
+            "bootstrap".to_owned(),
+            "worker".to_owned(),
+            "--serverless".to_owned(),
+        ];
+        if std::env::var_os("TENEBRA_DATA_DIR").is_none() {
+            argv.extend(["--data-dir".to_owned(), "/tmp/tenebra-data".to_owned()]);
+        }
+        return argv;
+    }
     let root = std::env::var_os("LAMBDA_TASK_ROOT")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/task"));
@@ -64,16 +77,51 @@ pub fn function_runtime(
         if lambda {
             return Ok(serverless::serve_lambda(rt).await?);
         }
-        let addr = listen.unwrap_or_else(|| {
-            let port = std::env::var("PORT").unwrap_or_else(|_| "8080".to_owned());
-            format!("0.0.0.0:{port}")
-        });
+        let addr = listen.unwrap_or_else(cloud_run_address);
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
             .with_context(|| format!("listening on {addr}"))?;
         eprintln!("tenebra runtime listening on {addr}");
         Ok(serverless::serve_cloud_run(rt, listener, shutdown_signal()).await?)
     })
+}
+
+/// `tenebra worker --serverless`: a serverless worker pool's function. Each invocation names
+/// a task (`{"task_id": ...}`) that it claims and runs against the service's database and
+/// blobs, as a worker would; on Lambda through the Runtime API, elsewhere (Cloud Run) as
+/// `POST /` on `listen` (default 0.0.0.0:$PORT).
+pub fn pool_worker(
+    storage: &StorageArgs,
+    workers: &WorkerArgs,
+    listen: Option<String>,
+) -> Result<()> {
+    use tenebra_server::serverless;
+    use tenebra_server::worker::TaskRunner;
+    let cfg = workers.config()?;
+    let settings = storage.settings();
+    runtime()?.block_on(async {
+        let state = tenebra_server::open(&settings).await?;
+        let runner = std::sync::Arc::new(TaskRunner::new(state.clone(), cfg));
+        let served = if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
+            eprintln!("tenebra worker serving Lambda invocations");
+            serverless::serve_lambda(runner).await
+        } else {
+            let addr = listen.unwrap_or_else(cloud_run_address);
+            let listener = tokio::net::TcpListener::bind(&addr)
+                .await
+                .with_context(|| format!("listening on {addr}"))?;
+            eprintln!("tenebra worker serving tasks on {addr}");
+            serverless::serve_cloud_run(runner, listener, shutdown_signal()).await
+        };
+        state.store.close().await;
+        Ok(served?)
+    })
+}
+
+/// Where Cloud Run expects the container to listen: 0.0.0.0:$PORT (8080 by default).
+fn cloud_run_address() -> String {
+    let port = std::env::var("PORT").unwrap_or_else(|_| "8080".to_owned());
+    format!("0.0.0.0:{port}")
 }
 
 /// Reads and validates circuits as the service would; each with its file name.

@@ -8,27 +8,39 @@ use anyhow::{bail, Context, Result};
 use tenebra_client::http::Client;
 use tenebra_client::ClientKeys;
 use tenebra_functions::find;
+use tenebra_server::dispatch::{DispatchConfig, Executor};
 use tenebra_server::worker::{self, WorkerConfig};
-use tenebra_server::{Node, Settings};
+use tenebra_server::{Node, Settings, Workers};
 use tokio::sync::watch;
 
 use crate::args::{StorageArgs, WorkerArgs};
 use crate::io::{load_client_keys, runtime, shutdown_signal};
 use crate::output::run_with_bar;
 
-/// `tenebra serve`: the API, plus an in-process worker unless `no_worker`.
+/// `tenebra serve`: the API, plus an in-process worker unless `no_worker`, or a dispatcher
+/// to the serverless `executor`.
 pub fn serve(
     listen: &str,
     storage: &StorageArgs,
     workers: &WorkerArgs,
     no_worker: bool,
+    executor: Option<&str>,
 ) -> Result<()> {
     let cfg = workers.config()?;
+    let run = match executor {
+        Some(spec) => Workers::Dispatch(DispatchConfig {
+            executor: Executor::parse(spec)?,
+            lease: cfg.lease,
+            poll: cfg.poll,
+        }),
+        None if no_worker => Workers::None,
+        None => Workers::InProcess(cfg),
+    };
     runtime()?.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("listening on {listen}"))?;
-        let node = Node::start(&storage.settings(), listener, (!no_worker).then_some(cfg)).await?;
+        let node = Node::start(&storage.settings(), listener, run).await?;
         eprintln!("tenebra listening on {}", node.url());
         node.run_until(shutdown_signal()).await?;
         eprintln!("tenebra stopped");

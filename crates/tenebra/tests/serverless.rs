@@ -101,11 +101,18 @@ impl Drop for Runtime {
 
 impl Runtime {
     fn start(dir: &Path, env: &[(&str, String)]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tenebra"))
-            .args(["runtime", "--circuits"])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenebra"));
+        cmd.args(["runtime", "--circuits"])
             .arg(dir.join("circuits"))
             .arg("--cache-dir")
-            .arg(dir.join("cache"))
+            .arg(dir.join("cache"));
+        Self::spawn(cmd, env)
+    }
+
+    /// Runs `cmd` (a `tenebra` command line) with `env` and nothing of Lambda's unless
+    /// `env` sets it.
+    fn spawn(mut cmd: Command, env: &[(&str, String)]) -> Self {
+        let mut child = cmd
             .env_remove("AWS_LAMBDA_RUNTIME_API")
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::piped())
@@ -138,6 +145,68 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// `moto_server` (S3, Lambda, IAM, ...) on a free port, stopped on drop.
+struct Moto {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Moto {
+    /// Started and answering, or `None` (the test is skipped) where it is not installed.
+    async fn start() -> Option<Moto> {
+        let Some(bin) = std::env::var_os("TENEBRA_MOTO_SERVER") else {
+            assert!(
+                std::env::var_os("TENEBRA_REQUIRE_S3").is_none(),
+                "TENEBRA_REQUIRE_S3 is set but TENEBRA_MOTO_SERVER is not"
+            );
+            eprintln!("skipped: set TENEBRA_MOTO_SERVER to run this test (see .ci/run)");
+            return None;
+        };
+        let port = free_port();
+        let child = Command::new(bin)
+            .args(["-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let moto = Moto {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Some(moto);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("moto_server did not come up");
+    }
+
+    /// Creates a bucket (moto takes unsigned requests for it).
+    async fn bucket(&self, name: &str) {
+        let r = reqwest::Client::new()
+            .put(format!("{}/{name}", self.url))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "creating bucket {name}: {}",
+            r.status()
+        );
+    }
 }
 
 /// A temporary directory with the packaged circuit.
@@ -356,13 +425,16 @@ async fn cloud_run_plain_requests_and_pubsub_events() {
     assert_eq!(objects.lock().unwrap().reads["keys"], reads);
 }
 
-/// A local Lambda Runtime API: hands out queued events at `next`, records responses and
-/// errors by request id.
+/// A local Lambda: the Runtime API hands out queued events at `next` and records responses
+/// and errors by request id; the Invoke API queues asynchronous invocations (`Event`,
+/// SigV4-signed) as Lambda does, and records them.
 #[derive(Default)]
 struct Lambda {
     queue: Vec<(String, Value)>,
     responses: HashMap<String, Value>,
     errors: HashMap<String, Value>,
+    /// Asynchronous invocations by function name, in order.
+    invoked: Vec<(String, Value)>,
 }
 
 type SharedLambda = Arc<Mutex<Lambda>>;
@@ -412,7 +484,29 @@ async fn serve_runtime_api(lambda: SharedLambda) -> String {
         l.lock().unwrap().errors.insert(id, v);
         StatusCode::ACCEPTED
     }
+    async fn invoke(
+        State(l): State<SharedLambda>,
+        UrlPath(function): UrlPath<String>,
+        headers: HeaderMap,
+        body: axum::body::Bytes,
+    ) -> StatusCode {
+        let header = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let signed = header("authorization").starts_with("AWS4-HMAC-SHA256 Credential=")
+            && header("authorization").contains("/lambda/aws4_request");
+        let Ok(payload) = serde_json::from_slice::<Value>(&body) else {
+            return StatusCode::BAD_REQUEST;
+        };
+        if !signed || header("x-amz-invocation-type") != "Event" {
+            return StatusCode::FORBIDDEN;
+        }
+        let mut l = l.lock().unwrap();
+        let id = format!("async-{}", l.invoked.len());
+        l.invoked.push((function, payload.clone()));
+        l.queue.push((id, payload));
+        StatusCode::ACCEPTED
+    }
     let app = axum::Router::new()
+        .route("/2015-03-31/functions/{function}/invocations", post(invoke))
         .route("/2018-06-01/runtime/invocation/next", get(next))
         .route(
             "/2018-06-01/runtime/invocation/{id}/response",
@@ -661,34 +755,10 @@ async fn packages_for_lambda_and_cloud_run() {
 /// without a role a new function is refused with a clear line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploys_to_lambda_through_its_api() {
-    let Some(bin) = std::env::var_os("TENEBRA_MOTO_SERVER") else {
-        assert!(
-            std::env::var_os("TENEBRA_REQUIRE_S3").is_none(),
-            "TENEBRA_REQUIRE_S3 is set but TENEBRA_MOTO_SERVER is not"
-        );
-        eprintln!("skipped: set TENEBRA_MOTO_SERVER to run this test (see .ci/run)");
+    let Some(moto) = Moto::start().await else {
         return;
     };
-    let port = free_port();
-    let mut moto = Command::new(bin)
-        .args(["-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let endpoint = format!("http://127.0.0.1:{port}");
-    let mut up = false;
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(up, "moto_server did not come up");
+    let endpoint = moto.url.clone();
     let credential = tenebra_server::aws::AwsCredential {
         key_id: "AKIATESTTESTTESTTEST".into(),
         secret_key: "test".into(),
@@ -780,8 +850,7 @@ async fn deploys_to_lambda_through_its_api() {
     args.truncate(6);
     let (ok, _, stderr) = tenebra(&args, &env);
     assert!(!ok && stderr.contains("--circuit"), "{stderr}");
-    let _ = moto.kill();
-    let _ = moto.wait();
+    drop(moto);
 }
 
 fn form_encode(s: &str) -> String {
@@ -799,37 +868,12 @@ fn form_encode(s: &str) -> String {
 /// credentials and endpoint from the `AWS_*` variables, on a cold and a warm invocation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_in_s3() {
-    let Some(bin) = std::env::var_os("TENEBRA_MOTO_SERVER") else {
-        assert!(
-            std::env::var_os("TENEBRA_REQUIRE_S3").is_none(),
-            "TENEBRA_REQUIRE_S3 is set but TENEBRA_MOTO_SERVER is not"
-        );
-        eprintln!("skipped: set TENEBRA_MOTO_SERVER to run this test (see .ci/run)");
+    let Some(moto) = Moto::start().await else {
         return;
     };
-    let port = free_port();
-    let mut moto = Command::new(bin)
-        .args(["-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let s3 = format!("http://127.0.0.1:{port}");
+    let s3 = moto.url.clone();
     let http = reqwest::Client::new();
-    let mut up = false;
-    for _ in 0..100 {
-        if http
-            .put(format!("{s3}/fhe"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(up, "moto_server did not come up");
+    moto.bucket("fhe").await;
     let input =
         tenebra_client::encrypt_circuit(client_keys(), &circuit(), &json!({"x": 7, "y": 200}))
             .unwrap();
@@ -899,6 +943,215 @@ async fn objects_in_s3() {
         .await
         .unwrap();
     assert_eq!(v["error"]["code"], "object_not_found");
-    let _ = moto.kill();
-    let _ = moto.wait();
+    drop(moto);
+}
+
+/// Lambda's variables for a function named `name`, served by the Runtime API at `api`.
+fn lambda_env(api: &str, name: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_LAMBDA_RUNTIME_API", api.to_owned()),
+        ("AWS_LAMBDA_FUNCTION_NAME", name.to_owned()),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "1".into()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "4096".into()),
+        ("AWS_LAMBDA_LOG_STREAM_NAME", "stream".into()),
+        ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}")),
+    ]
+}
+
+/// The serverless worker pool on the real PostgreSQL and S3 (moto), with Lambda played by
+/// the local Invoke and Runtime APIs: an API node started with `--executor lambda:pool`
+/// hands each task to Lambda as an asynchronous invocation naming only the task; the
+/// function (`tenebra worker --serverless`, then the packaged `bootstrap`) claims it, reads
+/// key set and input from S3, runs it and finishes it. An invocation killed mid-task loses
+/// its lease; the task is handed again and finished by a later invocation, billed once. A
+/// duplicate invocation does nothing; a malformed one is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_pool_on_lambda() {
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    moto.bucket("pool").await;
+    let db = format!("tenebra_pool_{}", std::process::id());
+    let admin = sqlx::PgPool::connect("postgres://postgres@127.0.0.1:5432/test")
+        .await
+        .unwrap();
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+        format!("CREATE DATABASE {db}"),
+    ] {
+        sqlx::raw_sql(&sql).execute(&admin).await.unwrap();
+    }
+    let lambda: SharedLambda = Arc::default();
+    let api = serve_runtime_api(lambda.clone()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let storage: Vec<(&str, String)> = vec![
+        (
+            "TENEBRA_DATA_DIR",
+            tmp.path().join("data").display().to_string(),
+        ),
+        (
+            "TENEBRA_DATABASE_URL",
+            format!("postgres://postgres@127.0.0.1:5432/{db}"),
+        ),
+        ("TENEBRA_BLOB_URL", "s3://pool".into()),
+        ("TENEBRA_LEASE_SECS", "3".into()),
+        ("TENEBRA_SHUTDOWN_GRACE_SECS", "0".into()),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_ENDPOINT", moto.url.clone()),
+        ("AWS_ALLOW_HTTP", "true".into()),
+        ("RUST_LOG", "warn".into()),
+    ];
+    let env_refs: Vec<(&str, &str)> = storage.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (created, out, err) = tenebra(&["admin", "tenants", "create", "acme"], &env_refs);
+    assert!(created, "{err}");
+    let token = out.lines().last().unwrap().to_owned();
+
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut node_env = storage.clone();
+    node_env.push(("AWS_ENDPOINT_URL_LAMBDA", format!("http://{api}")));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenebra"));
+    cmd.args(["serve", "--executor", "lambda:pool", "--listen", &listen]);
+    let _node = Runtime::spawn(cmd, &node_env);
+    let mut fn_env = storage.clone();
+    fn_env.extend(lambda_env(&api, "pool"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenebra"));
+    cmd.args(["worker", "--serverless"]);
+    let function = Runtime::spawn(cmd, &fn_env);
+
+    let client = tenebra_client::http::Client::new(&format!("http://{listen}"), &token);
+    let mut up = false;
+    for _ in 0..200 {
+        if client.functions().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "the API node did not come up");
+    client
+        .deploy_function(circuit().canonical_json())
+        .await
+        .unwrap();
+    let keys = tenebra_engine::keys::read_upload(&test_key_dir()).unwrap();
+    client.upload_key_set(keys).await.unwrap();
+    let input =
+        tenebra_client::encrypt_circuit(client_keys(), &circuit(), &json!({"x": 7, "y": 200}))
+            .unwrap();
+    let status = |id: String| {
+        let client = &client;
+        async move { serde_json::to_value(client.task(&id).await.unwrap()).unwrap() }
+    };
+    let wait_for = |id: String, want: &'static str| {
+        let status = &status;
+        async move {
+            for _ in 0..3000 {
+                let s = status(id.clone()).await;
+                if s["status"] == want {
+                    return s;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            panic!("task {id} never got {want}: {}", status(id.clone()).await);
+        }
+    };
+
+    // One task, handed to Lambda once, run by the function, decrypted to the reference.
+    let first = client.submit_task(input.clone(), None).await.unwrap().id;
+    let done = wait_for(first.clone(), "succeeded").await;
+    assert_eq!(done["attempts"], 1, "{done}");
+    check_pick(&client.task_result(&first).await.unwrap());
+    {
+        let l = lambda.lock().unwrap();
+        assert_eq!(
+            l.invoked,
+            vec![("pool".to_owned(), json!({"task_id": first}))]
+        );
+        assert_eq!(
+            l.responses["async-0"],
+            json!({"task_id": first, "ran": true, "status": "succeeded"})
+        );
+    }
+
+    // The function is killed mid-task: the task keeps its dead lease until it runs out,
+    // is handed again, and the packaged `bootstrap` (a fresh, cold function) finishes it.
+    let second = client.submit_task(input.clone(), None).await.unwrap().id;
+    wait_for(second.clone(), "running").await;
+    drop(function);
+    let bootstrap = tmp.path().join("bootstrap");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_tenebra"), &bootstrap).unwrap();
+    let mut boot_env = fn_env.clone();
+    boot_env.push(("TENEBRA_BOOTSTRAP", "worker".into()));
+    let _function = Runtime::spawn(Command::new(&bootstrap), &boot_env);
+    let done = wait_for(second.clone(), "succeeded").await;
+    assert_eq!(done["attempts"], 2, "{done}");
+    check_pick(&client.task_result(&second).await.unwrap());
+    let handed = lambda
+        .lock()
+        .unwrap()
+        .invoked
+        .iter()
+        .filter(|(_, p)| p["task_id"] == second.as_str())
+        .count();
+    assert!(handed >= 2, "the killed task was handed {handed} times");
+
+    // A duplicate invocation of an ended task does nothing; a malformed one is refused.
+    lambda
+        .lock()
+        .unwrap()
+        .queue
+        .push(("dup".into(), json!({"task_id": first})));
+    lambda
+        .lock()
+        .unwrap()
+        .queue
+        .push(("bad".into(), json!({"task_id": "task_x' OR 1=1"})));
+    let mut answered = false;
+    for _ in 0..500 {
+        {
+            let l = lambda.lock().unwrap();
+            if l.responses.contains_key("dup") && l.errors.contains_key("bad") {
+                answered = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(answered, "the function did not answer both events");
+    {
+        let l = lambda.lock().unwrap();
+        assert_eq!(
+            l.responses["dup"],
+            json!({"task_id": first, "ran": false, "status": "succeeded"})
+        );
+        assert_eq!(l.errors["bad"]["errorType"], "Tenebra.invalid_invocation");
+    }
+
+    // Each task billed once, the second with both attempts; the audit chain holds.
+    let usage = serde_json::to_value(client.usage(&[]).await.unwrap()).unwrap();
+    let records = usage["records"].as_array().unwrap();
+    let mut billed: Vec<(&str, i64)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["task_id"].as_str().unwrap(),
+                r["attempts"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    billed.sort();
+    let mut want = vec![(first.as_str(), 1), (second.as_str(), 2)];
+    want.sort();
+    assert_eq!(billed, want, "{usage}");
+    let (good, out, err) = tenebra(&["audit", "verify"], &env_refs);
+    assert!(good, "{err}");
+    let verified: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(verified["ok"], true, "{verified}");
+    drop(_node);
+    sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    drop(moto);
 }
