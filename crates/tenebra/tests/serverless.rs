@@ -435,6 +435,8 @@ struct Lambda {
     errors: HashMap<String, Value>,
     /// Asynchronous invocations by function name, in order.
     invoked: Vec<(String, Value)>,
+    /// How many of the next events get a deadline 1 s away instead of 5 minutes.
+    short_deadlines: usize,
 }
 
 type SharedLambda = Arc<Mutex<Lambda>>;
@@ -444,12 +446,18 @@ async fn serve_runtime_api(lambda: SharedLambda) -> String {
         loop {
             let event = {
                 let mut l = l.lock().unwrap();
-                (!l.queue.is_empty()).then(|| l.queue.remove(0))
+                let short = l.short_deadlines > 0;
+                let e = (!l.queue.is_empty()).then(|| l.queue.remove(0));
+                if e.is_some() && short {
+                    l.short_deadlines -= 1;
+                }
+                e.map(|e| (e, short))
             };
-            if let Some((id, payload)) = event {
+            if let Some(((id, payload), short)) = event {
                 let mut h = HeaderMap::new();
                 h.insert("lambda-runtime-aws-request-id", id.parse().unwrap());
-                let deadline = tenebra_store::now_ms() + 300_000;
+                let left = if short { 1_000 } else { 300_000 };
+                let deadline = tenebra_store::now_ms() + left;
                 h.insert(
                     "lambda-runtime-deadline-ms",
                     deadline.to_string().parse().unwrap(),
@@ -958,6 +966,143 @@ fn lambda_env(api: &str, name: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// What a worker pool test runs against: moto's S3 (bucket `pool`), a fresh PostgreSQL
+/// database, a shared data directory, and a tenant's token.
+struct Pool {
+    storage: Vec<(&'static str, String)>,
+    tmp: tempfile::TempDir,
+    token: String,
+    admin: sqlx::PgPool,
+    db: String,
+    _moto: Moto,
+}
+
+impl Pool {
+    async fn start(name: &str) -> Option<Pool> {
+        let moto = Moto::start().await?;
+        moto.bucket("pool").await;
+        let db = format!("tenebra_pool_{name}_{}", std::process::id());
+        let admin = sqlx::PgPool::connect("postgres://postgres@127.0.0.1:5432/test")
+            .await
+            .unwrap();
+        for sql in [
+            format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+            format!("CREATE DATABASE {db}"),
+        ] {
+            sqlx::raw_sql(&sql).execute(&admin).await.unwrap();
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let storage: Vec<(&str, String)> = vec![
+            (
+                "TENEBRA_DATA_DIR",
+                tmp.path().join("data").display().to_string(),
+            ),
+            (
+                "TENEBRA_DATABASE_URL",
+                format!("postgres://postgres@127.0.0.1:5432/{db}"),
+            ),
+            ("TENEBRA_BLOB_URL", "s3://pool".into()),
+            ("TENEBRA_LEASE_SECS", "3".into()),
+            ("TENEBRA_SHUTDOWN_GRACE_SECS", "0".into()),
+            ("AWS_ACCESS_KEY_ID", "test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "test".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ENDPOINT", moto.url.clone()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("RUST_LOG", "warn".into()),
+        ];
+        let mut pool = Pool {
+            storage,
+            tmp,
+            token: String::new(),
+            admin,
+            db,
+            _moto: moto,
+        };
+        let (created, out, err) = pool.tenebra(&["admin", "tenants", "create", "acme"]);
+        assert!(created, "{err}");
+        pool.token = out.lines().last().unwrap().to_owned();
+        Some(pool)
+    }
+
+    /// `tenebra` with the pool's storage variables.
+    fn tenebra(&self, args: &[&str]) -> (bool, String, String) {
+        let env: Vec<(&str, &str)> = self.storage.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        tenebra(args, &env)
+    }
+
+    /// The tenant's client of the API node on `listen` once it answers, with the function
+    /// deployed and the key set uploaded.
+    async fn client(&self, listen: &str) -> tenebra_client::http::Client {
+        let client = tenebra_client::http::Client::new(&format!("http://{listen}"), &self.token);
+        let mut up = false;
+        for _ in 0..200 {
+            if client.functions().await.is_ok() {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(up, "the API node did not come up");
+        client
+            .deploy_function(circuit().canonical_json())
+            .await
+            .unwrap();
+        let keys = tenebra_engine::keys::read_upload(&test_key_dir()).unwrap();
+        client.upload_key_set(keys).await.unwrap();
+        client
+    }
+
+    /// Each task billed once, with the attempts given; the audit chain holds.
+    async fn check_billing(&self, client: &tenebra_client::http::Client, want: &[(&str, i64)]) {
+        let usage = serde_json::to_value(client.usage(&[]).await.unwrap()).unwrap();
+        let mut billed: Vec<(String, i64)> = usage["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["task_id"].as_str().unwrap().to_owned(),
+                    r["attempts"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        billed.sort();
+        let mut want: Vec<(String, i64)> = want.iter().map(|(t, a)| (t.to_string(), *a)).collect();
+        want.sort();
+        assert_eq!(billed, want, "{usage}");
+        let (good, out, err) = self.tenebra(&["audit", "verify"]);
+        assert!(good, "{err}");
+        let verified: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(verified["ok"], true, "{verified}");
+    }
+
+    async fn drop_db(self) {
+        sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db))
+            .execute(&self.admin)
+            .await
+            .unwrap();
+    }
+}
+
+/// The pool tests' input: `pick` of 7 and 200.
+fn pool_input() -> Vec<u8> {
+    tenebra_client::encrypt_circuit(client_keys(), &circuit(), &json!({"x": 7, "y": 200})).unwrap()
+}
+
+/// Task `id`'s view once its status is `want`.
+async fn wait_for(client: &tenebra_client::http::Client, id: String, want: &str) -> Value {
+    let status = || async { serde_json::to_value(client.task(&id).await.unwrap()).unwrap() };
+    for _ in 0..3000 {
+        let s = status().await;
+        if s["status"] == want {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("task {id} never got {want}: {}", status().await);
+}
+
 /// The serverless worker pool on the real PostgreSQL and S3 (moto), with Lambda played by
 /// the local Invoke and Runtime APIs: an API node started with `--executor lambda:pool`
 /// hands each task to Lambda as an asynchronous invocation naming only the task; the
@@ -967,47 +1112,12 @@ fn lambda_env(api: &str, name: &str) -> Vec<(&'static str, String)> {
 /// duplicate invocation does nothing; a malformed one is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_pool_on_lambda() {
-    let Some(moto) = Moto::start().await else {
+    let Some(pool) = Pool::start("lambda").await else {
         return;
     };
-    moto.bucket("pool").await;
-    let db = format!("tenebra_pool_{}", std::process::id());
-    let admin = sqlx::PgPool::connect("postgres://postgres@127.0.0.1:5432/test")
-        .await
-        .unwrap();
-    for sql in [
-        format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
-        format!("CREATE DATABASE {db}"),
-    ] {
-        sqlx::raw_sql(&sql).execute(&admin).await.unwrap();
-    }
     let lambda: SharedLambda = Arc::default();
     let api = serve_runtime_api(lambda.clone()).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let storage: Vec<(&str, String)> = vec![
-        (
-            "TENEBRA_DATA_DIR",
-            tmp.path().join("data").display().to_string(),
-        ),
-        (
-            "TENEBRA_DATABASE_URL",
-            format!("postgres://postgres@127.0.0.1:5432/{db}"),
-        ),
-        ("TENEBRA_BLOB_URL", "s3://pool".into()),
-        ("TENEBRA_LEASE_SECS", "3".into()),
-        ("TENEBRA_SHUTDOWN_GRACE_SECS", "0".into()),
-        ("AWS_ACCESS_KEY_ID", "test".into()),
-        ("AWS_SECRET_ACCESS_KEY", "test".into()),
-        ("AWS_REGION", "us-east-1".into()),
-        ("AWS_ENDPOINT", moto.url.clone()),
-        ("AWS_ALLOW_HTTP", "true".into()),
-        ("RUST_LOG", "warn".into()),
-    ];
-    let env_refs: Vec<(&str, &str)> = storage.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let (created, out, err) = tenebra(&["admin", "tenants", "create", "acme"], &env_refs);
-    assert!(created, "{err}");
-    let token = out.lines().last().unwrap().to_owned();
-
+    let (storage, tmp) = (&pool.storage, &pool.tmp);
     let listen = format!("127.0.0.1:{}", free_port());
     let mut node_env = storage.clone();
     node_env.push(("AWS_ENDPOINT_URL_LAMBDA", format!("http://{api}")));
@@ -1020,42 +1130,9 @@ async fn worker_pool_on_lambda() {
     cmd.args(["worker", "--serverless"]);
     let function = Runtime::spawn(cmd, &fn_env);
 
-    let client = tenebra_client::http::Client::new(&format!("http://{listen}"), &token);
-    let mut up = false;
-    for _ in 0..200 {
-        if client.functions().await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(up, "the API node did not come up");
-    client
-        .deploy_function(circuit().canonical_json())
-        .await
-        .unwrap();
-    let keys = tenebra_engine::keys::read_upload(&test_key_dir()).unwrap();
-    client.upload_key_set(keys).await.unwrap();
-    let input =
-        tenebra_client::encrypt_circuit(client_keys(), &circuit(), &json!({"x": 7, "y": 200}))
-            .unwrap();
-    let status = |id: String| {
-        let client = &client;
-        async move { serde_json::to_value(client.task(&id).await.unwrap()).unwrap() }
-    };
-    let wait_for = |id: String, want: &'static str| {
-        let status = &status;
-        async move {
-            for _ in 0..3000 {
-                let s = status(id.clone()).await;
-                if s["status"] == want {
-                    return s;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            panic!("task {id} never got {want}: {}", status(id.clone()).await);
-        }
-    };
+    let client = pool.client(&listen).await;
+    let input = pool_input();
+    let wait_for = |id: String, want: &'static str| wait_for(&client, id, want);
 
     // One task, handed to Lambda once, run by the function, decrypted to the reference.
     let first = client.submit_task(input.clone(), None).await.unwrap().id;
@@ -1128,30 +1205,110 @@ async fn worker_pool_on_lambda() {
         assert_eq!(l.errors["bad"]["errorType"], "Tenebra.invalid_invocation");
     }
 
+    // An invocation about to reach its deadline gives the task back to the queue (the
+    // attempt uncounted) instead of being killed with the lease held; it is handed again at
+    // once and finished.
+    lambda.lock().unwrap().short_deadlines = 1;
+    let third = client.submit_task(input.clone(), None).await.unwrap().id;
+    let done = wait_for(third.clone(), "succeeded").await;
+    assert_eq!(done["attempts"], 1, "{done}");
+    check_pick(&client.task_result(&third).await.unwrap());
+    {
+        let l = lambda.lock().unwrap();
+        let answers: Vec<&Value> = l
+            .responses
+            .values()
+            .filter(|a| a["task_id"] == third.as_str())
+            .collect();
+        let released = json!({"task_id": third, "ran": true, "status": "queued"});
+        assert!(answers.contains(&&released), "{answers:?}");
+    }
+
     // Each task billed once, the second with both attempts; the audit chain holds.
-    let usage = serde_json::to_value(client.usage(&[]).await.unwrap()).unwrap();
-    let records = usage["records"].as_array().unwrap();
-    let mut billed: Vec<(&str, i64)> = records
-        .iter()
-        .map(|r| {
-            (
-                r["task_id"].as_str().unwrap(),
-                r["attempts"].as_i64().unwrap(),
-            )
-        })
-        .collect();
-    billed.sort();
-    let mut want = vec![(first.as_str(), 1), (second.as_str(), 2)];
-    want.sort();
-    assert_eq!(billed, want, "{usage}");
-    let (good, out, err) = tenebra(&["audit", "verify"], &env_refs);
-    assert!(good, "{err}");
-    let verified: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(verified["ok"], true, "{verified}");
+    pool.check_billing(&client, &[(&first, 1), (&second, 2), (&third, 1)])
+        .await;
     drop(_node);
-    sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-        .execute(&admin)
+
+    pool.drop_db().await;
+}
+
+/// The serverless worker pool on Cloud Run's contract: an API node started with
+/// `--executor cloud-run:URL` posts each task to `tenebra worker --serverless` on `$PORT`,
+/// which runs it to its end (PostgreSQL, moto S3); every task runs once and is billed once.
+/// A Pub/Sub push (a binary-mode CloudEvent) naming an ended task is acknowledged and runs
+/// nothing; a request that is not a task is a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_pool_on_cloud_run() {
+    let Some(pool) = Pool::start("cloud_run").await else {
+        return;
+    };
+    let port = free_port();
+    let mut fn_env = pool.storage.clone();
+    fn_env.push(("PORT", port.to_string()));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenebra"));
+    cmd.args(["worker", "--serverless"]);
+    let _function = Runtime::spawn(cmd, &fn_env);
+    let service = format!("http://127.0.0.1:{port}/");
+    let http = reqwest::Client::new();
+    let mut up = false;
+    for _ in 0..200 {
+        if http.get(format!("{service}healthz")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "the function did not listen");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let executor = format!("cloud-run:{service}");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenebra"));
+    cmd.args(["serve", "--executor", &executor, "--listen", &listen]);
+    let _node = Runtime::spawn(cmd, &pool.storage);
+    let client = pool.client(&listen).await;
+    let input = pool_input();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        ids.push(client.submit_task(input.clone(), None).await.unwrap().id);
+    }
+    for id in &ids {
+        let done = wait_for(&client, id.clone(), "succeeded").await;
+        assert_eq!(done["attempts"], 1, "{done}");
+        check_pick(&client.task_result(id).await.unwrap());
+    }
+
+    let message = json!({"message": {"data": b64(json!({"task_id": ids[0]}).to_string().as_bytes()),
+        "messageId": "1"}, "subscription": "projects/p/subscriptions/tenebra"});
+    let r = http
+        .post(&service)
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "1")
+        .header(
+            "ce-source",
+            "//pubsub.googleapis.com/projects/p/topics/tenebra",
+        )
+        .header("ce-type", "google.cloud.pubsub.topic.v1.messagePublished")
+        .json(&message)
+        .send()
         .await
         .unwrap();
-    drop(moto);
+    assert_eq!(r.status(), 200);
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(
+        answer,
+        json!({"task_id": ids[0], "ran": false, "status": "succeeded"})
+    );
+    let r = http
+        .post(&service)
+        .json(&json!({"key_set_url": "s3://pool/keys"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let error: Value = r.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "invalid_invocation");
+
+    pool.check_billing(&client, &[(&ids[0], 1), (&ids[1], 1)])
+        .await;
+    drop(_node);
+    pool.drop_db().await;
 }
