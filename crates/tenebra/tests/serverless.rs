@@ -230,9 +230,7 @@ fn check_pick(result: &[u8]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cloud_run_plain_requests_and_pubsub_events() {
-    let input =
-        tenebra_client::encrypt_circuit(client_keys(), &circuit(), &json!({"x": 7, "y": 200}))
-            .unwrap();
+    let input = pick_input();
     let objects = objects(&input);
     let base = serve_objects(objects.clone()).await;
     let dir = package();
@@ -530,9 +528,7 @@ async fn serve_runtime_api(lambda: SharedLambda) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lambda_runtime_api_events() {
-    let input =
-        tenebra_client::encrypt_circuit(client_keys(), &circuit(), &json!({"x": 7, "y": 200}))
-            .unwrap();
+    let input = pick_input();
     let objects = objects(&input);
     let base = serve_objects(objects.clone()).await;
     let lambda: SharedLambda = Arc::default();
@@ -683,9 +679,7 @@ async fn packages_for_lambda_and_cloud_run() {
         std::fs::read(root.join("circuits/pick.json")).unwrap(),
         circuit().canonical_json()
     );
-    let input =
-        tenebra_client::encrypt_circuit(client_keys(), &circuit(), &json!({"x": 7, "y": 200}))
-            .unwrap();
+    let input = pick_input();
     let objects = objects(&input);
     // The key set object as the CLI exports it.
     let exported = dir.path().join("keys.upload");
@@ -882,9 +876,7 @@ async fn objects_in_s3() {
     let s3 = moto.url.clone();
     let http = reqwest::Client::new();
     moto.bucket("fhe").await;
-    let input =
-        tenebra_client::encrypt_circuit(client_keys(), &circuit(), &json!({"x": 7, "y": 200}))
-            .unwrap();
+    let input = pick_input();
     let keys = tenebra_engine::keys::read_upload(&test_key_dir()).unwrap();
     for (name, body) in [("keys", keys), ("input", input)] {
         let r = http
@@ -1085,8 +1077,8 @@ impl Pool {
     }
 }
 
-/// The pool tests' input: `pick` of 7 and 200.
-fn pool_input() -> Vec<u8> {
+/// The tests' input: `pick` of 7 and 200 (what [`check_pick`] checks).
+fn pick_input() -> Vec<u8> {
     tenebra_client::encrypt_circuit(client_keys(), &circuit(), &json!({"x": 7, "y": 200})).unwrap()
 }
 
@@ -1131,7 +1123,7 @@ async fn worker_pool_on_lambda() {
     let function = Runtime::spawn(cmd, &fn_env);
 
     let client = pool.client(&listen).await;
-    let input = pool_input();
+    let input = pick_input();
     let wait_for = |id: String, want: &'static str| wait_for(&client, id, want);
 
     // One task, handed to Lambda once, run by the function, decrypted to the reference.
@@ -1265,7 +1257,7 @@ async fn worker_pool_on_cloud_run() {
     cmd.args(["serve", "--executor", &executor, "--listen", &listen]);
     let _node = Runtime::spawn(cmd, &pool.storage);
     let client = pool.client(&listen).await;
-    let input = pool_input();
+    let input = pick_input();
     let mut ids = Vec::new();
     for _ in 0..2 {
         ids.push(client.submit_task(input.clone(), None).await.unwrap().id);
@@ -1311,4 +1303,88 @@ async fn worker_pool_on_cloud_run() {
         .await;
     drop(_node);
     pool.drop_db().await;
+}
+
+/// A smoke run under `cargo lambda watch` (PyPI `cargo-lambda`, as developers run Lambda
+/// functions locally): its emulator serves the Runtime API and the Invoke API on loopback;
+/// the built runtime polls the first, and synchronous invocations through the second (inline
+/// input, then by URL with the key set cached) answer results that decrypt to the reference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_cargo_lambda_watch() {
+    let Some(bin) = std::env::var_os("TENEBRA_CARGO_LAMBDA") else {
+        assert!(
+            std::env::var_os("TENEBRA_REQUIRE_CARGO_LAMBDA").is_none(),
+            "TENEBRA_REQUIRE_CARGO_LAMBDA is set but TENEBRA_CARGO_LAMBDA is not"
+        );
+        eprintln!("skipped: set TENEBRA_CARGO_LAMBDA to run this test (see .ci/run)");
+        return;
+    };
+    let port = free_port();
+    // Without any function started by it (the runtime is already built); it reads the
+    // workspace's metadata for the function names (the `tenebra` binary). Its standard input
+    // stays open: it stops when it closes.
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut watch = Command::new(bin)
+        .args([
+            "lambda",
+            "watch",
+            "--only-lambda-apis",
+            "-A",
+            "127.0.0.1",
+            "-P",
+        ])
+        .arg(port.to_string())
+        .current_dir(&workspace)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut up = false;
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "cargo lambda watch did not listen");
+    let input = pick_input();
+    let objects = objects(&input);
+    let base = serve_objects(objects.clone()).await;
+    let dir = package();
+    let api = format!("http://127.0.0.1:{port}/.rt/tenebra");
+    let rt = Runtime::start(dir.path(), &lambda_env(&api, "tenebra"));
+    let invoke = format!("http://127.0.0.1:{port}/2015-03-31/functions/tenebra/invocations");
+    let http = reqwest::Client::new();
+    let keys = format!("{base}/keys");
+    for (body, hit) in [
+        (json!({"key_set_url": keys, "input": b64(&input)}), false),
+        (
+            json!({"key_set_url": keys, "input_url": format!("{base}/input")}),
+            true,
+        ),
+    ] {
+        let r = http.post(&invoke).json(&body).send().await.unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+        let a: Value = r.json().await.unwrap();
+        assert_eq!(a["key_cache_hit"], hit, "{a}");
+        check_pick(&unb64(a["result"].as_str().unwrap()));
+    }
+    // A failure comes back as Lambda reports one.
+    let r = http
+        .post(&invoke)
+        .json(&json!({"key_set_url": keys, "input": b64(b"not an input")}))
+        .send()
+        .await
+        .unwrap();
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["errorType"], "Tenebra.invalid_input", "{e}");
+    assert_eq!(rt.metrics().len(), 2);
+    drop(rt);
+    let _ = watch.kill();
+    let _ = watch.wait();
 }
